@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian machine with Rust: installs what the tests need
+# (memcached from Debian, moto from PyPI into ./.venv) when it is missing, then runs
+# `cargo test`. The tests start memcached and moto_server themselves, on free loopback
+# ports, and fail (never skip) when they cannot.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if ! command -v memcached >/dev/null 2>&1 && [ ! -x /usr/bin/memcached ]; then
+    echo "==> installing memcached (apt-get)"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq memcached >/dev/null
+fi
+
+if [ ! -x .venv/bin/moto_server ]; then
+    echo "==> installing moto[server] into ./.venv (pip)"
+    python3 -m venv .venv
+    .venv/bin/pip install --quiet --disable-pip-version-check 'moto[server]'
+fi
+
+export CHORE_TEST_MEMCACHED="${CHORE_TEST_MEMCACHED:-$(command -v memcached || echo /usr/bin/memcached)}"
+export CHORE_TEST_MOTO_SERVER="${CHORE_TEST_MOTO_SERVER:-$PWD/.venv/bin/moto_server}"
+
+echo "==> cargo test"
+cargo test --locked "$@"

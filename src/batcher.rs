@@ -1,0 +1,185 @@
+//! The batcher: received messages wait here, per queue, until they make a batch.
+//!
+//! A batch flushes (design decision 10) when it is full; when its oldest message has waited
+//! `batch-timeout`; or, unless batching is strict, when the queue's last receive came back
+//! short (the queue has nothing more to give right now), so a lone job starts at once while
+//! a backlog still runs in full batches. Batches never mix queues: each queue has its own
+//! handler and timeout, and a worker's deadline is the sum of its messages' timeouts.
+//! The master asks for a batch only when a worker slot is free.
+//!
+//! Pure: the clock comes in as `now`; nothing here does I/O.
+
+use crate::queue::Delivery;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Default)]
+struct Pending {
+    items: VecDeque<Delivery>,
+    /// The last receive for this queue came back short.
+    drained: bool,
+}
+
+#[derive(Debug)]
+pub struct Batcher {
+    queues: Vec<Pending>,
+    batch_size: usize,
+    batch_timeout: Duration,
+    strict: bool,
+}
+
+impl Batcher {
+    pub fn new(queues: usize, batch_size: usize, batch_timeout: Duration, strict: bool) -> Batcher {
+        Batcher {
+            queues: (0..queues).map(|_| Pending::default()).collect(),
+            batch_size,
+            batch_timeout,
+            strict,
+        }
+    }
+
+    /// Messages from one receive of queue `q`; `short` says the receive gave less than it
+    /// was allowed.
+    pub fn add(&mut self, q: usize, deliveries: Vec<Delivery>, short: bool) {
+        let p = &mut self.queues[q];
+        p.items.extend(deliveries);
+        p.drained = short;
+    }
+
+    /// How many messages wait, over all queues.
+    pub fn len(&self) -> usize {
+        self.queues.iter().map(|p| p.items.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn ready(&self, p: &Pending, now: Instant) -> bool {
+        match p.items.front() {
+            None => false,
+            Some(oldest) => {
+                p.items.len() >= self.batch_size
+                    || now.saturating_duration_since(oldest.received_at) >= self.batch_timeout
+                    || (!self.strict && p.drained)
+            }
+        }
+    }
+
+    /// The next batch to start, if any is ready: the ready queue whose oldest message has
+    /// waited longest goes first, so no queue starves another.
+    pub fn next_batch(&mut self, now: Instant) -> Option<(usize, Vec<Delivery>)> {
+        let q = (0..self.queues.len())
+            .filter(|&q| self.ready(&self.queues[q], now))
+            .min_by_key(|&q| self.queues[q].items.front().map(|d| d.received_at))?;
+        let p = &mut self.queues[q];
+        let n = p.items.len().min(self.batch_size);
+        Some((q, p.items.drain(..n).collect()))
+    }
+
+    /// When the oldest waiting message of any queue reaches the batch timeout.
+    pub fn next_timeout(&self) -> Option<Instant> {
+        self.queues
+            .iter()
+            .filter_map(|p| p.items.front())
+            .map(|d| d.received_at + self.batch_timeout)
+            .min()
+    }
+
+    /// Every waiting message, for renewing claims.
+    pub fn held_mut(&mut self) -> impl Iterator<Item = (usize, &mut Delivery)> {
+        self.queues
+            .iter_mut()
+            .enumerate()
+            .flat_map(|(q, p)| p.items.iter_mut().map(move |d| (q, d)))
+    }
+
+    /// Empty the batcher (at shutdown, to give the messages back).
+    pub fn take_all(&mut self) -> Vec<(usize, Delivery)> {
+        let mut out = Vec::new();
+        for (q, p) in self.queues.iter_mut().enumerate() {
+            out.extend(p.items.drain(..).map(|d| (q, d)));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(id: &str, at: Instant) -> Delivery {
+        Delivery {
+            id: id.into(),
+            receipt: id.into(),
+            body: "{}".into(),
+            attempt: 1,
+            received_at: at,
+            renew_at: at + Duration::from_secs(30),
+            class: None,
+        }
+    }
+
+    fn many(n: usize, at: Instant) -> Vec<Delivery> {
+        (0..n).map(|i| d(&i.to_string(), at)).collect()
+    }
+
+    #[test]
+    fn full_batches_flush_and_leave_the_rest() {
+        let t0 = Instant::now();
+        let mut b = Batcher::new(1, 5, Duration::from_secs(20), false);
+        b.add(0, many(6, t0), false);
+        let (q, batch) = b.next_batch(t0).unwrap();
+        assert_eq!((q, batch.len()), (0, 5));
+        assert_eq!(b.len(), 1);
+        // The leftover is neither full, nor old, nor drained: it waits.
+        assert!(b.next_batch(t0).is_none());
+    }
+
+    #[test]
+    fn a_lone_job_starts_at_once_when_the_queue_is_drained() {
+        let t0 = Instant::now();
+        let mut b = Batcher::new(1, 50, Duration::from_secs(20), false);
+        b.add(0, many(1, t0), true);
+        assert_eq!(b.next_batch(t0).unwrap().1.len(), 1);
+    }
+
+    #[test]
+    fn strict_batching_waits_for_the_timeout() {
+        let t0 = Instant::now();
+        let mut b = Batcher::new(1, 50, Duration::from_secs(20), true);
+        b.add(0, many(3, t0), true);
+        assert!(b.next_batch(t0 + Duration::from_secs(19)).is_none());
+        assert_eq!(b.next_timeout(), Some(t0 + Duration::from_secs(20)));
+        assert_eq!(
+            b.next_batch(t0 + Duration::from_secs(20)).unwrap().1.len(),
+            3
+        );
+        assert!(b.next_timeout().is_none());
+    }
+
+    #[test]
+    fn the_longest_waiting_queue_goes_first() {
+        let t0 = Instant::now();
+        let mut b = Batcher::new(2, 2, Duration::from_secs(20), false);
+        b.add(1, many(2, t0), false);
+        b.add(0, many(2, t0 + Duration::from_secs(1)), false);
+        assert_eq!(b.next_batch(t0 + Duration::from_secs(2)).unwrap().0, 1);
+        assert_eq!(b.next_batch(t0 + Duration::from_secs(2)).unwrap().0, 0);
+    }
+
+    #[test]
+    fn a_backlog_does_not_flush_partial_batches() {
+        let t0 = Instant::now();
+        let mut b = Batcher::new(1, 50, Duration::from_secs(20), false);
+        b.add(0, many(10, t0), false);
+        b.add(0, many(10, t0), false);
+        assert!(
+            b.next_batch(t0).is_none(),
+            "receives came back full: more is coming"
+        );
+        b.add(0, many(3, t0), true);
+        assert_eq!(b.next_batch(t0).unwrap().1.len(), 23);
+        assert_eq!(b.take_all().len(), 0);
+    }
+}

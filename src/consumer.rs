@@ -1,0 +1,258 @@
+//! Consumer threads: `threads-per-queue` threads per queue receive messages and hand them
+//! to the master.
+//!
+//! A thread never receives more than the `Gate` allows: the gate holds one credit per
+//! message the master can start soon (the running workers' batches plus one batch ahead),
+//! so messages do not wait out their claim or visibility in chore's buffer. The gate is
+//! also how the master quiets (TSTP) and stops the consumers.
+//!
+//! Each body is checked here, off the master's thread: it must be JSON, and it must have a
+//! handler. A message that fails either is dead-lettered with its queue and id logged; it
+//! never reaches a worker and never stops the master.
+
+use crate::config::QueueConfig;
+use crate::queue::{Delivery, Queue, Stop};
+use crossbeam_channel::Sender;
+use serde::Deserialize;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// What the consumers send the master.
+#[derive(Debug)]
+pub struct Batchlet {
+    pub queue: usize,
+    pub deliveries: Vec<Delivery>,
+    pub short: bool,
+}
+
+/// Credits for receiving: one per message that may be held at once.
+pub struct Gate {
+    state: Mutex<GateState>,
+    changed: Condvar,
+}
+
+#[derive(Debug)]
+struct GateState {
+    free: usize,
+    paused: bool,
+    stopped: bool,
+}
+
+impl Gate {
+    pub fn new(capacity: usize) -> Gate {
+        Gate {
+            state: Mutex::new(GateState {
+                free: capacity,
+                paused: false,
+                stopped: false,
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// Take up to `want` credits, waiting while none are free or the gate is paused.
+    /// None once stopped.
+    pub fn take(&self, want: usize) -> Option<usize> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if s.stopped {
+                return None;
+            }
+            if !s.paused && s.free > 0 {
+                let n = want.min(s.free);
+                s.free -= n;
+                return Some(n);
+            }
+            s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    pub fn give(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.free += n;
+        self.changed.notify_all();
+    }
+
+    pub fn pause(&self, paused: bool) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).paused = paused;
+        self.changed.notify_all();
+    }
+
+    pub fn stop(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).stopped = true;
+        self.changed.notify_all();
+    }
+
+    pub fn free(&self) -> usize {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).free
+    }
+}
+
+/// What every consumer thread shares with the master.
+#[derive(Clone)]
+pub struct Shared {
+    pub gate: Arc<Gate>,
+    pub stop: Arc<Stop>,
+    pub to_master: Sender<Batchlet>,
+    /// Most messages asked for per receive (`queue-polling-size`).
+    pub polling_size: usize,
+}
+
+/// Start `threads` consumer threads for queue number `index`.
+pub fn spawn(
+    index: usize,
+    config: &QueueConfig,
+    queue: Arc<dyn Queue>,
+    threads: usize,
+    shared: &Shared,
+) -> std::io::Result<Vec<JoinHandle<()>>> {
+    let mut handles = Vec::new();
+    for t in 0..threads {
+        let mut consume = queue.consumer()?;
+        let queue = queue.clone();
+        let Shared {
+            gate,
+            stop,
+            to_master,
+            polling_size,
+        } = shared.clone();
+        let routes = Routes::of(config);
+        let handle = std::thread::Builder::new().name(format!("consume-{}-{t}", config.name)).spawn(move || {
+            // Errors back off so a broken queue (a directory gone, a disk full) is logged
+            // once a second, not spun on.
+            let mut error_backoff = Duration::from_millis(100);
+            while let Some(credits) = gate.take(polling_size) {
+                if stop.fired() {
+                    gate.give(credits);
+                    break;
+                }
+                match consume.receive(credits, &stop) {
+                    Ok(received) => {
+                        error_backoff = Duration::from_millis(100);
+                        let mut deliveries = received.deliveries;
+                        deliveries.retain_mut(|d| check(queue.as_ref(), &routes, d));
+                        gate.give(credits - deliveries.len());
+                        if deliveries.is_empty() && !received.short {
+                            continue;
+                        }
+                        let batchlet = Batchlet { queue: index, deliveries, short: received.short };
+                        if let Err(lost) = to_master.send(batchlet) {
+                            // The master has gone (it only drops the channel on exit): give
+                            // the messages back rather than strand them in-progress.
+                            for d in &lost.0.deliveries {
+                                let _ = queue.give_back(d);
+                            }
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        gate.give(credits);
+                        tracing::error!(queue = queue.name(), error = %e, "receive failed; retrying");
+                        stop.sleep(error_backoff);
+                        error_backoff = (error_backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        })?;
+        handles.push(handle);
+    }
+    Ok(handles)
+}
+
+/// Which classes have handlers, so unroutable messages are caught before batching.
+struct Routes {
+    has_default: bool,
+    classes: Vec<String>,
+}
+
+impl Routes {
+    fn of(q: &QueueConfig) -> Routes {
+        Routes {
+            has_default: q.handler.is_some(),
+            classes: q.classes.keys().cloned().collect(),
+        }
+    }
+}
+
+/// The part of a body that routing needs. Deserialising it also checks the whole body is
+/// JSON.
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(default)]
+    class: Option<serde_json::Value>,
+}
+
+/// Check one delivery: true to pass it on; false when it was dead-lettered here.
+fn check(queue: &dyn Queue, routes: &Routes, d: &mut Delivery) -> bool {
+    let reason = match classify(&d.body) {
+        Err(e) => format!("body is not valid JSON: {e}"),
+        Ok(class) => {
+            let routed = match &class {
+                Some(c) => routes.has_default || routes.classes.iter().any(|k| k == c),
+                None => routes.has_default,
+            };
+            if routed {
+                d.class = class;
+                return true;
+            }
+            match class {
+                Some(c) => format!("no handler for job class `{c}`"),
+                None => "no handler: the body has no class and the queue has no default handler"
+                    .to_string(),
+            }
+        }
+    };
+    tracing::error!(queue = queue.name(), id = %d.id, attempt = d.attempt, reason = %reason, "message dead-lettered");
+    if let Err(e) = queue.dead_letter(d, &reason) {
+        tracing::error!(queue = queue.name(), id = %d.id, error = %e, "could not dead-letter message");
+    }
+    false
+}
+
+/// Ruby Chore's `class`, when the body is an object with a string `class`.
+pub fn classify(body: &str) -> Result<Option<String>, serde_json::Error> {
+    // Only objects can carry a class; any other JSON passes through untouched.
+    if body.trim_start().starts_with('{') {
+        let env: Envelope = serde_json::from_str(body)?;
+        Ok(env.class.and_then(|c| c.as_str().map(str::to_owned)))
+    } else {
+        serde_json::from_str::<serde::de::IgnoredAny>(body)?;
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classify_bodies() {
+        assert_eq!(
+            classify(r#"{"class":"Foo::Bar","args":[1]}"#)
+                .unwrap()
+                .as_deref(),
+            Some("Foo::Bar")
+        );
+        assert_eq!(classify(r#"{"name":"x"}"#).unwrap(), None);
+        assert_eq!(classify(r#"[1,2]"#).unwrap(), None);
+        assert_eq!(classify(r#"{"class":5}"#).unwrap(), None);
+        assert!(classify("{not json").is_err());
+        assert!(classify("hello").is_err());
+        assert!(classify(r#"{"class":"A"} trailing"#).is_err());
+    }
+
+    #[test]
+    fn gate_hands_out_what_is_free() {
+        let g = Gate::new(15);
+        assert_eq!(g.take(10), Some(10));
+        assert_eq!(g.take(10), Some(5));
+        g.give(3);
+        assert_eq!(g.take(10), Some(3));
+        g.stop();
+        assert_eq!(g.take(1), None);
+    }
+}

@@ -1,0 +1,100 @@
+//! chore: a forking, multi-backend job processor (the Rust successor of Tapjoy's Chore).
+//!
+//! Modules in the order a message meets them (ARCHITECTURE.md walks one through):
+//!
+//! * `config` — Chorefile(s) and flags resolved into one `Config` (`cli` is the flags);
+//! * `queue` — the `Queue` trait and its backends (`queue::filesystem`);
+//! * `consumer` — threads that receive under flow control and check bodies;
+//! * `batcher` — pure: when waiting messages make a batch;
+//! * `master` — the loop that owns held messages (`master::pool` spawns and kills
+//!   workers, `master::signals` turns signals into events);
+//! * `protocol` — the master↔worker lines;
+//! * `worker` — the child that runs a batch (`worker::handler` runs commands);
+//! * `settle` and `backoff` — pure: what happens to a message after an attempt;
+//! * `enqueue` — publishing from the command line; `logging` — tracing set-up.
+
+pub mod backoff;
+pub mod batcher;
+pub mod cli;
+pub mod config;
+pub mod consumer;
+pub mod enqueue;
+pub mod logging;
+pub mod master;
+pub mod protocol;
+pub mod queue;
+pub mod settle;
+pub mod worker;
+
+/// The `chore` command: parse the command line and run what it asks. Returns the exit
+/// status (2 for any usage or configuration mistake, before anything starts).
+pub fn run_cli() -> i32 {
+    use clap::Parser;
+    let cli = match cli::Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    match cli.command {
+        Some(cli::Command::Work) => worker::main(),
+        Some(cli::Command::Enqueue(args)) => enqueue::run(args),
+        Some(cli::Command::CheckConfig(args)) => check_config(args.flags),
+        None => {
+            let config = match config::load(cli.flags) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("chore: {e}");
+                    return 2;
+                }
+            };
+            let log = match logging::init(
+                config.log_level,
+                config.log_format,
+                config.log_file.as_deref(),
+            ) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("chore: {e}");
+                    return 2;
+                }
+            };
+            master::run(config, log)
+        }
+    }
+}
+
+fn check_config(flags: cli::Flags) -> i32 {
+    match config::load(flags) {
+        Ok(c) => {
+            println!("concurrency = {}", c.concurrency);
+            println!("batch-size = {}", c.batch_size);
+            println!("batch-timeout = {}", c.batch_timeout.as_secs_f64());
+            println!(
+                "fs-queue-root = {:?}",
+                c.fs_queue_root.display().to_string()
+            );
+            for q in c.selected_queues() {
+                let handlers = q.handler.iter().chain(q.classes.values()).count();
+                println!(
+                    "queue {} ({}): {:?}, {} handler(s), backoff {:?}, max-attempts {}",
+                    q.name,
+                    q.full_name,
+                    q.backend,
+                    handlers,
+                    q.backoff,
+                    q.max_attempts
+                        .map(|m| m.to_string())
+                        .unwrap_or_else(|| "unlimited".into())
+                );
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("chore: {e}");
+            2
+        }
+    }
+}

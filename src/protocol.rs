@@ -1,0 +1,67 @@
+//! The master↔worker wire protocol (design decisions 1 and 2).
+//!
+//! The master writes one JSON line to the worker's stdin, a `BatchSpec`: the queue, its
+//! handlers and the messages. It then keeps stdin open; the worker takes end-of-file as
+//! "the master is gone" and ends its process group. The worker writes one `Report` line
+//! per message to stdout as soon as that message finishes; the master settles each one.
+//! Both ends live in this crate, so the format is private and may change between versions
+//! (a master only ever talks to workers of its own binary).
+
+use crate::config::Handler;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// One batch for one worker.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BatchSpec<'a> {
+    pub queue: String,
+    pub handler: Option<Handler>,
+    #[serde(default)]
+    pub classes: BTreeMap<String, Handler>,
+    /// Append worker (and handler) stderr here instead of the master's stderr.
+    pub log_file: Option<PathBuf>,
+    pub log_json: bool,
+    pub log_level: String,
+    #[serde(borrow)]
+    pub messages: Vec<JobSpec<'a>>,
+}
+
+/// One message of a batch.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct JobSpec<'a> {
+    pub id: String,
+    pub attempt: u32,
+    pub class: Option<String>,
+    /// The body exactly as published (the consumer checked that it is JSON).
+    #[serde(borrow)]
+    pub body: &'a RawValue,
+}
+
+/// How one message ended, in the worker's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Done: delete it.
+    Ok,
+    /// Try again later (after `delay`, or the queue's backoff); counts as an attempt.
+    Retry,
+    /// Failed; retried with backoff until max-attempts.
+    Fail,
+    /// Can never succeed: dead-letter it now.
+    Permanent,
+}
+
+/// One result line from worker to master.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Index of the message in the batch.
+    pub i: usize,
+    pub verdict: Verdict,
+    /// Seconds to wait before the retry, when the handler asked for a specific delay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}

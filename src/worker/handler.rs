@@ -1,0 +1,251 @@
+//! Running handler commands: the contract of docs/handlers.md.
+//!
+//! No shell stands between chore and a handler: its `command` is the argv.
+//!
+//! * Per-message mode: one process per message, the body on stdin, and `CHORE_QUEUE`,
+//!   `CHORE_MESSAGE_ID`, `CHORE_ATTEMPT` and `CHORE_JOB_CLASS` in the environment. Exit 0 is
+//!   success, 75 (EX_TEMPFAIL) asks for a retry after the backoff, 65 (EX_DATAERR) is a
+//!   permanent failure, anything else (or a signal) is a failure, retried with backoff.
+//! * Batch mode: one process for the batch, JSON Lines on stdin (`id`, `queue`, `attempt`,
+//!   `class`, `body`), one result line per message on stdout as each finishes:
+//!   `{"id":…,"result":"ok"|"retry"|"fail"|"permanent","delay":secs,"error":"…"}`.
+//!   A message without a result when the process ends has failed.
+//!
+//! A handler's stdout (per-message mode) and stderr go to the worker's stderr, which is the
+//! master's log.
+
+use crate::config::Handler;
+use crate::protocol::{JobSpec, Report, Verdict};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::collections::HashMap;
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::fd::AsFd;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+
+/// EX_DATAERR: the input can never be processed.
+pub const EXIT_PERMANENT: i32 = 65;
+/// EX_TEMPFAIL: try again later.
+pub const EXIT_RETRY: i32 = 75;
+
+/// A pipe holds this much without a reader; larger inputs are written from a thread so a
+/// handler that does not read stdin cannot wedge the worker.
+const PIPE_CAPACITY: usize = 64 * 1024;
+
+fn command(h: &Handler, queue: &str) -> Command {
+    let dir = h.dir.clone().unwrap_or_else(|| PathBuf::from("."));
+    // A relative program path with a slash is relative to the handler's directory, whatever
+    // the platform would otherwise choose.
+    let program = PathBuf::from(&h.command[0]);
+    let program = if program.is_relative() && h.command[0].contains('/') {
+        dir.join(program)
+    } else {
+        program
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(&h.command[1..])
+        .current_dir(dir)
+        .envs(&h.env)
+        .env("CHORE_QUEUE", queue);
+    cmd
+}
+
+/// Where a handler's chatter goes: the worker's stderr (the log).
+fn to_log() -> Stdio {
+    match io::stderr().as_fd().try_clone_to_owned() {
+        Ok(fd) => Stdio::from(fd),
+        Err(_) => Stdio::null(),
+    }
+}
+
+/// Feed `input` to the child's stdin and close it.
+fn feed(child: &mut Child, input: Vec<u8>) -> Option<std::thread::JoinHandle<()>> {
+    let mut stdin = child.stdin.take()?;
+    if input.len() <= PIPE_CAPACITY {
+        // A handler that exits without reading makes this fail with EPIPE: not our problem.
+        let _ = stdin.write_all(&input);
+        None
+    } else {
+        std::thread::Builder::new()
+            .name("feed".into())
+            .spawn(move || {
+                let _ = stdin.write_all(&input);
+            })
+            .ok()
+    }
+}
+
+fn describe(status: &ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exit status {c}"),
+        (None, Some(s)) => format!("killed by signal {s}"),
+        _ => "ended abnormally".into(),
+    }
+}
+
+/// Run one message in per-message mode.
+pub fn run_message(h: &Handler, queue: &str, job: &JobSpec) -> (Verdict, Option<String>) {
+    let mut cmd = command(h, queue);
+    cmd.env("CHORE_MESSAGE_ID", &job.id)
+        .env("CHORE_ATTEMPT", job.attempt.to_string())
+        .env("CHORE_JOB_CLASS", job.class.as_deref().unwrap_or(""))
+        .stdin(Stdio::piped())
+        .stdout(to_log())
+        .stderr(Stdio::inherit());
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return (
+                Verdict::Fail,
+                Some(format!("cannot start handler {:?}: {e}", h.command[0])),
+            );
+        }
+    };
+    let feeder = feed(&mut child, job.body.get().as_bytes().to_vec());
+    let status = child.wait();
+    if let Some(f) = feeder {
+        let _ = f.join();
+    }
+    match status {
+        Ok(s) if s.success() => (Verdict::Ok, None),
+        Ok(s) if s.code() == Some(EXIT_RETRY) => (
+            Verdict::Retry,
+            Some("handler asked for a retry (exit 75)".into()),
+        ),
+        Ok(s) if s.code() == Some(EXIT_PERMANENT) => (
+            Verdict::Permanent,
+            Some("handler reported a permanent failure (exit 65)".into()),
+        ),
+        Ok(s) => (
+            Verdict::Fail,
+            Some(format!("handler failed: {}", describe(&s))),
+        ),
+        Err(e) => (Verdict::Fail, Some(format!("cannot wait for handler: {e}"))),
+    }
+}
+
+/// One input line of a batch handler.
+#[derive(Serialize)]
+struct BatchInput<'a> {
+    id: &'a str,
+    queue: &'a str,
+    attempt: u32,
+    class: Option<&'a str>,
+    body: &'a RawValue,
+}
+
+/// One output line of a batch handler.
+#[derive(Deserialize)]
+struct BatchOutput {
+    id: String,
+    result: BatchResult,
+    #[serde(default)]
+    delay: Option<f64>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum BatchResult {
+    Ok,
+    Retry,
+    Fail,
+    Permanent,
+}
+
+/// Run `jobs` (index in the batch, job) through one batch-mode process.
+pub fn run_batch(
+    h: &Handler,
+    queue: &str,
+    jobs: &[(usize, &JobSpec)],
+    report: &mut dyn FnMut(Report),
+) {
+    let mut input = Vec::with_capacity(jobs.iter().map(|(_, j)| j.body.get().len() + 96).sum());
+    for (_, j) in jobs {
+        let line = BatchInput {
+            id: &j.id,
+            queue,
+            attempt: j.attempt,
+            class: j.class.as_deref(),
+            body: j.body,
+        };
+        serde_json::to_writer(&mut input, &line).expect("a batch line serialises");
+        input.push(b'\n');
+    }
+    let mut cmd = command(h, queue);
+    cmd.env("CHORE_BATCH_SIZE", jobs.len().to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut pending: HashMap<&str, usize> = jobs.iter().map(|(i, j)| (j.id.as_str(), *i)).collect();
+    let fail_rest =
+        |pending: &mut HashMap<&str, usize>, report: &mut dyn FnMut(Report), why: String| {
+            let mut left: Vec<usize> = pending.drain().map(|(_, i)| i).collect();
+            left.sort_unstable();
+            for i in left {
+                report(Report {
+                    i,
+                    verdict: Verdict::Fail,
+                    delay: None,
+                    error: Some(why.clone()),
+                });
+            }
+        };
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return fail_rest(
+                &mut pending,
+                report,
+                format!("cannot start handler {:?}: {e}", h.command[0]),
+            );
+        }
+    };
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let feeder = feed(&mut child, input);
+    for line in BufReader::new(stdout).lines() {
+        let Ok(line) = line else { break };
+        let out: BatchOutput = match serde_json::from_str(&line) {
+            Ok(o) => o,
+            Err(_) => {
+                // Not a result: the handler printed something else. Keep it, in the log.
+                eprintln!("{line}");
+                continue;
+            }
+        };
+        let Some(i) = pending.remove(out.id.as_str()) else {
+            tracing::warn!(queue, id = %out.id, "batch handler reported on an unknown or already reported id; ignored");
+            continue;
+        };
+        let verdict = match out.result {
+            BatchResult::Ok => Verdict::Ok,
+            BatchResult::Retry => Verdict::Retry,
+            BatchResult::Fail => Verdict::Fail,
+            BatchResult::Permanent => Verdict::Permanent,
+        };
+        report(Report {
+            i,
+            verdict,
+            delay: out.delay,
+            error: out.error,
+        });
+    }
+    let status = child.wait();
+    if let Some(f) = feeder {
+        let _ = f.join();
+    }
+    if !pending.is_empty() {
+        let how = match status {
+            Ok(s) => describe(&s),
+            Err(e) => e.to_string(),
+        };
+        fail_rest(
+            &mut pending,
+            report,
+            format!("batch handler ended ({how}) without a result for this message"),
+        );
+    }
+}

@@ -1,0 +1,163 @@
+//! The worker: a child process that runs one batch and reports on each message.
+//!
+//! Started by the master as `chore work` (with a `chore-worker-…` process title). It reads
+//! its `BatchSpec` from the first line of stdin, runs the handlers (see `handler`), and
+//! writes one `Report` line per message to stdout the moment that message finishes. It
+//! holds no queue credentials and settles nothing: the master does.
+//!
+//! If the master dies, stdin reaches end-of-file; a watcher thread then kills the worker's
+//! whole process group (the worker and its handlers), so no orphan runs on unsupervised.
+
+pub mod handler;
+
+use crate::config::{Handler, HandlerMode};
+use crate::protocol::{BatchSpec, JobSpec, Report, Verdict};
+use std::io::{self, BufRead, Read, Write};
+
+/// Entry point of `chore work`. Returns the exit status.
+pub fn main() -> i32 {
+    let mut line = String::new();
+    if io::stdin().lock().read_line(&mut line).unwrap_or(0) == 0 {
+        eprintln!(
+            "chore work: no batch on standard input (this command is started by the chore master)"
+        );
+        return 2;
+    }
+    let spec: BatchSpec = match serde_json::from_str(&line) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("chore work: unreadable batch: {e}");
+            return 2;
+        }
+    };
+    if let Some(master) = std::env::var("CHORE_MASTER_PID")
+        .ok()
+        .and_then(|p| p.parse::<i32>().ok())
+        && nix::unistd::getppid().as_raw() != master
+    {
+        eprintln!("chore work: the master (pid {master}) is gone; exiting");
+        return 1;
+    }
+    watch_master();
+    if let Some(path) = &spec.log_file {
+        redirect_stderr(path);
+    }
+    init_logging(&spec);
+
+    let mut out = io::stdout().lock();
+    let mut report = |r: Report| {
+        // If the master is gone this fails, and the watcher ends us anyway.
+        let mut line = serde_json::to_vec(&r).expect("a report serialises");
+        line.push(b'\n');
+        let _ = out.write_all(&line).and_then(|_| out.flush());
+    };
+    run_batch(&spec, &mut report);
+    0
+}
+
+/// Run every message of the batch, reporting each as it finishes.
+pub fn run_batch(spec: &BatchSpec, report: &mut dyn FnMut(Report)) {
+    // Group consecutive messages by handler: per-message handlers run one process per
+    // message; batch handlers get all their messages in one process.
+    let mut groups: Vec<(Option<&Handler>, Vec<usize>)> = Vec::new();
+    for (i, job) in spec.messages.iter().enumerate() {
+        let h = route(spec, job);
+        match groups.iter_mut().find(|(g, _)| same(*g, h)) {
+            Some((_, idx)) if h.is_some_and(|h| h.mode == HandlerMode::Batch) => idx.push(i),
+            _ => groups.push((h, vec![i])),
+        }
+    }
+    for (h, indexes) in groups {
+        match h {
+            None => {
+                for i in indexes {
+                    let job = &spec.messages[i];
+                    report(Report {
+                        i,
+                        verdict: Verdict::Permanent,
+                        delay: None,
+                        error: Some(format!(
+                            "no handler for job class {:?}",
+                            job.class.as_deref().unwrap_or("")
+                        )),
+                    });
+                }
+            }
+            Some(h) if h.mode == HandlerMode::Message => {
+                for i in indexes {
+                    let (verdict, error) = handler::run_message(h, &spec.queue, &spec.messages[i]);
+                    report(Report {
+                        i,
+                        verdict,
+                        delay: None,
+                        error,
+                    });
+                }
+            }
+            Some(h) => {
+                let jobs: Vec<(usize, &JobSpec)> =
+                    indexes.iter().map(|&i| (i, &spec.messages[i])).collect();
+                handler::run_batch(h, &spec.queue, &jobs, report);
+            }
+        }
+    }
+}
+
+/// The handler for one message: its class's, else the queue's (design decision 5).
+fn route<'a>(spec: &'a BatchSpec, job: &JobSpec) -> Option<&'a Handler> {
+    job.class
+        .as_ref()
+        .and_then(|c| spec.classes.get(c))
+        .or(spec.handler.as_ref())
+}
+
+fn same(a: Option<&Handler>, b: Option<&Handler>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => std::ptr::eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+/// End the whole process group when the master goes away (stdin end-of-file).
+fn watch_master() {
+    let _ = std::thread::Builder::new()
+        .name("master-watch".into())
+        .spawn(|| {
+            let mut buf = [0u8; 64];
+            let mut stdin = io::stdin().lock();
+            loop {
+                match stdin.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+            let _ =
+                nix::sys::signal::killpg(nix::unistd::getpgrp(), nix::sys::signal::Signal::SIGKILL);
+        });
+}
+
+/// Send this worker's stderr (and so its handlers') to the master's log file.
+fn redirect_stderr(path: &std::path::Path) {
+    use std::os::fd::AsRawFd;
+    if let Ok(file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        // SAFETY: dup2 onto fd 2 of a file we hold open; no memory is involved.
+        unsafe {
+            nix::libc::dup2(file.as_raw_fd(), 2);
+        }
+    }
+}
+
+fn init_logging(spec: &BatchSpec) {
+    let level = spec.log_level.parse().unwrap_or(tracing::Level::INFO);
+    let format = if spec.log_json {
+        crate::config::LogFormat::Json
+    } else {
+        crate::config::LogFormat::Text
+    };
+    let _ = crate::logging::init(level, format, None);
+}
