@@ -1,1 +1,352 @@
-fn main() {}
+//! `cargo bench --bench throughput`: chore's figures on the filesystem queue.
+//!
+//! Runs the real `chore` binary (release build) on temporary queues and prints:
+//! 1. jobs/s end to end for N no-op jobs (default 20,000; `CHORE_BENCH_JOBS`) with
+//!    concurrency 2 and batch size 50, through a batch-mode handler, and for a smaller
+//!    run through a per-message handler (`/bin/true`, one process per message);
+//! 2. enqueue→start latency of a lone job on an idle queue, p50/p99 over repeated runs
+//!    (`CHORE_BENCH_LATENCY_RUNS`, default 100);
+//! 3. peak RSS (VmHWM) of the master over the throughput run, and of one worker.
+//!
+//! The no-op handler is this very binary, re-executed with `--noop-handler`: it answers
+//! `ok` for every line of its batch, and with `CHORE_BENCH_STAMPS` set it appends the
+//! wall-clock time it started to that file (the latency probe).
+//!
+//! Figures, not pass/fail: nothing here asserts a speed.
+
+use chore::queue::filesystem::FilesystemQueue;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--noop-handler") {
+        noop_handler(&args);
+        return;
+    }
+    // `cargo test --benches` runs this with no `--bench`: do nothing there.
+    if !args.iter().any(|a| a == "--bench") {
+        return;
+    }
+    let jobs: usize = env_or("CHORE_BENCH_JOBS", 20_000);
+    let per_message_jobs: usize = env_or("CHORE_BENCH_PER_MESSAGE_JOBS", 1_000);
+    let runs: usize = env_or("CHORE_BENCH_LATENCY_RUNS", 100);
+    let chore = PathBuf::from(env!("CARGO_BIN_EXE_chore"));
+    let me = std::env::current_exe().expect("own path");
+
+    println!(
+        "chore {} benchmark (filesystem queue, concurrency 2, batch size 50)",
+        env!("CARGO_PKG_VERSION")
+    );
+    println!(
+        "machine: {} cores",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+
+    let batch = throughput(&chore, &me, jobs, true);
+    println!(
+        "throughput, batch handler:       {:>8.0} jobs/s  ({} jobs in {:.2} s; master peak RSS {:.1} MB)",
+        batch.jobs as f64 / batch.elapsed.as_secs_f64(),
+        batch.jobs,
+        batch.elapsed.as_secs_f64(),
+        batch.master_rss_kb as f64 / 1024.0
+    );
+    let single = throughput(&chore, &me, per_message_jobs, false);
+    println!(
+        "throughput, per-message handler: {:>8.0} jobs/s  ({} jobs in {:.2} s; one /bin/true per job)",
+        single.jobs as f64 / single.elapsed.as_secs_f64(),
+        single.jobs,
+        single.elapsed.as_secs_f64()
+    );
+    let (p50, p99, max) = latency(&chore, &me, runs);
+    println!(
+        "lone-job latency, enqueue→start: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms ({runs} runs)"
+    );
+    let worker_kb = worker_rss(&chore, &me);
+    println!(
+        "worker peak RSS:                 {:.1} MB (a chore-worker running a 50-message batch)",
+        worker_kb as f64 / 1024.0
+    );
+}
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The batch-mode no-op handler: `ok` for every input line.
+fn noop_handler(args: &[String]) {
+    if let Ok(path) = std::env::var("CHORE_BENCH_STAMPS") {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+            .unwrap();
+        writeln!(f, "{now}").unwrap();
+    }
+    let hold = args
+        .iter()
+        .position(|a| a == "--hold-ms")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok());
+    let stdin = std::io::stdin().lock();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for line in stdin.lines() {
+        let line = line.unwrap();
+        if let Some(ms) = hold {
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+        // The id is the first field chore writes: {"id":"...",...}
+        let id_start = line.find("\"id\":\"").expect("an id") + 6;
+        let id_end = id_start + line[id_start..].find('"').expect("end of id");
+        writeln!(
+            out,
+            "{{\"id\":\"{}\",\"result\":\"ok\"}}",
+            &line[id_start..id_end]
+        )
+        .unwrap();
+    }
+}
+
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let p = std::env::temp_dir().join(format!("chore-bench-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Scratch(p)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn chorefile(dir: &Path, handler: &str, extra: &str) -> PathBuf {
+    let path = dir.join("Chorefile");
+    let text = format!(
+        "fs-queue-root = {root:?}\nconcurrency = 2\nbatch-size = 50\nlog-level = \"warn\"\n{extra}\n\n[queues.bench]\nhandler = {handler}\n",
+        root = dir.join("queues").display().to_string(),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn start(chore: &Path, chorefile: &Path, dir: &Path) -> Child {
+    Command::new(chore)
+        .arg("-c")
+        .arg(chorefile)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("chore.log")).unwrap())
+        .spawn()
+        .expect("start chore")
+}
+
+fn stop(mut child: Child) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = child.wait();
+}
+
+fn open_queue(dir: &Path) -> FilesystemQueue {
+    FilesystemQueue::open(
+        &dir.join("queues"),
+        "bench",
+        None,
+        Duration::from_secs(43_200),
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+    )
+    .unwrap()
+}
+
+fn is_empty(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(true)
+}
+
+fn vm_hwm_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+struct Run {
+    jobs: usize,
+    elapsed: Duration,
+    master_rss_kb: u64,
+}
+
+fn throughput(chore: &Path, me: &Path, jobs: usize, batch_mode: bool) -> Run {
+    let scratch = Scratch::new(if batch_mode { "batch" } else { "single" });
+    let handler = if batch_mode {
+        format!(
+            "{{ command = [{:?}, \"--noop-handler\"], mode = \"batch\" }}",
+            me.display().to_string()
+        )
+    } else {
+        "[\"/bin/true\"]".to_string()
+    };
+    let file = chorefile(&scratch.0, &handler, "");
+    let queue = open_queue(&scratch.0);
+    for i in 0..jobs {
+        queue
+            .publish(
+                Some("Noop"),
+                &format!("{{\"class\":\"Noop\",\"args\":[{i}]}}"),
+            )
+            .unwrap();
+    }
+    let new = scratch.0.join("queues/bench/new");
+    let inprogress = scratch.0.join("queues/bench/inprogress");
+    let t0 = Instant::now();
+    let child = start(chore, &file, &scratch.0);
+    let pid = child.id();
+    let mut master_rss_kb = 0;
+    loop {
+        // Coarse on purpose: this poll shares the two cores with what it measures.
+        std::thread::sleep(Duration::from_millis(10));
+        master_rss_kb = master_rss_kb.max(vm_hwm_kb(pid));
+        if is_empty(&new) && is_empty(&inprogress) {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(600) {
+            panic!(
+                "the run did not finish in 10 minutes; see {}",
+                scratch.0.join("chore.log").display()
+            );
+        }
+    }
+    let elapsed = t0.elapsed();
+    master_rss_kb = master_rss_kb.max(vm_hwm_kb(pid));
+    let dead = std::fs::read_dir(scratch.0.join("queues/bench/dead"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(dead, 0, "no job may fail in the benchmark");
+    stop(child);
+    Run {
+        jobs,
+        elapsed,
+        master_rss_kb,
+    }
+}
+
+fn latency(chore: &Path, me: &Path, runs: usize) -> (f64, f64, f64) {
+    let scratch = Scratch::new("latency");
+    let stamps = scratch.0.join("stamps");
+    let handler = format!(
+        "{{ command = [{:?}, \"--noop-handler\"], mode = \"batch\", env = {{ CHORE_BENCH_STAMPS = {:?} }} }}",
+        me.display().to_string(),
+        stamps.display().to_string()
+    );
+    let file = chorefile(&scratch.0, &handler, "");
+    let queue = open_queue(&scratch.0);
+    let child = start(chore, &file, &scratch.0);
+    // Let the master start and its consumer go idle.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut samples = Vec::with_capacity(runs);
+    for i in 0..runs {
+        let before = std::fs::read_to_string(&stamps)
+            .map(|s| s.lines().count())
+            .unwrap_or(0);
+        let t_publish = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        queue
+            .publish(
+                Some("Noop"),
+                &format!("{{\"class\":\"Noop\",\"args\":[{i}]}}"),
+            )
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let started = loop {
+            let text = std::fs::read_to_string(&stamps).unwrap_or_default();
+            if text.lines().count() > before {
+                break text.lines().last().unwrap().parse::<u128>().unwrap();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "a lone job did not start within 30 s"
+            );
+            std::thread::sleep(Duration::from_micros(200));
+        };
+        samples.push((started.saturating_sub(t_publish)) as f64 / 1e6);
+        // Idle again before the next probe.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop(child);
+    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let pick =
+        |q: f64| samples[((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1];
+    (pick(0.50), pick(0.99), *samples.last().unwrap())
+}
+
+/// Peak RSS of a worker, caught while its (slow) batch runs.
+fn worker_rss(chore: &Path, me: &Path) -> u64 {
+    let scratch = Scratch::new("rss");
+    let handler = format!(
+        "{{ command = [{:?}, \"--noop-handler\", \"--hold-ms\", \"20\"], mode = \"batch\" }}",
+        me.display().to_string()
+    );
+    let file = chorefile(&scratch.0, &handler, "");
+    let queue = open_queue(&scratch.0);
+    for i in 0..50 {
+        queue
+            .publish(
+                Some("Noop"),
+                &format!("{{\"class\":\"Noop\",\"args\":[{i}]}}"),
+            )
+            .unwrap();
+    }
+    let child = start(chore, &file, &scratch.0);
+    let master = child.id();
+    let mut peak = 0;
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(3) {
+        for pid in children_of(master) {
+            let cmdline =
+                std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if cmdline.starts_with("chore-worker") {
+                peak = peak.max(vm_hwm_kb(pid));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    stop(child);
+    peak
+}
+
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            let text = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            out.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+    }
+    out
+}

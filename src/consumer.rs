@@ -30,6 +30,7 @@ pub struct Batchlet {
 pub struct Gate {
     state: Mutex<GateState>,
     changed: Condvar,
+    capacity: usize,
 }
 
 #[derive(Debug)]
@@ -48,21 +49,25 @@ impl Gate {
                 stopped: false,
             }),
             changed: Condvar::new(),
+            capacity,
         }
     }
 
-    /// Take up to `want` credits, waiting while none are free or the gate is paused.
-    /// None once stopped.
+    /// Take `want` credits (fewer only if the gate holds fewer in all), waiting while they
+    /// are not free or the gate is paused. None once stopped.
+    ///
+    /// Waiting for a whole receive's worth, rather than taking what trickles back as
+    /// messages settle one by one, keeps receives full and cheap.
     pub fn take(&self, want: usize) -> Option<usize> {
+        let want = want.min(self.capacity).max(1);
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if s.stopped {
                 return None;
             }
-            if !s.paused && s.free > 0 {
-                let n = want.min(s.free);
-                s.free -= n;
-                return Some(n);
+            if !s.paused && s.free >= want {
+                s.free -= want;
+                return Some(want);
             }
             s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner());
         }
@@ -246,12 +251,23 @@ mod tests {
     }
 
     #[test]
-    fn gate_hands_out_what_is_free() {
-        let g = Gate::new(15);
+    fn gate_hands_out_whole_receives() {
+        let g = Arc::new(Gate::new(15));
         assert_eq!(g.take(10), Some(10));
-        assert_eq!(g.take(10), Some(5));
+        assert_eq!(g.take(5), Some(5));
+        // Ten are wanted and only three have come back: the taker waits for the rest.
         g.give(3);
-        assert_eq!(g.take(10), Some(3));
+        let taker = {
+            let g = g.clone();
+            std::thread::spawn(move || g.take(10))
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!taker.is_finished());
+        g.give(7);
+        assert_eq!(taker.join().unwrap(), Some(10));
+        // Never more than the whole capacity is waited for.
+        g.give(15);
+        assert_eq!(g.take(100), Some(15));
         g.stop();
         assert_eq!(g.take(1), None);
     }

@@ -1,9 +1,8 @@
 //! The master↔worker wire protocol (design decisions 1 and 2).
 //!
 //! The master writes one JSON line to the worker's stdin, a `BatchSpec`: the queue, its
-//! handlers and the messages. It then keeps stdin open; the worker takes end-of-file as
-//! "the master is gone" and ends its process group. The worker writes one `Report` line
-//! per message to stdout as soon as that message finishes; the master settles each one.
+//! handlers and the messages, and closes it. The worker writes one `Report` line per
+//! message to stdout as soon as that message finishes; the master settles each one.
 //! Both ends live in this crate, so the format is private and may change between versions
 //! (a master only ever talks to workers of its own binary).
 

@@ -82,7 +82,14 @@ pub fn run(config: Config, log: LogHandle) -> i32 {
 
     // Credits: the running batches plus one batch ahead, so a worker that finishes finds
     // its next batch ready, and nothing waits long in the buffer.
-    let gate = Arc::new(Gate::new((config.concurrency + 1) * config.batch_size));
+    let capacity = (config.concurrency + 1) * config.batch_size;
+    let gate = Arc::new(Gate::new(capacity));
+    // Each consumer thread waits for a whole receive's worth of credits; keep that within
+    // its share, so an idle thread can never sit on credits another queue needs.
+    let consumer_threads = queues.len() * config.threads_per_queue;
+    let polling_size = config
+        .queue_polling_size
+        .min((capacity / consumer_threads).max(1));
     let stop = match Stop::new() {
         Ok(s) => Arc::new(s),
         Err(e) => {
@@ -101,7 +108,7 @@ pub fn run(config: Config, log: LogHandle) -> i32 {
         gate: gate.clone(),
         stop: stop.clone(),
         to_master: batch_tx,
-        polling_size: config.queue_polling_size,
+        polling_size,
     };
     for (i, (q, qc)) in queues.iter().zip(&qconfigs).enumerate() {
         match consumer::spawn(i, qc, q.clone(), config.threads_per_queue, &shared) {

@@ -149,7 +149,7 @@ impl Pool {
                 // A worker that dies before reading its batch makes this write fail; its exit
                 // is reported below all the same.
                 let _ = stdin.write_all(&spec).and_then(|_| stdin.flush());
-                drop(spec);
+                drop((stdin, spec));
                 for line in BufReader::new(stdout).lines() {
                     let Ok(line) = line else { break };
                     let event = match serde_json::from_str::<Report>(&line) {
@@ -160,11 +160,9 @@ impl Pool {
                         break;
                     }
                 }
-                // Keep stdin open until the worker is gone: its end-of-file means "master died".
                 let status = child
                     .wait()
                     .unwrap_or_else(|_| ExitStatus::from_raw(1 << 8));
-                drop(stdin);
                 let _ = events.send(WorkerEvent::Exited(id, status));
             });
         if let Err(e) = thread {

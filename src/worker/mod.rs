@@ -5,14 +5,14 @@
 //! writes one `Report` line per message to stdout the moment that message finishes. It
 //! holds no queue credentials and settles nothing: the master does.
 //!
-//! If the master dies, stdin reaches end-of-file; a watcher thread then kills the worker's
-//! whole process group (the worker and its handlers), so no orphan runs on unsupervised.
+//! If the master dies, the kernel signals the worker (`PR_SET_PDEATHSIG`), which then kills
+//! its whole process group (itself and its handlers), so no orphan runs on unsupervised.
 
 pub mod handler;
 
 use crate::config::{Handler, HandlerMode};
 use crate::protocol::{BatchSpec, JobSpec, Report, Verdict};
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, BufRead, Write};
 
 /// Entry point of `chore work`. Returns the exit status.
 pub fn main() -> i32 {
@@ -30,15 +30,16 @@ pub fn main() -> i32 {
             return 2;
         }
     };
+    follow_master();
     if let Some(master) = std::env::var("CHORE_MASTER_PID")
         .ok()
         .and_then(|p| p.parse::<i32>().ok())
         && nix::unistd::getppid().as_raw() != master
     {
+        // The master died before the death signal was armed.
         eprintln!("chore work: the master (pid {master}) is gone; exiting");
         return 1;
     }
-    watch_master();
     if let Some(path) = &spec.log_file {
         redirect_stderr(path);
     }
@@ -119,22 +120,32 @@ fn same(a: Option<&Handler>, b: Option<&Handler>) -> bool {
     }
 }
 
-/// End the whole process group when the master goes away (stdin end-of-file).
-fn watch_master() {
-    let _ = std::thread::Builder::new()
-        .name("master-watch".into())
-        .spawn(|| {
-            let mut buf = [0u8; 64];
-            let mut stdin = io::stdin().lock();
-            loop {
-                match stdin.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
-                }
-            }
-            let _ =
-                nix::sys::signal::killpg(nix::unistd::getpgrp(), nix::sys::signal::Signal::SIGKILL);
-        });
+/// Make the worker's whole process group (it and its handlers) die with the master.
+///
+/// The kernel sends SIGTERM when the parent dies (`PR_SET_PDEATHSIG`); the handler kills
+/// the group, so a hung handler cannot outlive an unsupervised worker. An operator's
+/// SIGTERM to a worker does the same: the batch's unreported messages then fail and are
+/// retried. Handlers start with default dispositions (exec resets caught signals).
+fn follow_master() {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    extern "C" fn kill_group(_: nix::libc::c_int) {
+        // SAFETY: kill(2) is async-signal-safe; 0 addresses our own process group.
+        unsafe {
+            nix::libc::kill(0, nix::libc::SIGKILL);
+        }
+    }
+    let action = SigAction::new(
+        SigHandler::Handler(kill_group),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: the handler only calls an async-signal-safe function.
+    unsafe {
+        let _ = sigaction(Signal::SIGTERM, &action);
+    }
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
+    // `ps` and `top` show this (the cmdline keeps the chore-worker-<version> title).
+    let _ = nix::sys::prctl::set_name(c"chore-worker");
 }
 
 /// Send this worker's stderr (and so its handlers') to the master's log file.
