@@ -857,11 +857,11 @@ mod tests {
     use super::*;
 
     fn load_text(text: &str, cli: Flags) -> Result<Config, ConfigError> {
-        let dir = std::env::temp_dir().join(format!(
-            "chore-config-test-{}-{}",
-            std::process::id(),
-            text.len()
-        ));
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let dir =
+            std::env::temp_dir().join(format!("chore-config-test-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("Chorefile");
         std::fs::write(&file, text).unwrap();
