@@ -46,6 +46,12 @@ impl Batcher {
         p.drained = short;
     }
 
+    /// One message on its own (a held-back copy whose turn has come), leaving what the
+    /// last receive said about the queue as it was.
+    pub fn push(&mut self, q: usize, d: Delivery) {
+        self.queues[q].items.push_back(d);
+    }
+
     /// How many messages wait, over all queues.
     pub fn len(&self) -> usize {
         self.queues.iter().map(|p| p.items.len()).sum()

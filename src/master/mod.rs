@@ -27,6 +27,7 @@ use crate::settle::{Settlement, decide};
 use crossbeam_channel::{Receiver, never, select, unbounded};
 use pool::{Pool, WorkerEvent, WorkerId, describe_exit};
 use signal_hook::consts::{SIGCONT, SIGINT, SIGQUIT, SIGTERM, SIGTSTP, SIGTTIN, SIGUSR1};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -149,6 +150,8 @@ pub fn run(config: Config, log: LogHandle) -> i32 {
         ),
         pool: Pool::new(worker_tx),
         spawn_paused_until: None,
+        held: HashSet::new(),
+        deferred: Vec::new(),
         phase: Phase::Running,
         config,
         queues,
@@ -175,6 +178,11 @@ struct Master {
     log: LogHandle,
     phase: Phase,
     spawn_paused_until: Option<Instant>,
+    /// (queue, id) of every message held: buffered or running. A second copy of a held
+    /// message (its claim was recovered elsewhere and came back) waits in `deferred` until
+    /// the first settles, so one master never runs two copies of a message at once.
+    held: HashSet<(usize, String)>,
+    deferred: Vec<(usize, Delivery)>,
     batch_rx: Receiver<Batchlet>,
     worker_rx: Receiver<WorkerEvent>,
     signal_rx: Receiver<i32>,
@@ -254,6 +262,7 @@ impl Master {
         }
         let held = self.batcher.held_mut().map(|(_, d)| d.renew_at).min();
         consider(held);
+        consider(self.deferred.iter().map(|(_, d)| d.renew_at).min());
         let running = self
             .pool
             .workers()
@@ -327,7 +336,37 @@ impl Master {
             self.give_back(b.queue, b.deliveries);
             return;
         }
-        self.batcher.add(b.queue, b.deliveries, b.short);
+        let q = b.queue;
+        let mut fresh = b.deliveries;
+        fresh.retain(|d| {
+            if self.held.insert((q, d.id.clone())) {
+                return true;
+            }
+            tracing::warn!(queue = %self.qconfigs[q].full_name, id = %d.id, "a second copy arrived while the first is still held (its claim was recovered elsewhere); it waits for the first to settle");
+            self.deferred.push((q, d.clone()));
+            false
+        });
+        self.batcher.add(q, fresh, b.short);
+    }
+
+    /// A held message has been settled or given back: forget it, and let a deferred second
+    /// copy take its place.
+    fn release(&mut self, q: usize, id: &str) {
+        self.held.remove(&(q, id.to_owned()));
+        let Some(i) = self
+            .deferred
+            .iter()
+            .position(|(dq, d)| *dq == q && d.id == id)
+        else {
+            return;
+        };
+        let (q, d) = self.deferred.swap_remove(i);
+        if matches!(self.phase, Phase::Draining { .. }) {
+            self.give_back(q, vec![d]);
+        } else {
+            self.held.insert((q, d.id.clone()));
+            self.batcher.push(q, d);
+        }
     }
 
     fn on_worker_event(&mut self, event: WorkerEvent) {
@@ -413,16 +452,18 @@ impl Master {
             tracing::error!(queue = %qc.full_name, id = %d.id, error = %e, "could not settle message; it will be offered again when its claim lapses");
         }
         self.gate.give(1);
+        self.release(q, &d.id);
     }
 
     fn give_back(&mut self, q: usize, deliveries: Vec<Delivery>) {
         let n = deliveries.len();
+        self.gate.give(n);
         for d in deliveries {
             if let Err(e) = self.queues[q].give_back(&d) {
                 tracing::error!(queue = %self.qconfigs[q].full_name, id = %d.id, error = %e, "could not give message back; it returns when its claim lapses");
             }
+            self.release(q, &d.id);
         }
-        self.gate.give(n);
     }
 
     fn kill_expired(&mut self, now: Instant) {
@@ -470,6 +511,9 @@ impl Master {
         };
         for (q, d) in self.batcher.held_mut() {
             renew(q, d);
+        }
+        for (q, d) in &mut self.deferred {
+            renew(*q, d);
         }
         for w in self.pool.workers_mut() {
             let q = w.queue;
@@ -522,7 +566,10 @@ impl Master {
             shutdown_timeout_secs = self.config.shutdown_timeout.as_secs_f64(),
             "draining: receiving stopped, waiting for running workers"
         );
-        for (q, d) in waiting {
+        for (q, d) in waiting
+            .into_iter()
+            .chain(std::mem::take(&mut self.deferred))
+        {
             self.give_back(q, vec![d]);
         }
         self.phase = Phase::Draining {
