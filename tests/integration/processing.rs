@@ -1,0 +1,263 @@
+//! The plain data path: jobs go in, handlers run, files go away.
+
+use crate::harness::*;
+use std::collections::BTreeSet;
+
+#[test]
+fn a_handful_of_jobs_all_complete() {
+    let sb = Sandbox::new("processing");
+    let h = sb.recorder("job.sh", "runs.txt", "");
+    sb.chorefile(&format!(
+        "concurrency = 2\nshutdown-timeout = 10\n[queues.jobs]\nhandler = [{h:?}]\n"
+    ));
+    // Two waiting before the master starts, three more while it runs.
+    let mut ids: BTreeSet<String> = (0..2)
+        .map(|i| sb.enqueue_id("jobs", &format!("{{\"n\":{i}}}")))
+        .collect();
+    let mut master = sb.start(&[]);
+    master.wait_log("chore master started");
+    for i in 2..5 {
+        ids.insert(sb.enqueue_id("jobs", &format!("{{\"n\":{i}}}")));
+    }
+    master.wait("all five jobs to run", || sb.runs("runs.txt").len() >= 5);
+    let q = sb.queue("jobs");
+    master.wait("new/ and inprogress/ to empty", || q.is_idle());
+    let runs = sb.runs("runs.txt");
+    let seen: BTreeSet<String> = runs.iter().map(|r| r.id.clone()).collect();
+    assert_eq!(seen, ids, "every enqueued message ran");
+    assert_eq!(runs.len(), 5, "each exactly once: {runs:?}");
+    for r in &runs {
+        assert_eq!(r.queue, "jobs");
+        assert_eq!(r.attempt, 1);
+        assert_eq!(r.class, "");
+        assert!(
+            r.body.starts_with("{\"n\":"),
+            "body passed untouched: {r:?}"
+        );
+    }
+    assert!(q.dead().is_empty());
+    assert!(master.running(), "the master keeps running when idle");
+    let status = master.stop();
+    assert_eq!(status.code(), Some(0), "a drained master exits 0");
+}
+
+#[test]
+fn workers_are_titled_and_in_their_own_process_group() {
+    let sb = Sandbox::new("titles");
+    let h = sb.recorder("job.sh", "runs.txt", "sleep 30");
+    sb.chorefile(&format!("[queues.jobs]\nhandler = [{h:?}]\n"));
+    let mut master = sb.start(&[]);
+    let before = unix_now() as u64;
+    sb.enqueue("jobs", "{}");
+    master.wait("the job to start", || !sb.runs("runs.txt").is_empty());
+    let workers = master.workers();
+    assert_eq!(workers.len(), 1, "one worker for one job");
+    let w = workers[0];
+    let argv0 = cmdline(w)[0].clone();
+    let rest = argv0
+        .strip_prefix(&format!(
+            "chore-worker-{}:Started:",
+            env!("CARGO_PKG_VERSION")
+        ))
+        .unwrap_or_else(|| panic!("worker title {argv0:?}"));
+    let started: u64 = rest.parse().unwrap_or_else(|_| panic!("{argv0:?}"));
+    assert!(
+        started + 2 >= before && started <= unix_now() as u64 + 1,
+        "{argv0:?}"
+    );
+    assert_eq!(pgrp(w), Some(w), "the worker leads its own process group");
+    assert_ne!(pgrp(master.pid), Some(w));
+    // Drain, then a second TERM kills the sleeping handler.
+    master.signal(nix::sys::signal::Signal::SIGTERM);
+    master.wait_log("draining");
+    master.signal(nix::sys::signal::Signal::SIGTERM);
+    master.wait_exit(PATIENCE);
+    wait_until("the worker to be gone", PATIENCE, || pid_gone(w));
+}
+
+#[test]
+fn at_most_concurrency_workers_run_at_once() {
+    let sb = Sandbox::new("concurrency");
+    // Each handler counts the handlers running, including itself, into counts.txt.
+    let h = sb.script(
+        "job.sh",
+        "mkdir -p running\n: > running/$CHORE_MESSAGE_ID\n\
+         ls running | wc -l >> counts.txt\n\
+         sleep 0.4\nrm running/$CHORE_MESSAGE_ID\necho $CHORE_MESSAGE_ID >> done.txt",
+    );
+    sb.chorefile(&format!(
+        "concurrency = 2\nbatch-size = 1\n[queues.jobs]\nhandler = [{h:?}]\n"
+    ));
+    for i in 0..6 {
+        sb.enqueue("jobs", &format!("[{i}]"));
+    }
+    let mut master = sb.start(&[]);
+    master.wait("six jobs done", || sb.lines("done.txt").len() == 6);
+    let counts: Vec<usize> = sb
+        .lines("counts.txt")
+        .iter()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    let max = counts.iter().copied().max().unwrap();
+    assert!(
+        max <= 2,
+        "more than `concurrency` handlers ran at once: {counts:?}"
+    );
+    assert_eq!(max, 2, "the two slots were used in parallel: {counts:?}");
+    assert_eq!(master.stop().code(), Some(0));
+}
+
+#[test]
+fn handler_gets_its_env_and_runs_in_the_chorefile_directory() {
+    let sb = Sandbox::new("handler-env");
+    sb.script(
+        "job.sh",
+        "printf '%s|%s|%s\\n' \"$(pwd)\" \"$GREETING\" \"$CHORE_QUEUE\" >> env.txt",
+    );
+    sb.script("sub/job.sh", "printf '%s\\n' \"$(pwd)\" >> ../subdir.txt");
+    sb.chorefile(
+        "[queues.a]\nhandler = { command = [\"./job.sh\"], env = { GREETING = \"hello\" } }\n\
+         [queues.b]\nhandler = { command = [\"./job.sh\"], dir = \"sub\" }\n",
+    );
+    // `dir = "sub"` is relative to the Chorefile; "./job.sh" is then sub/job.sh.
+    let mut master = sb.start(&[]);
+    sb.enqueue("a", "{}");
+    sb.enqueue("b", "{}");
+    master.wait("both handlers to run", || {
+        sb.lines("env.txt").len() == 1 && sb.lines("subdir.txt").len() == 1
+    });
+    let here = std::fs::canonicalize(sb.path()).unwrap();
+    let env = sb.lines("env.txt");
+    assert_eq!(env[0], format!("{}|hello|a", here.display()));
+    let sub_dir = std::fs::canonicalize(sb.file("sub")).unwrap();
+    assert_eq!(sb.lines("subdir.txt")[0], sub_dir.display().to_string());
+    assert_eq!(master.stop().code(), Some(0));
+}
+
+#[test]
+fn json_logs_carry_queue_and_message_id() {
+    let sb = Sandbox::new("json-logs");
+    let h = sb.script("job.sh", "cat > /dev/null; exit 65");
+    sb.chorefile(&format!(
+        "log-format = \"json\"\n[queues.jobs]\nhandler = [{h:?}]\n"
+    ));
+    let mut master = sb.start(&[]);
+    let id = sb.enqueue_id("jobs", "{\"x\":1}");
+    let q = sb.queue("jobs");
+    master.wait("the message to be dead-lettered", || q.dead().len() == 2);
+    master.wait_log("dead-lettered");
+    assert_eq!(master.stop().code(), Some(0));
+    let text = master.log_text();
+    let mut dead_line = None;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+        assert!(v.get("level").is_some(), "{line}");
+        if v["message"] == "dead-lettered" {
+            dead_line = Some(v);
+        }
+    }
+    let v = dead_line.expect("a dead-lettered event");
+    assert_eq!(v["queue"], "jobs", "{v}");
+    assert_eq!(v["id"], id.as_str(), "{v}");
+}
+
+#[test]
+fn queues_and_except_queues_choose_what_is_consumed() {
+    let sb = Sandbox::new("select");
+    let h = sb.recorder("job.sh", "runs.txt", "");
+    sb.chorefile(&format!(
+        "[queues.a]\nhandler = [{h:?}]\n[queues.b]\nhandler = [{h:?}]\n[queues.c]\nhandler = [{h:?}]\n"
+    ));
+    for q in ["a", "b", "c"] {
+        sb.enqueue(q, "{}");
+    }
+    let mut only = sb.start_as("only", &["--queues", "b"]);
+    only.wait("b's job", || sb.runs("runs.txt").len() == 1);
+    assert_eq!(only.stop().code(), Some(0));
+    let mut except = sb.start_as("except", &["--except", "c"]);
+    except.wait("a's job", || sb.runs("runs.txt").len() == 2);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(except.stop().code(), Some(0));
+    let queues: Vec<String> = sb
+        .runs("runs.txt")
+        .iter()
+        .map(|r| r.queue.clone())
+        .collect();
+    assert_eq!(queues, vec!["b", "a"]);
+    assert_eq!(sb.queue("c").new_files().len(), 1, "c was left alone");
+}
+
+#[test]
+fn queue_prefix_names_the_queue_on_disk() {
+    let sb = Sandbox::new("prefix");
+    let h = sb.recorder("job.sh", "runs.txt", "");
+    sb.chorefile(&format!(
+        "queue-prefix = \"Staging_\"\n[queues.jobs]\nhandler = [{h:?}]\n"
+    ));
+    let name = sb.enqueue("jobs", "{}");
+    // Ruby Chore lower-cases the prefix; the file is named after the full queue name.
+    assert!(name.starts_with("staging_jobs-Job-"), "{name}");
+    assert_eq!(sb.queue("staging_jobs").new_files(), vec![name]);
+    let mut master = sb.start(&[]);
+    master.wait("the job", || !sb.runs("runs.txt").is_empty());
+    assert_eq!(sb.runs("runs.txt")[0].queue, "staging_jobs");
+    assert_eq!(master.stop().code(), Some(0));
+}
+
+#[test]
+fn several_consumer_threads_take_each_message_once() {
+    let sb = Sandbox::new("threads");
+    let h = sb.recorder("job.sh", "runs.txt", "");
+    sb.chorefile(&format!(
+        "threads-per-queue = 3\nqueue-polling-size = 2\nbatch-size = 3\nconcurrency = 3\n\
+         [queues.jobs]\nhandler = [{h:?}]\n"
+    ));
+    let input: String = (0..20).map(|i| format!("{{\"n\":{i}}}\n")).collect();
+    let cf = sb.chorefile_path();
+    let out = sb.run_with_stdin(
+        &["enqueue", "-c", cf.to_str().unwrap(), "jobs"],
+        Some(&input),
+    );
+    assert!(out.status.success());
+    let mut master = sb.start(&[]);
+    let q = sb.queue("jobs");
+    master.wait("twenty jobs", || {
+        sb.runs("runs.txt").len() >= 20 && q.is_idle()
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let runs = sb.runs("runs.txt");
+    let ids: BTreeSet<String> = runs.iter().map(|r| r.id.clone()).collect();
+    assert_eq!(runs.len(), 20, "some ran twice");
+    assert_eq!(ids.len(), 20);
+    assert_eq!(master.stop().code(), Some(0));
+}
+
+#[test]
+fn sigterm_while_idle_exits_at_once_even_with_a_long_idle_poll() {
+    let sb = Sandbox::new("idle-term");
+    sb.chorefile("[queues.jobs]\nhandler = [\"true\"]\n");
+    let mut master = sb.start(&["--consumer-sleep-interval", "30"]);
+    master.wait_log("chore master started");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let t = std::time::Instant::now();
+    master.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(master.wait_exit(PATIENCE).code(), Some(0));
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(3),
+        "an idle master took {:?} to stop: it waited out its idle poll",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn no_declared_queue_is_a_configuration_error() {
+    let sb = Sandbox::new("no-queues");
+    sb.chorefile("concurrency = 2\n");
+    let cf = sb.chorefile_path();
+    let out = sb.run(&["-c", cf.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("queues"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
