@@ -40,7 +40,7 @@ fn per_message_exit_statuses_mean_ok_retry_fail_and_permanent() {
     }
     let q = sb.queue("jobs");
     master.wait("every message settled for good", || {
-        q.is_idle() && q.dead().len() == 2 && sb.runs("runs.txt").len() >= 6
+        q.is_idle() && q.dead_letters() == 1 && sb.runs("runs.txt").len() >= 6
     });
     let attempts = attempts_by_id(&sb.runs("runs.txt"));
     assert_eq!(attempts[&ids["ok"]], vec![1], "exit 0 completes");
@@ -113,7 +113,7 @@ fn batch_handler_results_are_settled_one_by_one() {
     let mut master = sb.start(&[]);
     let q = sb.queue("jobs");
     master.wait("every message settled for good", || {
-        q.is_idle() && q.dead().len() == 2 && sb.lines("seen.txt").len() >= 8
+        q.is_idle() && q.dead_letters() == 1 && sb.lines("seen.txt").len() >= 8
     });
     let mut attempts: BTreeMap<String, Vec<u32>> = BTreeMap::new();
     for l in sb.lines("seen.txt") {
@@ -222,7 +222,7 @@ fn a_handler_that_cannot_start_fails_and_is_dead_lettered_at_max_attempts() {
     let mut master = sb.start(&[]);
     let id = sb.enqueue_id("jobs", "{}");
     let q = sb.queue("jobs");
-    master.wait("the message to be dead-lettered", || q.dead().len() == 2);
+    master.wait("the message to be dead-lettered", || q.dead_letters() == 1);
     let reason = q.read("dead", &format!("{id}.2.job.reason"));
     assert!(reason.contains("does-not-exist.sh"), "{reason}");
     assert!(master.running());

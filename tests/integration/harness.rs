@@ -404,6 +404,18 @@ impl QueueDir {
     pub fn dead(&self) -> Vec<String> {
         self.list("dead")
     }
+    /// How many dead letters are complete: the message file and its `.reason` beside it,
+    /// fully written (the reason is written after the message is moved).
+    pub fn dead_letters(&self) -> usize {
+        let dead = self.dead();
+        dead.iter()
+            .filter(|n| n.ends_with(".job"))
+            .filter(|n| {
+                dead.contains(&format!("{n}.reason"))
+                    && self.read("dead", &format!("{n}.reason")).ends_with('\n')
+            })
+            .count()
+    }
     /// Neither waiting nor claimed messages are left.
     pub fn is_idle(&self) -> bool {
         self.new_files().is_empty() && self.inprogress().is_empty()

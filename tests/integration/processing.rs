@@ -144,7 +144,7 @@ fn json_logs_carry_queue_and_message_id() {
     let mut master = sb.start(&[]);
     let id = sb.enqueue_id("jobs", "{\"x\":1}");
     let q = sb.queue("jobs");
-    master.wait("the message to be dead-lettered", || q.dead().len() == 2);
+    master.wait("the message to be dead-lettered", || q.dead_letters() == 1);
     master.wait_log("dead-lettered");
     assert_eq!(master.stop().code(), Some(0));
     let text = master.log_text();

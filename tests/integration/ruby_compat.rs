@@ -137,7 +137,7 @@ fn a_ruby_config_timeout_file_sets_the_deadline() {
     let id = sb.enqueue_id("rq", "{}");
     let q = sb.queue("rq");
     master.wait("the job to be killed and dead-lettered", || {
-        q.dead().len() == 2
+        q.dead_letters() == 1
     });
     assert!(master.log_text().contains("passed its deadline"));
     let reason = q.read("dead", &format!("{id}.1.job.reason"));
