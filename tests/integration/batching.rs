@@ -112,3 +112,48 @@ fn strict_batching_flag_beats_the_chorefile() {
     assert!(waited < 2.0, "the flag did not win: waited {waited:.3}s");
     assert_eq!(master.stop().code(), Some(0));
 }
+
+#[test]
+fn an_idle_consumer_wakes_on_a_new_file_at_once() {
+    // With a long idle poll, a new file still starts within moments (inotify).
+    let sb = Sandbox::new("inotify");
+    let h = sb.recorder("job.sh", "runs.txt", "");
+    sb.chorefile(&format!("[queues.jobs]\nhandler = [{h:?}]\n"));
+    let mut master = sb.start(&["--consumer-sleep-interval", "10"]);
+    master.wait_log("chore master started");
+    std::thread::sleep(Duration::from_millis(500));
+    let waited = lone_job_wait(&sb, &master);
+    assert!(
+        waited < 1.5,
+        "a new file waited {waited:.3}s with a 10 s idle poll"
+    );
+    assert_eq!(master.stop().code(), Some(0));
+}
+
+#[test]
+fn the_master_claims_no_more_than_it_can_start_soon() {
+    // concurrency 1 and batch-size 1: one running plus one batch ahead may be held; the
+    // rest stay in new/ for other consumers.
+    let sb = Sandbox::new("flow-control");
+    let h = sb.recorder("job.sh", "runs.txt", "sleep 0.3");
+    sb.chorefile(&format!(
+        "concurrency = 1\nbatch-size = 1\n[queues.jobs]\nhandler = [{h:?}]\n"
+    ));
+    for i in 0..6 {
+        sb.enqueue("jobs", &format!("[{i}]"));
+    }
+    let mut master = sb.start(&[]);
+    let q = sb.queue("jobs");
+    let mut most = 0;
+    let start = Instant::now();
+    while sb.runs("runs.txt").len() < 6 && start.elapsed() < PATIENCE {
+        most = most.max(q.inprogress().len());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(sb.runs("runs.txt").len(), 6);
+    assert!(
+        most <= 2,
+        "{most} messages were claimed at once with room to start 1 (+1 ahead)"
+    );
+    assert_eq!(master.stop().code(), Some(0));
+}

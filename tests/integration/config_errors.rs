@@ -329,3 +329,28 @@ fn help_documents_every_option() {
     }
     assert!(help.contains("--except"), "Ruby Chore's alias is shown");
 }
+
+#[test]
+fn good_backoffs_are_accepted() {
+    let sb = Sandbox::new("cfg-good-backoff");
+    for backoff in [
+        "\"min(2 ^ attempt, 900)\"",
+        "\"attempt ^ 2\"",
+        "\"attempt ** 2\"",
+        "\"attempt * 0\"",
+        "[5, 30, 300]",
+        "10",
+        "2.5",
+    ] {
+        let cf = sb.chorefile(&format!(
+            "[queues.a]\nhandler = [\"true\"]\nbackoff = {backoff}\n"
+        ));
+        let out = sb.run(&["check-config", "-c", cf.to_str().unwrap()]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "backoff = {backoff}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

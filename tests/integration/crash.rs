@@ -278,3 +278,52 @@ fn a_running_jobs_claim_never_looks_expired() {
     );
     assert_eq!(master.stop().code(), Some(0));
 }
+
+#[test]
+fn default_queue_timeout_applies_to_queues_without_one() {
+    let sb = Sandbox::new("default-timeout");
+    let h = sb.recorder("job.sh", "runs.txt", "exec sleep 1000");
+    sb.chorefile(&format!(
+        "default-queue-timeout = 1\n[queues.jobs]\nhandler = [{h:?}]\nmax-attempts = 1\n"
+    ));
+    let mut master = sb.start(&[]);
+    sb.enqueue("jobs", "{}");
+    let q = sb.queue("jobs");
+    master.wait("the job to be killed at 1 s", || q.dead_letters() == 1);
+    assert!(master.log_text().contains("passed its deadline"));
+    assert_eq!(master.stop().code(), Some(0));
+}
+
+#[test]
+fn two_masters_share_a_queue_and_run_each_message_once() {
+    let sb = Sandbox::new("two-masters");
+    let h = sb.recorder("job.sh", "runs.txt", "sleep 0.05");
+    sb.chorefile(&format!(
+        "threads-per-queue = 2\nbatch-size = 2\nqueue-polling-size = 2\n\
+         [queues.jobs]\nhandler = [{h:?}]\n"
+    ));
+    let mut a = sb.start_as("a", &[]);
+    let mut b = sb.start_as("b", &[]);
+    a.wait_log("chore master started");
+    b.wait_log("chore master started");
+    let input: String = (0..24).map(|i| format!("[{i}]\n")).collect();
+    let cf = sb.chorefile_path();
+    let out = sb.run_with_stdin(
+        &["enqueue", "-c", cf.to_str().unwrap(), "jobs"],
+        Some(&input),
+    );
+    assert!(out.status.success());
+    let q = sb.queue("jobs");
+    a.wait("all 24", || sb.runs("runs.txt").len() >= 24 && q.is_idle());
+    std::thread::sleep(Duration::from_millis(300));
+    let runs = sb.runs("runs.txt");
+    let ids: std::collections::BTreeSet<&str> = runs.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(runs.len(), 24, "some message ran twice");
+    assert_eq!(ids.len(), 24);
+    assert!(
+        a.log_text().contains("worker started") && b.log_text().contains("worker started"),
+        "both masters took work"
+    );
+    assert_eq!(a.stop().code(), Some(0));
+    assert_eq!(b.stop().code(), Some(0));
+}

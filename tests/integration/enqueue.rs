@@ -207,3 +207,37 @@ fn enqueued_messages_are_consumed_end_to_end() {
     assert_eq!(r.body, r#"{"class":"Welcome","args":["bob"]}"#);
     assert_eq!(master.stop().code(), Some(0));
 }
+
+#[test]
+fn enqueue_while_a_master_runs_never_exposes_a_partial_file() {
+    let sb = Sandbox::new("enqueue-atomic");
+    sb.script("count.sh", "wc -c | tr -d ' ' >> sizes.txt");
+    sb.chorefile("[queues.big]\nhandler = [\"./count.sh\"]\n");
+    let mut master = sb.start(&[]);
+    master.wait_log("chore master started");
+    let body = format!("{{\"blob\":\"{}\"}}", "y".repeat(1 << 20));
+    let input: String = (0..6).map(|_| format!("{body}\n")).collect();
+    let cf = sb.chorefile_path();
+    let out = sb.run_with_stdin(
+        &["enqueue", "-c", cf.to_str().unwrap(), "big"],
+        Some(&input),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let q = sb.queue("big");
+    master.wait("six big jobs", || {
+        sb.lines("sizes.txt").len() == 6 && q.is_idle()
+    });
+    for size in sb.lines("sizes.txt") {
+        assert_eq!(size, body.len().to_string(), "a handler saw a partial body");
+    }
+    assert!(
+        q.dead().is_empty(),
+        "a partial file was taken: {:?}",
+        q.dead()
+    );
+    assert_eq!(master.stop().code(), Some(0));
+}

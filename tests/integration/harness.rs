@@ -301,6 +301,14 @@ impl Sandbox {
 
     /// Start a master with extra environment variables.
     pub fn start_with_env(&self, label: &str, extra: &[&str], env: &[(&str, &str)]) -> Master {
+        let cf = self.chorefile_path();
+        let mut args = vec!["-c", cf.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        self.spawn_master(label, &args, env)
+    }
+
+    /// Start `chore ARGS` (exactly these arguments) as a master, in the sandbox directory.
+    pub fn spawn_master(&self, label: &str, args: &[&str], env: &[(&str, &str)]) -> Master {
         let log = self.file(&format!("{label}.log"));
         let err = fs::OpenOptions::new()
             .create(true)
@@ -312,11 +320,8 @@ impl Sandbox {
             .append(true)
             .open(self.file(&format!("{label}.stdout")))
             .unwrap();
-        let cf = self.chorefile_path();
-        let mut args = vec!["-c", cf.to_str().unwrap()];
-        args.extend_from_slice(extra);
         let child = self
-            .command(&args)
+            .command(args)
             .envs(env.iter().copied())
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))

@@ -261,3 +261,37 @@ fn no_declared_queue_is_a_configuration_error() {
     assert!(err.contains("queues"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+#[test]
+fn a_relative_chorefile_path_finds_handlers_beside_it() {
+    // `chore -c conf/Chorefile` from the directory above: `./job.sh` is conf/job.sh, as
+    // the handler's working directory is the Chorefile's.
+    let sb = Sandbox::new("relative-chorefile");
+    sb.script("conf/job.sh", "cat > /dev/null; pwd >> ../ran-in.txt");
+    sb.write(
+        "conf/Chorefile",
+        &format!(
+            "{}[queues.jobs]\nhandler = [\"./job.sh\"]\nmax-attempts = 1\n",
+            sb.preamble()
+        ),
+    );
+    let mut master = sb.spawn_master("master", &["-c", "conf/Chorefile"], &[]);
+    let out = sb.run(&["enqueue", "-c", "conf/Chorefile", "jobs", "{}"]);
+    assert!(out.status.success());
+    let q = sb.queue("jobs");
+    master.wait("the job to settle", || {
+        !sb.lines("ran-in.txt").is_empty() || q.dead_letters() == 1
+    });
+    let conf = std::fs::canonicalize(sb.file("conf")).unwrap();
+    assert_eq!(
+        sb.lines("ran-in.txt"),
+        vec![conf.display().to_string()],
+        "the handler did not run; dead letter: {}",
+        q.dead()
+            .iter()
+            .find(|n| n.ends_with(".reason"))
+            .map(|n| q.read("dead", n))
+            .unwrap_or_default()
+    );
+    assert_eq!(master.stop().code(), Some(0));
+}

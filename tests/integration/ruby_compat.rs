@@ -144,3 +144,19 @@ fn a_ruby_config_timeout_file_sets_the_deadline() {
     assert!(reason.contains("killed"), "{reason}");
     assert_eq!(master.stop().code(), Some(0));
 }
+
+#[test]
+fn an_empty_file_older_than_the_queue_timeout_is_removed() {
+    // Ruby Chore's rule: a publisher that died before writing leaves an empty file, which
+    // is deleted once it is older than the queue timeout.
+    let sb = Sandbox::new("ruby-empty");
+    sb.chorefile("[queues.rq]\nhandler = [\"true\"]\n");
+    sb.write("queues/rq/config/timeout", "1\n");
+    let q = sb.queue("rq");
+    q.put("new", "rq-MyJob-4242-20240510-120000-000009.0.job", b"");
+    let mut master = sb.start(&[]);
+    master.wait("the empty file to be removed", || q.new_files().is_empty());
+    assert!(q.inprogress().is_empty() && q.dead().is_empty());
+    assert!(master.log_text().contains("empty job file"));
+    assert_eq!(master.stop().code(), Some(0));
+}
