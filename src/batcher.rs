@@ -73,14 +73,45 @@ impl Batcher {
     }
 
     /// The next batch to start, if any is ready: the ready queue whose oldest message has
-    /// waited longest goes first, so no queue starves another.
-    pub fn next_batch(&mut self, now: Instant) -> Option<(usize, Vec<Delivery>)> {
+    /// waited longest goes first, so no queue starves another. `busy(queue, group)` says a
+    /// message group is running in another batch (FIFO queues): its messages stay here, in
+    /// order, until that batch is over.
+    pub fn next_batch(
+        &mut self,
+        now: Instant,
+        busy: &dyn Fn(usize, &str) -> bool,
+    ) -> Option<(usize, Vec<Delivery>)> {
+        let startable = |q: usize, d: &Delivery| d.group.as_deref().is_none_or(|g| !busy(q, g));
         let q = (0..self.queues.len())
-            .filter(|&q| self.ready(&self.queues[q], now))
+            .filter(|&q| {
+                self.ready(&self.queues[q], now)
+                    && self.queues[q].items.iter().any(|d| startable(q, d))
+            })
             .min_by_key(|&q| self.queues[q].items.front().map(|d| d.received_at))?;
         let p = &mut self.queues[q];
-        let n = p.items.len().min(self.batch_size);
-        Some((q, p.items.drain(..n).collect()))
+        let mut batch = Vec::with_capacity(p.items.len().min(self.batch_size));
+        let mut kept = VecDeque::new();
+        while let Some(d) = p.items.pop_front() {
+            if batch.len() < self.batch_size && startable(q, &d) {
+                batch.push(d);
+            } else {
+                kept.push_back(d);
+            }
+        }
+        p.items = kept;
+        Some((q, batch))
+    }
+
+    /// Take every waiting message of one group of queue `q` (to give them back when an
+    /// earlier message of the group is retried, so the group keeps its order).
+    pub fn take_group(&mut self, q: usize, group: &str) -> Vec<Delivery> {
+        let p = &mut self.queues[q];
+        let (taken, kept): (Vec<_>, Vec<_>) = p
+            .items
+            .drain(..)
+            .partition(|d| d.group.as_deref() == Some(group));
+        p.items = kept.into();
+        taken
     }
 
     /// When the oldest waiting message of any queue reaches the batch timeout.
@@ -123,6 +154,7 @@ mod tests {
             received_at: at,
             renew_at: at + Duration::from_secs(30),
             class: None,
+            group: None,
         }
     }
 
@@ -135,11 +167,11 @@ mod tests {
         let t0 = Instant::now();
         let mut b = Batcher::new(1, 5, Duration::from_secs(20), false);
         b.add(0, many(6, t0), false);
-        let (q, batch) = b.next_batch(t0).unwrap();
+        let (q, batch) = b.next_batch(t0, &|_, _| false).unwrap();
         assert_eq!((q, batch.len()), (0, 5));
         assert_eq!(b.len(), 1);
         // The leftover is neither full, nor old, nor drained: it waits.
-        assert!(b.next_batch(t0).is_none());
+        assert!(b.next_batch(t0, &|_, _| false).is_none());
     }
 
     #[test]
@@ -147,7 +179,7 @@ mod tests {
         let t0 = Instant::now();
         let mut b = Batcher::new(1, 50, Duration::from_secs(20), false);
         b.add(0, many(1, t0), true);
-        assert_eq!(b.next_batch(t0).unwrap().1.len(), 1);
+        assert_eq!(b.next_batch(t0, &|_, _| false).unwrap().1.len(), 1);
     }
 
     #[test]
@@ -155,10 +187,16 @@ mod tests {
         let t0 = Instant::now();
         let mut b = Batcher::new(1, 50, Duration::from_secs(20), true);
         b.add(0, many(3, t0), true);
-        assert!(b.next_batch(t0 + Duration::from_secs(19)).is_none());
+        assert!(
+            b.next_batch(t0 + Duration::from_secs(19), &|_, _| false)
+                .is_none()
+        );
         assert_eq!(b.next_timeout(), Some(t0 + Duration::from_secs(20)));
         assert_eq!(
-            b.next_batch(t0 + Duration::from_secs(20)).unwrap().1.len(),
+            b.next_batch(t0 + Duration::from_secs(20), &|_, _| false)
+                .unwrap()
+                .1
+                .len(),
             3
         );
         assert!(b.next_timeout().is_none());
@@ -170,8 +208,42 @@ mod tests {
         let mut b = Batcher::new(2, 2, Duration::from_secs(20), false);
         b.add(1, many(2, t0), false);
         b.add(0, many(2, t0 + Duration::from_secs(1)), false);
-        assert_eq!(b.next_batch(t0 + Duration::from_secs(2)).unwrap().0, 1);
-        assert_eq!(b.next_batch(t0 + Duration::from_secs(2)).unwrap().0, 0);
+        assert_eq!(
+            b.next_batch(t0 + Duration::from_secs(2), &|_, _| false)
+                .unwrap()
+                .0,
+            1
+        );
+        assert_eq!(
+            b.next_batch(t0 + Duration::from_secs(2), &|_, _| false)
+                .unwrap()
+                .0,
+            0
+        );
+    }
+
+    #[test]
+    fn a_busy_group_waits_and_keeps_its_order() {
+        let t0 = Instant::now();
+        let mut b = Batcher::new(1, 10, Duration::from_secs(20), false);
+        let mut items = many(4, t0);
+        for (d, g) in items.iter_mut().zip(["a", "b", "a", "b"]) {
+            d.group = Some(g.into());
+        }
+        b.add(0, items, true);
+        let (_, batch) = b.next_batch(t0, &|_, g| g == "a").unwrap();
+        assert_eq!(
+            batch.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+            ["1", "3"]
+        );
+        assert!(b.next_batch(t0, &|_, g| g == "a").is_none());
+        let (_, batch) = b.next_batch(t0, &|_, _| false).unwrap();
+        assert_eq!(
+            batch.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+            ["0", "2"]
+        );
+        b.add(0, many(2, t0), true);
+        assert!(b.take_group(0, "a").is_empty());
     }
 
     #[test]
@@ -181,11 +253,11 @@ mod tests {
         b.add(0, many(10, t0), false);
         b.add(0, many(10, t0), false);
         assert!(
-            b.next_batch(t0).is_none(),
+            b.next_batch(t0, &|_, _| false).is_none(),
             "receives came back full: more is coming"
         );
         b.add(0, many(3, t0), true);
-        assert_eq!(b.next_batch(t0).unwrap().1.len(), 23);
+        assert_eq!(b.next_batch(t0, &|_, _| false).unwrap().1.len(), 23);
         assert_eq!(b.take_all().len(), 0);
     }
 }

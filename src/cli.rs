@@ -61,6 +61,22 @@ pub struct EnqueueArgs {
     #[arg(long = "class", value_name = "CLASS")]
     pub class: Option<String>,
 
+    /// The queue is an SQS queue (name or URL), for a queue the Chorefile does not declare.
+    #[arg(long = "sqs")]
+    pub sqs: bool,
+
+    /// SQS: seconds before the messages become visible (0 to 900).
+    #[arg(long = "delay", value_name = "SECONDS")]
+    pub delay: Option<u32>,
+
+    /// SQS FIFO: the message group of every message published.
+    #[arg(long = "group-id", value_name = "GROUP")]
+    pub group_id: Option<String>,
+
+    /// SQS FIFO: the deduplication id (with many messages, `-<line number>` is appended).
+    #[arg(long = "dedup-id", value_name = "ID")]
+    pub dedup_id: Option<String>,
+
     #[command(flatten)]
     pub flags: Flags,
 }
@@ -157,6 +173,23 @@ pub struct Flags {
     )]
     pub except_queues: Option<Vec<String>>,
 
+    /// SQS endpoint URL (for an emulator or a VPC endpoint) [default: AWS_ENDPOINT_URL_SQS,
+    /// AWS_ENDPOINT_URL, or AWS itself]
+    #[arg(long = "sqs-endpoint", value_name = "URL")]
+    pub sqs_endpoint: Option<String>,
+
+    /// AWS region of the SQS queues [default: the standard AWS chain (AWS_REGION, profile)]
+    #[arg(long = "aws-region", value_name = "REGION")]
+    pub aws_region: Option<String>,
+
+    /// Static AWS access key id (as in Ruby Chore); prefer the standard AWS chain
+    #[arg(long = "aws-access-key", value_name = "KEY")]
+    pub aws_access_key: Option<String>,
+
+    /// Static AWS secret access key (as in Ruby Chore); prefer the standard AWS chain
+    #[arg(long = "aws-secret-key", value_name = "KEY")]
+    pub aws_secret_key: Option<String>,
+
     /// Log to this file (appended; reopened on SIGUSR1) instead of standard error
     #[arg(long = "log-file", value_name = "FILE")]
     pub log_file: Option<PathBuf>,
@@ -191,10 +224,6 @@ pub struct Flags {
     pub ruby_dedupe_servers: Option<String>,
     #[arg(long = "dupe-on-cache-failure", hide = true)]
     pub ruby_dupe_on_cache_failure: Option<String>,
-    #[arg(long = "aws-access-key", hide = true)]
-    pub ruby_aws_access_key: Option<String>,
-    #[arg(long = "aws-secret-key", hide = true)]
-    pub ruby_aws_secret_key: Option<String>,
 }
 
 impl Flags {
@@ -212,8 +241,6 @@ impl Flags {
                 self.ruby_dupe_on_cache_failure.is_some(),
                 "--dupe-on-cache-failure",
             ),
-            (self.ruby_aws_access_key.is_some(), "--aws-access-key"),
-            (self.ruby_aws_secret_key.is_some(), "--aws-secret-key"),
         ];
         given.iter().filter(|(g, _)| *g).map(|(_, n)| *n).collect()
     }
@@ -250,8 +277,10 @@ impl Flags {
             ruby_payload_handler,
             ruby_dedupe_servers,
             ruby_dupe_on_cache_failure,
-            ruby_aws_access_key,
-            ruby_aws_secret_key
+            sqs_endpoint,
+            aws_region,
+            aws_access_key,
+            aws_secret_key
         );
         self.verbose = self.verbose.saturating_add(other.verbose);
         self.config_file.extend(other.config_file);

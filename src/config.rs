@@ -81,6 +81,7 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Filesystem,
+    Sqs,
 }
 
 /// How a handler command is run for a batch (see docs/handlers.md).
@@ -122,6 +123,14 @@ pub struct QueueConfig {
     pub backoff: Backoff,
     /// None = unlimited.
     pub max_attempts: Option<u32>,
+    /// SQS: the queue's URL, when given instead of looking the name up.
+    pub url: Option<String>,
+    /// SQS: creation, long-poll wait and dead-letter queue.
+    pub sqs: crate::queue::sqs::SqsQueueOptions,
+    /// Let this queue's workers see the AWS credentials in the environment.
+    pub pass_aws_credentials: bool,
+    /// A command told about each message that is dead-lettered (body on stdin).
+    pub on_permanent_failure: Option<Handler>,
 }
 
 /// Everything the master runs with.
@@ -140,6 +149,7 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub fs_queue_root: PathBuf,
     pub fs_claim_lease: Duration,
+    pub sqs: crate::queue::sqs::SqsSettings,
     pub log_file: Option<PathBuf>,
     pub log_format: LogFormat,
     pub log_level: tracing::Level,
@@ -183,6 +193,13 @@ struct QueueFile {
     #[serde(skip)]
     backoff: Option<Backoff>,
     max_attempts: Option<u32>,
+    url: Option<String>,
+    create: Option<bool>,
+    wait_time: Option<f64>,
+    dead_letter_queue: Option<String>,
+    pass_aws_credentials: Option<bool>,
+    #[serde(skip)]
+    on_permanent_failure: Option<Handler>,
 }
 
 /// What one Chorefile contributes.
@@ -218,7 +235,20 @@ fn overlay_queue(base: &mut QueueFile, top: QueueFile) {
     macro_rules! take {
         ($($f:ident),*) => { $( if top.$f.is_some() { base.$f = top.$f; } )* };
     }
-    take!(backend, handler, classes, timeout, backoff, max_attempts);
+    take!(
+        backend,
+        handler,
+        classes,
+        timeout,
+        backoff,
+        max_attempts,
+        url,
+        create,
+        wait_time,
+        dead_letter_queue,
+        pass_aws_credentials,
+        on_permanent_failure
+    );
 }
 
 fn parse_file(file: &Path, text: &str) -> Result<FileContribution, ConfigError> {
@@ -399,6 +429,10 @@ fn flag_from_toml(key: &str, value: toml::Value) -> Result<Flags, String> {
         "fs-claim-lease" => f.fs_claim_lease = Some(num(&value)?),
         "except-queues" | "except" => f.except_queues = Some(names(&value)?),
         "log-file" => f.log_file = Some(PathBuf::from(string(&value)?)),
+        "sqs-endpoint" => f.sqs_endpoint = Some(string(&value)?),
+        "aws-region" => f.aws_region = Some(string(&value)?),
+        "aws-access-key" => f.aws_access_key = Some(string(&value)?),
+        "aws-secret-key" => f.aws_secret_key = Some(string(&value)?),
         "log-format" => f.log_format = Some(string(&value)?),
         "log-level" => f.log_level = Some(string(&value)?),
         "verbose" => f.verbose = count(&value)?,
@@ -444,6 +478,9 @@ fn parse_queue(
                 q.classes = Some(map);
             }
             "backoff" => q.backoff = Some(Backoff::from_toml(&value).map_err(err)?),
+            "on-permanent-failure" => {
+                q.on_permanent_failure = Some(parse_handler(&value, chorefile_dir).map_err(err)?)
+            }
             _ => {
                 let mut one = toml::Table::new();
                 one.insert(key.clone(), value);
@@ -630,20 +667,61 @@ fn resolve(
             key: Some(format!("queues.{name}.{key}")),
             ..ConfigError::new(m)
         };
-        if name.is_empty() || name.contains(['.', '/']) || name.starts_with('-') {
-            return Err(ConfigError {
-                key: Some(format!("queues.{name}")),
-                ..ConfigError::new(
-                    "a queue name may not be empty, start with `-`, or contain `.` or `/` (Ruby Chore's file names split on `.`)",
-                )
-            });
-        }
         let backend = match q.backend.as_deref().unwrap_or("filesystem") {
             "filesystem" | "fs" => Backend::Filesystem,
+            "sqs" => Backend::Sqs,
             other => {
                 return Err(err(
                     "backend",
-                    format!("unknown backend `{other}` (this build supports: filesystem)"),
+                    format!("unknown backend `{other}` (known: filesystem, sqs)"),
+                ));
+            }
+        };
+        match backend {
+            Backend::Filesystem => {
+                if name.is_empty() || name.contains(['.', '/']) || name.starts_with('-') {
+                    return Err(ConfigError {
+                        key: Some(format!("queues.{name}")),
+                        ..ConfigError::new(
+                            "a filesystem queue name may not be empty, start with `-`, or contain `.` or `/` (Ruby Chore's file names split on `.`)",
+                        )
+                    });
+                }
+                for (key, set) in [
+                    ("url", q.url.is_some()),
+                    ("create", q.create.is_some()),
+                    ("wait-time", q.wait_time.is_some()),
+                    ("dead-letter-queue", q.dead_letter_queue.is_some()),
+                ] {
+                    if set {
+                        return Err(err(
+                            key,
+                            "only SQS queues (backend = \"sqs\") take this key".into(),
+                        ));
+                    }
+                }
+            }
+            Backend::Sqs => {
+                let ok = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+                let stem = name.strip_suffix(".fifo").unwrap_or(&name);
+                if q.url.is_none() && (stem.is_empty() || !stem.chars().all(ok) || name.len() > 80)
+                {
+                    return Err(ConfigError {
+                        key: Some(format!("queues.{name}")),
+                        ..ConfigError::new(
+                            "an SQS queue name has 1 to 80 letters, digits, `-` or `_` (and may end in `.fifo`); or give its `url`",
+                        )
+                    });
+                }
+            }
+        }
+        let wait = match q.wait_time {
+            None => None,
+            Some(w) if (0.0..=20.0).contains(&w) => Some(Duration::from_secs_f64(w)),
+            Some(w) => {
+                return Err(err(
+                    "wait-time",
+                    format!("{w} is not a long-poll wait between 0 and 20 seconds"),
                 ));
             }
         };
@@ -676,6 +754,14 @@ fn resolve(
             timeout,
             backoff: q.backoff.unwrap_or_default(),
             max_attempts: q.max_attempts.or(default_max),
+            url: q.url,
+            sqs: crate::queue::sqs::SqsQueueOptions {
+                create: q.create.unwrap_or(false),
+                wait,
+                dead_letter_queue: q.dead_letter_queue,
+            },
+            pass_aws_credentials: q.pass_aws_credentials.unwrap_or(false),
+            on_permanent_failure: q.on_permanent_failure,
         });
     }
 
@@ -733,6 +819,22 @@ fn resolve(
                 });
             }
             d => d,
+        },
+        sqs: crate::queue::sqs::SqsSettings {
+            endpoint: flags.sqs_endpoint.clone(),
+            region: flags.aws_region.clone(),
+            credentials: match (&flags.aws_access_key, &flags.aws_secret_key) {
+                (Some(k), Some(s)) => Some((k.clone(), s.clone())),
+                (None, None) => None,
+                _ => {
+                    return Err(ConfigError {
+                        key: Some("aws-access-key".into()),
+                        ..ConfigError::new(
+                            "give both --aws-access-key and --aws-secret-key, or neither",
+                        )
+                    });
+                }
+            },
         },
         log_file: flags.log_file.clone(),
         log_format,

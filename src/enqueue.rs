@@ -1,10 +1,16 @@
-//! `chore enqueue QUEUE [BODY | -]`: publish messages, in Ruby Chore's exact file format
-//! for filesystem queues (reference §8.2–8.3), one message per JSON line on stdin for many.
+//! `chore enqueue QUEUE [BODY | -]`: publish messages, one per JSON line on stdin for many.
+//!
+//! Filesystem queues get Ruby Chore's exact file format (reference §8.2–8.3), written under
+//! a lock so that no consumer sees half a file. SQS queues get `SendMessageBatch` calls of
+//! up to ten messages. With `--class`, each body is the job's arguments, wrapped as Ruby
+//! Chore's wire format `{"class":…,"args":[…]}`.
 
 use crate::cli::EnqueueArgs;
 use crate::config::{self, Backend, Config};
 use crate::consumer::classify;
 use crate::queue::filesystem::FilesystemQueue;
+use crate::queue::sqs::{MAX_BATCH, Sqs, SqsQueueOptions};
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use std::io::{self, BufRead, Write};
 
 /// Run the command; returns the exit status (2: bad usage or configuration, 1: failure).
@@ -16,25 +22,21 @@ pub fn run(args: EnqueueArgs) -> i32 {
             return 2;
         }
     };
-    let queue = match open(&config, &args.queue) {
-        Ok(q) => q,
+    let mut target = match Target::open(&config, &args) {
+        Ok(t) => t,
         Err(e) => {
             eprintln!("chore enqueue: {e}");
             return 2;
         }
     };
-    let mut published = 0usize;
     let mut out = io::stdout().lock();
     let mut publish = |raw: &str, line: Option<usize>| -> Result<(), String> {
         let at = line.map(|n| format!("line {n}: ")).unwrap_or_default();
         let body = wrap(raw, args.class.as_deref()).map_err(|e| format!("{at}{e}"))?;
         let class = classify(&body).map_err(|e| format!("{at}the body is not valid JSON: {e}"))?;
-        let name = queue
-            .publish(class.as_deref(), &body)
-            .map_err(|e| format!("{at}{e}"))?;
-        let _ = writeln!(out, "{name}");
-        published += 1;
-        Ok(())
+        target
+            .publish(class.as_deref(), body, line, &mut out)
+            .map_err(|e| format!("{at}{e}"))
     };
     let result = match args.body.as_deref() {
         Some(body) if body != "-" => publish(body, None),
@@ -51,17 +53,209 @@ pub fn run(args: EnqueueArgs) -> i32 {
                 }
             }),
     };
+    let result = result.and_then(|()| target.flush(&mut out));
+    let published = target.published();
     match result {
         Ok(()) => {
-            eprintln!(
-                "enqueued {published} message(s) to {}",
-                queue.dir().display()
-            );
+            eprintln!("enqueued {published} message(s) to {}", target.describe());
             0
         }
         Err(e) => {
             eprintln!("chore enqueue: {e} ({published} message(s) enqueued before it)");
             1
+        }
+    }
+}
+
+/// Where the messages go.
+enum Target {
+    Filesystem {
+        queue: FilesystemQueue,
+        published: usize,
+    },
+    Sqs {
+        sqs: Sqs,
+        url: String,
+        pending: Vec<SendMessageBatchRequestEntry>,
+        published: usize,
+        group: Option<String>,
+        dedup: Option<String>,
+        delay: Option<u32>,
+    },
+}
+
+impl Target {
+    fn open(config: &Config, args: &EnqueueArgs) -> Result<Target, String> {
+        let name = args.queue.as_str();
+        let declared = config.queue(name);
+        let sqs_queue = match declared {
+            Some(q) => q.backend == Backend::Sqs,
+            None => args.sqs,
+        };
+        if !sqs_queue {
+            if args.delay.is_some() || args.group_id.is_some() || args.dedup_id.is_some() {
+                return Err("--delay, --group-id and --dedup-id apply to SQS queues only".into());
+            }
+            // A declared queue brings its timeout; any other name is a filesystem queue
+            // under the root, so a producer needs no Chorefile.
+            let (full_name, timeout) = match declared {
+                Some(q) => (q.full_name.clone(), q.timeout),
+                None => {
+                    if name.is_empty() || name.contains(['.', '/']) {
+                        return Err(format!("`{name}` is not a valid filesystem queue name"));
+                    }
+                    (format!("{}{name}", config.queue_prefix), None)
+                }
+            };
+            let queue = FilesystemQueue::open(
+                &config.fs_queue_root,
+                &full_name,
+                timeout,
+                config.default_queue_timeout,
+                config.fs_claim_lease,
+                config.consumer_sleep_interval,
+            )
+            .map_err(|e| e.to_string())?;
+            return Ok(Target::Filesystem {
+                queue,
+                published: 0,
+            });
+        }
+        if args.delay.is_some_and(|d| d > 900) {
+            return Err("--delay is at most 900 seconds (SQS's limit)".into());
+        }
+        let sqs = Sqs::connect(&config.sqs).map_err(|e| e.to_string())?;
+        let (lookup, options) = match declared {
+            Some(q) => (
+                q.url.clone().unwrap_or_else(|| q.full_name.clone()),
+                q.sqs.clone(),
+            ),
+            None => {
+                let full = if name.starts_with("http") {
+                    name.to_string()
+                } else {
+                    format!("{}{name}", config.queue_prefix)
+                };
+                (full, SqsQueueOptions::default())
+            }
+        };
+        let url = sqs
+            .queue_url(&lookup, options.create)
+            .map_err(|e| e.to_string())?;
+        if url.ends_with(".fifo") && args.group_id.is_none() {
+            return Err("a FIFO queue needs --group-id".into());
+        }
+        Ok(Target::Sqs {
+            sqs,
+            url,
+            pending: Vec::new(),
+            published: 0,
+            group: args.group_id.clone(),
+            dedup: args.dedup_id.clone(),
+            delay: args.delay,
+        })
+    }
+
+    fn publish(
+        &mut self,
+        class: Option<&str>,
+        body: String,
+        line: Option<usize>,
+        out: &mut impl Write,
+    ) -> Result<(), String> {
+        match self {
+            Target::Filesystem { queue, published } => {
+                let name = queue.publish(class, &body).map_err(|e| e.to_string())?;
+                let _ = writeln!(out, "{name}");
+                *published += 1;
+                Ok(())
+            }
+            Target::Sqs {
+                pending,
+                group,
+                dedup,
+                delay,
+                ..
+            } => {
+                let mut entry = SendMessageBatchRequestEntry::builder()
+                    .id(pending.len().to_string())
+                    .message_body(body);
+                if let Some(g) = group {
+                    entry = entry.message_group_id(g.clone());
+                }
+                if let Some(d) = dedup {
+                    entry = entry.message_deduplication_id(match line {
+                        Some(n) => format!("{d}-{n}"),
+                        None => d.clone(),
+                    });
+                }
+                if let Some(s) = delay {
+                    entry = entry.delay_seconds(*s as i32);
+                }
+                pending.push(entry.build().map_err(|e| e.to_string())?);
+                if pending.len() >= MAX_BATCH {
+                    self.flush(out)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn flush(&mut self, out: &mut impl Write) -> Result<(), String> {
+        let Target::Sqs {
+            sqs,
+            url,
+            pending,
+            published,
+            ..
+        } = self
+        else {
+            return Ok(());
+        };
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let entries = std::mem::take(pending);
+        let result = sqs
+            .block_on(
+                sqs.client
+                    .send_message_batch()
+                    .queue_url(url.as_str())
+                    .set_entries(Some(entries))
+                    .send(),
+            )
+            .map_err(|e| {
+                format!(
+                    "SendMessageBatch failed: {}",
+                    aws_sdk_sqs::error::DisplayErrorContext(&e)
+                )
+            })?;
+        let mut sent: Vec<_> = result.successful().iter().collect();
+        sent.sort_by_key(|s| s.id().parse::<usize>().unwrap_or(0));
+        for s in sent {
+            let _ = writeln!(out, "{}", s.message_id());
+            *published += 1;
+        }
+        if let Some(f) = result.failed().first() {
+            return Err(format!(
+                "SQS refused a message: {}: {}",
+                f.code(),
+                f.message().unwrap_or("")
+            ));
+        }
+        Ok(())
+    }
+
+    fn published(&self) -> usize {
+        match self {
+            Target::Filesystem { published, .. } | Target::Sqs { published, .. } => *published,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Target::Filesystem { queue, .. } => queue.dir().display().to_string(),
+            Target::Sqs { url, .. } => url.clone(),
         }
     }
 }
@@ -84,31 +278,6 @@ fn wrap(raw: &str, class: Option<&str>) -> Result<String, String> {
     body.push_str(&serde_json::to_string(&args).expect("JSON serialises"));
     body.push('}');
     Ok(body)
-}
-
-fn open(config: &Config, name: &str) -> Result<FilesystemQueue, String> {
-    // A declared queue brings its backend and timeout; any other name is a filesystem
-    // queue under the root, so a producer needs no Chorefile.
-    let (full_name, timeout) = match config.queue(name) {
-        Some(q) => match q.backend {
-            Backend::Filesystem => (q.full_name.clone(), q.timeout),
-        },
-        None => {
-            if name.is_empty() || name.contains(['.', '/']) {
-                return Err(format!("`{name}` is not a valid queue name"));
-            }
-            (format!("{}{name}", config.queue_prefix), None)
-        }
-    };
-    FilesystemQueue::open(
-        &config.fs_queue_root,
-        &full_name,
-        timeout,
-        config.default_queue_timeout,
-        config.fs_claim_lease,
-        config.consumer_sleep_interval,
-    )
-    .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

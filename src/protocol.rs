@@ -33,6 +33,9 @@ pub struct JobSpec<'a> {
     pub id: String,
     pub attempt: u32,
     pub class: Option<String>,
+    /// The FIFO message group: after a failure, the rest of its group is skipped.
+    #[serde(default)]
+    pub group: Option<String>,
     /// The body exactly as published (the consumer checked that it is JSON).
     #[serde(borrow)]
     pub body: &'a RawValue,
@@ -50,6 +53,9 @@ pub enum Verdict {
     Fail,
     /// Can never succeed: dead-letter it now.
     Permanent,
+    /// Not run: an earlier message of its FIFO group failed in this batch. Given back with
+    /// its attempt uncounted, so the group keeps its order.
+    Skip,
 }
 
 /// One result line from worker to master.

@@ -12,8 +12,14 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Settlement {
     Complete,
-    Retry { delay: Duration },
-    DeadLetter { reason: String },
+    /// Offer it again now; the attempt does not count (it never ran).
+    GiveBack,
+    Retry {
+        delay: Duration,
+    },
+    DeadLetter {
+        reason: String,
+    },
 }
 
 /// What to do with a message whose attempt `attempt` (from 1) ended with `verdict`.
@@ -27,6 +33,7 @@ pub fn decide(
 ) -> Settlement {
     match verdict {
         Verdict::Ok => Settlement::Complete,
+        Verdict::Skip => Settlement::GiveBack,
         Verdict::Permanent => Settlement::DeadLetter {
             reason: format!(
                 "permanent failure: {}",

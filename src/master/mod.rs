@@ -22,6 +22,7 @@ use crate::consumer::{self, Batchlet, Gate};
 use crate::logging::LogHandle;
 use crate::protocol::{BatchSpec, JobSpec, Report, Verdict};
 use crate::queue::filesystem::FilesystemQueue;
+use crate::queue::sqs::{OpenError, Sqs, SqsQueue};
 use crate::queue::{Delivery, Queue, Stop};
 use crate::settle::{Settlement, decide};
 use crossbeam_channel::{Receiver, never, select, unbounded};
@@ -54,6 +55,7 @@ pub fn run(config: Config, log: LogHandle) -> i32 {
     let _ = nix::sys::prctl::set_name(c"chore-master");
     let mut queues: Vec<Arc<dyn Queue>> = Vec::new();
     let mut qconfigs: Vec<QueueConfig> = Vec::new();
+    let mut sqs: Option<Sqs> = None;
     for qc in config.selected_queues() {
         let queue: Arc<dyn Queue> = match qc.backend {
             Backend::Filesystem => match FilesystemQueue::open(
@@ -70,6 +72,29 @@ pub fn run(config: Config, log: LogHandle) -> i32 {
                     return 2;
                 }
             },
+            Backend::Sqs => {
+                if sqs.is_none() {
+                    match Sqs::connect(&config.sqs) {
+                        Ok(c) => sqs = Some(c),
+                        Err(e) => {
+                            eprintln!("chore: cannot set up the SQS client: {e}");
+                            return 1;
+                        }
+                    }
+                }
+                let client = sqs.as_ref().expect("connected above");
+                match SqsQueue::open(client, qc.url.as_deref().unwrap_or(&qc.full_name), &qc.sqs) {
+                    Ok(q) => Arc::new(q),
+                    Err(e @ OpenError::Missing(_)) => {
+                        eprintln!("chore: queue `{}`: {e}", qc.name);
+                        return 2;
+                    }
+                    Err(e) => {
+                        eprintln!("chore: queue `{}`: {e}", qc.name);
+                        return 1;
+                    }
+                }
+            }
         };
         queues.push(queue);
         qconfigs.push(qc.clone());
@@ -234,6 +259,10 @@ impl Master {
         for c in self.consumers.drain(..) {
             let _ = c.join();
         }
+        // Settlements some backends batch (SQS) go out before the master exits.
+        for q in &self.queues {
+            q.flush();
+        }
         tracing::info!("chore master stopped");
         0
     }
@@ -281,13 +310,26 @@ impl Master {
         }
         self.spawn_paused_until = None;
         while self.pool.len() < self.config.concurrency {
-            let Some((q, batch)) = self.batcher.next_batch(now) else {
+            let busy = self.busy_groups();
+            let Some((q, batch)) = self
+                .batcher
+                .next_batch(now, &|q, g| busy.contains(&(q, g.to_owned())))
+            else {
                 break;
             };
             let spec = self.batch_spec(q, &batch);
-            let budget = self.queues[q].timeout() * batch.len() as u32;
+            // The Chorefile's `timeout` if set, else the queue's own (SQS: its visibility
+            // timeout; filesystem: already resolved when it was opened).
+            let per_message = self.qconfigs[q]
+                .timeout
+                .unwrap_or_else(|| self.queues[q].timeout());
+            let budget = per_message * batch.len() as u32;
             let n = batch.len();
-            match self.pool.spawn(q, spec, batch, budget, now) {
+            let keep_credentials = self.qconfigs[q].pass_aws_credentials;
+            match self
+                .pool
+                .spawn(q, spec, batch, budget, now, keep_credentials)
+            {
                 Ok(id) => {
                     let w = self.pool.get_mut(id).expect("just spawned");
                     tracing::info!(pid = w.pid, queue = %self.qconfigs[q].full_name, messages = n, ids = %w.ids().join(","), deadline_secs = budget.as_secs(), "worker started");
@@ -310,6 +352,7 @@ impl Master {
                 id: d.id.clone(),
                 attempt: d.attempt,
                 class: d.class.clone(),
+                group: d.group.clone(),
                 // The consumer checked the body; an empty object stands in should that ever
                 // be wrong, and the handler's failure will say so.
                 body: serde_json::from_str(&d.body)
@@ -442,10 +485,21 @@ impl Master {
                 tracing::warn!(queue = %qc.full_name, id = %d.id, attempt = d.attempt, retry_in_secs = delay.as_secs_f64(), error = error.unwrap_or("retry requested"), "failed; will retry");
                 queue.retry(&d, *delay)
             }
+            Settlement::GiveBack => {
+                tracing::debug!(queue = %qc.full_name, id = %d.id, reason = error.unwrap_or(""), "given back");
+                queue.give_back(&d)
+            }
             Settlement::DeadLetter { reason } => {
-                tracing::error!(queue = %qc.full_name, id = %d.id, attempt = d.attempt, reason = %reason, "dead-lettered");
+                tracing::error!(queue = %qc.full_name, id = %d.id, attempt = d.attempt, body_bytes = d.body.len(), reason = %reason, "dead-lettered");
+                if let Some(hook) = &qc.on_permanent_failure {
+                    pool::run_hook(hook, &qc.full_name, &d, reason);
+                }
                 queue.dead_letter(&d, reason)
             }
+        };
+        let held_back_group = match &settlement {
+            Settlement::Retry { .. } if queue.ordered() => d.group.clone(),
+            _ => None,
         };
         if let Err(e) = result {
             // The claim stays where it is and lapses; the message is then offered again.
@@ -453,6 +507,31 @@ impl Master {
         }
         self.gate.give(1);
         self.release(q, &d.id);
+        // FIFO: a retried message holds back the rest of its group, so that the group
+        // keeps its order: what waits here goes back to the queue behind it.
+        if let Some(g) = held_back_group {
+            let behind = self.batcher.take_group(q, &g);
+            if !behind.is_empty() {
+                self.give_back(q, behind);
+            }
+        }
+    }
+
+    /// The (queue, group) pairs running in a worker right now (FIFO queues only).
+    fn busy_groups(&self) -> HashSet<(usize, String)> {
+        let mut busy = HashSet::new();
+        for w in self.pool.workers() {
+            if self.queues[w.queue].ordered() {
+                busy.extend(
+                    w.deliveries
+                        .iter()
+                        .flatten()
+                        .filter_map(|d| d.group.clone())
+                        .map(|g| (w.queue, g)),
+                );
+            }
+        }
+        busy
     }
 
     fn give_back(&mut self, q: usize, deliveries: Vec<Delivery>) {

@@ -114,6 +114,7 @@ impl Pool {
         deliveries: Vec<Delivery>,
         budget: Duration,
         now: Instant,
+        keep_credentials: bool,
     ) -> Result<WorkerId, (Vec<Delivery>, std::io::Error)> {
         let started_unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -130,8 +131,10 @@ impl Pool {
         .stderr(Stdio::inherit())
         .process_group(0)
         .env("CHORE_MASTER_PID", std::process::id().to_string());
-        for k in &self.strip_env {
-            cmd.env_remove(k);
+        if !keep_credentials {
+            for k in &self.strip_env {
+                cmd.env_remove(k);
+            }
         }
         let mut child = match cmd.spawn() {
             Ok(c) => c,
@@ -208,6 +211,49 @@ impl Pool {
             .filter(|w| w.killed.is_none())
             .map(|w| w.deadline)
             .min()
+    }
+}
+
+/// Tell an `on-permanent-failure` command about a dead-lettered message: body on stdin,
+/// `CHORE_QUEUE`, `CHORE_MESSAGE_ID`, `CHORE_ATTEMPT`, `CHORE_JOB_CLASS`, `CHORE_REASON`.
+/// It runs on its own (a thread feeds and reaps it) and its outcome changes nothing.
+pub fn run_hook(hook: &crate::config::Handler, queue: &str, d: &Delivery, reason: &str) {
+    let dir = hook.dir.clone().unwrap_or_else(|| ".".into());
+    let program = std::path::PathBuf::from(&hook.command[0]);
+    let program = if program.is_relative() && hook.command[0].contains('/') {
+        dir.join(program)
+    } else {
+        program
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(&hook.command[1..])
+        .current_dir(dir)
+        .envs(&hook.env)
+        .env("CHORE_QUEUE", queue)
+        .env("CHORE_MESSAGE_ID", &d.id)
+        .env("CHORE_ATTEMPT", d.attempt.to_string())
+        .env("CHORE_JOB_CLASS", d.class.as_deref().unwrap_or(""))
+        .env("CHORE_REASON", reason)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    let (queue, id, body) = (queue.to_string(), d.id.clone(), d.body.clone());
+    match cmd.spawn() {
+        Ok(mut child) => {
+            let _ = std::thread::Builder::new().name("hook".into()).spawn(move || {
+                if let Some(mut stdin) = child.stdin.take() {
+                    let _ = stdin.write_all(body.as_bytes());
+                }
+                match child.wait() {
+                    Ok(s) if s.success() => {}
+                    Ok(s) => tracing::warn!(queue, id, "on-permanent-failure command {}", describe_exit(&s)),
+                    Err(e) => tracing::warn!(queue, id, error = %e, "on-permanent-failure command could not be waited for"),
+                }
+            });
+        }
+        Err(e) => {
+            tracing::error!(queue, id, error = %e, "cannot start the on-permanent-failure command")
+        }
     }
 }
 

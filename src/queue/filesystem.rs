@@ -263,6 +263,7 @@ impl FilesystemQueue {
             received_at: now,
             renew_at: now + self.lease / 2,
             class: None,
+            group: None,
         };
         match String::from_utf8(bytes) {
             Ok(body) => Ok(Some(Delivery { body, ..delivery })),

@@ -6,6 +6,7 @@
 //! was received but never started. Only this module talks to queues.
 
 pub mod filesystem;
+pub mod sqs;
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -31,6 +32,8 @@ pub struct Delivery {
     pub renew_at: Instant,
     /// The Ruby Chore job class of the body, when it has one.
     pub class: Option<String>,
+    /// The FIFO message group, when the queue has groups (SQS FIFO).
+    pub group: Option<String>,
 }
 
 /// What one receive brought.
@@ -60,6 +63,12 @@ pub trait Queue: Send + Sync {
     /// Keep the claim alive (called when `renew_at` has passed); updates `receipt` and
     /// `renew_at`.
     fn renew(&self, d: &mut Delivery, now: Instant) -> io::Result<()>;
+    /// Send whatever settlements are still buffered (before the master exits).
+    fn flush(&self) {}
+    /// Whether one message group must never run in two batches at once (FIFO queues).
+    fn ordered(&self) -> bool {
+        false
+    }
 }
 
 /// Receives for one consumer thread (which may keep state: listings, watches, clients).

@@ -68,6 +68,8 @@ pub fn run_batch(spec: &BatchSpec, report: &mut dyn FnMut(Report)) {
             _ => groups.push((h, vec![i])),
         }
     }
+    // FIFO: once a message of a group fails, the rest of its group must wait for it.
+    let mut failed_groups: std::collections::HashSet<&str> = std::collections::HashSet::new();
     for (h, indexes) in groups {
         match h {
             None => {
@@ -86,7 +88,25 @@ pub fn run_batch(spec: &BatchSpec, report: &mut dyn FnMut(Report)) {
             }
             Some(h) if h.mode == HandlerMode::Message => {
                 for i in indexes {
-                    let (verdict, error) = handler::run_message(h, &spec.queue, &spec.messages[i]);
+                    let job = &spec.messages[i];
+                    if let Some(g) = job.group.as_deref().filter(|g| failed_groups.contains(g)) {
+                        let error = Some(format!(
+                            "held back: an earlier message of group {g:?} failed"
+                        ));
+                        report(Report {
+                            i,
+                            verdict: Verdict::Skip,
+                            delay: None,
+                            error,
+                        });
+                        continue;
+                    }
+                    let (verdict, error) = handler::run_message(h, &spec.queue, job);
+                    if verdict != Verdict::Ok
+                        && let Some(g) = job.group.as_deref()
+                    {
+                        failed_groups.insert(g);
+                    }
                     report(Report {
                         i,
                         verdict,
