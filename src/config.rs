@@ -314,6 +314,8 @@ fn parse_ruby_file(file: &Path, text: &str) -> Result<FileContribution, ConfigEr
                 "a Chorefile cannot name another Chorefile",
             ));
         }
+        check_flags(&parsed.flags)
+            .map_err(|(key, m)| ConfigError::at(file, Some(n + 1), Some(key), m))?;
         flags.overlay(parsed.flags);
     }
     Ok(FileContribution {
@@ -327,12 +329,11 @@ fn parse_toml_file(file: &Path, text: &str) -> Result<FileContribution, ConfigEr
         let line = e.span().map(|s| line_of_offset(text, s.start));
         ConfigError::at(file, line, None, e.message().to_string())
     })?;
-    let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
-    let dir = if dir.as_os_str().is_empty() {
-        PathBuf::from(".")
-    } else {
-        dir
-    };
+    // Absolute, so that handlers find their programs whatever directory they run in.
+    let dir = std::path::absolute(file)
+        .ok()
+        .and_then(|f| f.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("."));
     let mut out = FileContribution::default();
     for (key, value) in table {
         if key == "queues" {
@@ -363,8 +364,9 @@ fn parse_toml_file(file: &Path, text: &str) -> Result<FileContribution, ConfigEr
             continue;
         }
         let line = locate(text, None, &key);
-        let flags =
-            flag_from_toml(&key, value).map_err(|m| ConfigError::at(file, line, Some(&key), m))?;
+        let flags = flag_from_toml(&key, value)
+            .and_then(|f| check_flags(&f).map(|()| f).map_err(|(_, m)| m))
+            .map_err(|m| ConfigError::at(file, line, Some(&key), m))?;
         out.flags.overlay(flags);
     }
     Ok(out)
@@ -492,6 +494,7 @@ fn parse_queue(
                         m
                     })
                 })?;
+                check_queue(&parsed).map_err(err)?;
                 overlay_queue(&mut q, parsed);
             }
         }
@@ -584,6 +587,93 @@ fn parse_handler(value: &toml::Value, chorefile_dir: &Path) -> Result<Handler, S
     Ok(h)
 }
 
+/// Values that parse but make no sense, caught where they are written (a Chorefile line,
+/// or the command line in `resolve`). Returns the offending key and why.
+fn check_flags(f: &Flags) -> Result<(), (&'static str, String)> {
+    let at_least_one = [
+        ("concurrency", f.concurrency),
+        ("batch-size", f.batch_size),
+        ("threads-per-queue", f.threads_per_queue),
+        ("queue-polling-size", f.queue_polling_size),
+        ("max-attempts", f.max_attempts.map(|m| m as usize)),
+    ];
+    for (key, v) in at_least_one {
+        if v == Some(0) {
+            return Err((key, "must be at least 1".into()));
+        }
+    }
+    let seconds = [
+        ("batch-timeout", f.batch_timeout, 0.0),
+        ("consumer-sleep-interval", f.consumer_sleep_interval, 0.0),
+        ("shutdown-timeout", f.shutdown_timeout, 0.0),
+        (
+            "default-queue-timeout",
+            f.default_queue_timeout,
+            f64::MIN_POSITIVE,
+        ),
+        ("fs-claim-lease", f.fs_claim_lease, 2.0),
+    ];
+    for (key, v, min) in seconds {
+        if let Some(v) = v
+            && (Duration::try_from_secs_f64(v).is_err() || v < min)
+        {
+            let floor = if min >= 1.0 {
+                format!("at least {min} seconds")
+            } else {
+                "a number of seconds ≥ 0".into()
+            };
+            let floor = if min > 0.0 && min < 1.0 {
+                "more than 0 seconds".into()
+            } else {
+                floor
+            };
+            return Err((key, format!("{v} is not valid: must be {floor}")));
+        }
+    }
+    if let Some(fmt) = f
+        .log_format
+        .as_deref()
+        .filter(|f| !["text", "json"].contains(f))
+    {
+        return Err(("log-format", format!("`{fmt}` is not text or json")));
+    }
+    if let Some(level) = &f.log_level
+        && !["error", "warn", "warning", "info", "debug", "trace"]
+            .contains(&level.to_ascii_lowercase().as_str())
+    {
+        return Err((
+            "log-level",
+            format!("`{level}` is not one of error, warn, info, debug, trace"),
+        ));
+    }
+    Ok(())
+}
+
+/// The same for one key of a queue table.
+fn check_queue(q: &QueueFile) -> Result<(), String> {
+    if q.max_attempts == Some(0) {
+        return Err("must be at least 1".into());
+    }
+    if let Some(t) = q.timeout
+        && !(t > 0.0 && Duration::try_from_secs_f64(t).is_ok())
+    {
+        return Err(format!("{t} must be more than 0 seconds"));
+    }
+    if let Some(w) = q.wait_time
+        && !(0.0..=20.0).contains(&w)
+    {
+        return Err(format!(
+            "{w} is not a long-poll wait between 0 and 20 seconds"
+        ));
+    }
+    if let Some(b) = q.backend.as_deref()
+        && !["filesystem", "fs", "sqs"].contains(&b)
+    {
+        return Err(format!("unknown backend `{b}` (known: filesystem, sqs)"));
+    }
+    Ok(())
+}
+
 fn resolve(
     flags: Flags,
     queues: Vec<(String, QueueFile, PathBuf)>,
@@ -605,6 +695,10 @@ fn resolve(
             ..ConfigError::new(format!("{s} is not a number of seconds ≥ 0"))
         })
     };
+    check_flags(&flags).map_err(|(key, m)| ConfigError {
+        key: Some(key.into()),
+        ..ConfigError::new(m)
+    })?;
     let queue_polling_size = positive("queue-polling-size", flags.queue_polling_size, 10)?;
     let max_attempts = match flags.max_attempts {
         Some(0) => {

@@ -8,7 +8,7 @@
 
 use crate::config::Handler;
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -36,9 +36,10 @@ pub struct JobSpec<'a> {
     /// The FIFO message group: after a failure, the rest of its group is skipped.
     #[serde(default)]
     pub group: Option<String>,
-    /// The body exactly as published (the consumer checked that it is JSON).
+    /// The body exactly as published (the consumer checked that it is JSON), as a JSON
+    /// string: a body may span lines, and this protocol is one line per batch.
     #[serde(borrow)]
-    pub body: &'a RawValue,
+    pub body: Cow<'a, str>,
 }
 
 /// How one message ended, in the worker's words.

@@ -353,10 +353,7 @@ impl Master {
                 attempt: d.attempt,
                 class: d.class.clone(),
                 group: d.group.clone(),
-                // The consumer checked the body; an empty object stands in should that ever
-                // be wrong, and the handler's failure will say so.
-                body: serde_json::from_str(&d.body)
-                    .unwrap_or_else(|_| serde_json::from_str("null").expect("null is JSON")),
+                body: std::borrow::Cow::Borrowed(&d.body),
             })
             .collect();
         let spec = BatchSpec {
@@ -374,8 +371,9 @@ impl Master {
     }
 
     fn on_batchlet(&mut self, b: Batchlet) {
-        if matches!(self.phase, Phase::Draining { .. }) {
-            // Received while the consumers were stopping: never started, so given back.
+        if matches!(self.phase, Phase::Draining { .. } | Phase::Quiet) {
+            // Received while the consumers were stopping or pausing (a receive already
+            // under way when the signal came): never started, so given back.
             self.give_back(b.queue, b.deliveries);
             return;
         }

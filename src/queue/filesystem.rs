@@ -76,6 +76,14 @@ fn epoch_now() -> i64 {
         .unwrap_or(0)
 }
 
+/// Now in whole seconds, rounded up.
+fn epoch_now_ceil() -> i64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    secs_ceil(now)
+}
+
 fn secs_ceil(d: Duration) -> i64 {
     d.as_secs() as i64 + i64::from(d.subsec_nanos() > 0)
 }
@@ -214,8 +222,11 @@ impl FilesystemQueue {
 
     /// The claim epoch that makes a claim expire `after` from now, for every consumer
     /// that applies Ruby Chore's rule (claim epoch ≤ now − timeout).
+    ///
+    /// Rounded up throughout: consumers compare whole seconds of a clock they round down,
+    /// so a claim written this way never looks expired before `after` has passed.
     fn claim_epoch(&self, after: Duration) -> i64 {
-        epoch_now() - secs_ceil(self.timeout) + secs_ceil(after)
+        epoch_now_ceil() - secs_ceil(self.timeout) + secs_ceil(after)
     }
 
     /// Try to claim `name` from `new/`. `Ok(None)`: not claimable now (being written, taken
@@ -261,7 +272,7 @@ impl FilesystemQueue {
             body: String::new(),
             attempt: job.previous_attempts + 1,
             received_at: now,
-            renew_at: now + self.lease / 2,
+            renew_at: now + self.lease / 3,
             class: None,
             group: None,
         };
@@ -319,7 +330,7 @@ impl Queue for FilesystemQueue {
     }
 
     fn retry(&self, d: &Delivery, delay: Duration) -> io::Result<()> {
-        if delay < Duration::from_secs(1) {
+        if delay.is_zero() {
             let job = JobName::parse(&d.receipt);
             let to = self
                 .new_dir
@@ -341,7 +352,6 @@ impl Queue for FilesystemQueue {
     fn dead_letter(&self, d: &Delivery, reason: &str) -> io::Result<()> {
         let name = format!("{}.{}.job", d.id, d.attempt);
         let to = self.dead_dir.join(&name);
-        self.move_claim(d, &to, "dead-lettered")?;
         let note = format!(
             "queue: {}\nid: {}\nattempts: {}\nat: {}\nreason: {}\n",
             self.name,
@@ -350,7 +360,12 @@ impl Queue for FilesystemQueue {
             epoch_now(),
             reason.replace('\n', " ")
         );
-        fs::write(self.dead_dir.join(format!("{name}.reason")), note)
+        // The reason goes first, so whoever sees the dead letter can read why.
+        let reason_path = self.dead_dir.join(format!("{name}.reason"));
+        fs::write(&reason_path, note)?;
+        self.move_claim(d, &to, "dead-lettered").inspect_err(|_| {
+            let _ = fs::remove_file(&reason_path);
+        })
     }
 
     fn give_back(&self, d: &Delivery) -> io::Result<()> {
@@ -373,7 +388,7 @@ impl Queue for FilesystemQueue {
             fs::rename(self.inprogress(d), self.inprogress_dir.join(&receipt))?;
             d.receipt = receipt;
         }
-        d.renew_at = now + self.lease / 2;
+        d.renew_at = now + self.lease / 3;
         Ok(())
     }
 }

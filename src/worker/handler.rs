@@ -18,6 +18,7 @@ use crate::config::Handler;
 use crate::protocol::{JobSpec, Report, Verdict};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::fd::AsFd;
@@ -103,7 +104,7 @@ pub fn run_message(h: &Handler, queue: &str, job: &JobSpec) -> (Verdict, Option<
             );
         }
     };
-    let feeder = feed(&mut child, job.body.get().as_bytes().to_vec());
+    let feeder = feed(&mut child, job.body.as_bytes().to_vec());
     let status = child.wait();
     if let Some(f) = feeder {
         let _ = f.join();
@@ -163,18 +164,40 @@ pub fn run_batch(
     jobs: &[(usize, &JobSpec)],
     report: &mut dyn FnMut(Report),
 ) {
-    let mut input = Vec::with_capacity(jobs.iter().map(|(_, j)| j.body.get().len() + 96).sum());
-    for (_, j) in jobs {
+    let mut input = Vec::with_capacity(jobs.iter().map(|(_, j)| j.body.len() + 96).sum());
+    let mut runnable = Vec::with_capacity(jobs.len());
+    for &(i, j) in jobs {
+        // JSON Lines: a body written over several lines would break its line. A raw line
+        // break in valid JSON can only be whitespace between tokens (strings must escape
+        // theirs), so a space stands in for it without changing the value.
+        let flat: Cow<str> = if j.body.contains(['\n', '\r']) {
+            j.body.replace(['\n', '\r'], " ").into()
+        } else {
+            Cow::Borrowed(&j.body)
+        };
+        let Ok(body) = serde_json::from_str::<&RawValue>(&flat) else {
+            // The consumer checked every body; should one still be broken, say so.
+            let error = Some("the body is not valid JSON".to_string());
+            report(Report {
+                i,
+                verdict: Verdict::Permanent,
+                delay: None,
+                error,
+            });
+            continue;
+        };
         let line = BatchInput {
             id: &j.id,
             queue,
             attempt: j.attempt,
             class: j.class.as_deref(),
-            body: j.body,
+            body,
         };
         serde_json::to_writer(&mut input, &line).expect("a batch line serialises");
         input.push(b'\n');
+        runnable.push((i, j));
     }
+    let jobs = runnable.as_slice();
     let mut cmd = command(h, queue);
     cmd.env("CHORE_BATCH_SIZE", jobs.len().to_string())
         .stdin(Stdio::piped())
