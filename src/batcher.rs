@@ -155,6 +155,7 @@ mod tests {
             renew_at: at + Duration::from_secs(30),
             class: None,
             group: None,
+            dedupe_key: None,
         }
     }
 

@@ -190,6 +190,19 @@ pub struct Flags {
     #[arg(long = "aws-secret-key", value_name = "KEY")]
     pub aws_secret_key: Option<String>,
 
+    /// memcached servers for dedupe, comma-separated host:port [default: localhost:11211]
+    #[arg(long = "dedupe-servers", value_name = "SERVERS")]
+    pub dedupe_servers: Option<String>,
+
+    /// When memcached cannot be asked, treat messages as duplicates (hold them) instead of
+    /// running them [default: false]
+    #[arg(long = "dupe-on-cache-failure", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub dupe_on_cache_failure: Option<bool>,
+
+    /// Prefix joined before every dedupe key [default: none, as Ruby Chore]
+    #[arg(long = "dedupe-prefix", value_name = "PREFIX")]
+    pub dedupe_prefix: Option<String>,
+
     /// Log to this file (appended; reopened on SIGUSR1) instead of standard error
     #[arg(long = "log-file", value_name = "FILE")]
     pub log_file: Option<PathBuf>,
@@ -220,10 +233,6 @@ pub struct Flags {
     pub ruby_consumer_strategy: Option<String>,
     #[arg(long = "payload_handler", hide = true)]
     pub ruby_payload_handler: Option<String>,
-    #[arg(long = "dedupe-servers", hide = true)]
-    pub ruby_dedupe_servers: Option<String>,
-    #[arg(long = "dupe-on-cache-failure", hide = true)]
-    pub ruby_dupe_on_cache_failure: Option<String>,
 }
 
 impl Flags {
@@ -236,11 +245,6 @@ impl Flags {
             (self.ruby_consumer.is_some(), "--consumer"),
             (self.ruby_consumer_strategy.is_some(), "--consumer-strategy"),
             (self.ruby_payload_handler.is_some(), "--payload_handler"),
-            (self.ruby_dedupe_servers.is_some(), "--dedupe-servers"),
-            (
-                self.ruby_dupe_on_cache_failure.is_some(),
-                "--dupe-on-cache-failure",
-            ),
         ];
         given.iter().filter(|(g, _)| *g).map(|(_, n)| *n).collect()
     }
@@ -275,8 +279,9 @@ impl Flags {
             ruby_consumer,
             ruby_consumer_strategy,
             ruby_payload_handler,
-            ruby_dedupe_servers,
-            ruby_dupe_on_cache_failure,
+            dedupe_servers,
+            dupe_on_cache_failure,
+            dedupe_prefix,
             sqs_endpoint,
             aws_region,
             aws_access_key,

@@ -131,6 +131,10 @@ pub struct QueueConfig {
     pub pass_aws_credentials: bool,
     /// A command told about each message that is dead-lettered (body on stdin).
     pub on_permanent_failure: Option<Handler>,
+    /// Catch duplicate deliveries through memcached (on by default for SQS queues).
+    pub dedupe: bool,
+    /// Dedupe on this top-level field of the body instead of the message id.
+    pub dedupe_key: Option<String>,
 }
 
 /// Everything the master runs with.
@@ -150,6 +154,7 @@ pub struct Config {
     pub fs_queue_root: PathBuf,
     pub fs_claim_lease: Duration,
     pub sqs: crate::queue::sqs::SqsSettings,
+    pub dedupe: crate::dedupe::DedupeSettings,
     pub log_file: Option<PathBuf>,
     pub log_format: LogFormat,
     pub log_level: tracing::Level,
@@ -200,6 +205,8 @@ struct QueueFile {
     pass_aws_credentials: Option<bool>,
     #[serde(skip)]
     on_permanent_failure: Option<Handler>,
+    dedupe: Option<bool>,
+    dedupe_key: Option<String>,
 }
 
 /// What one Chorefile contributes.
@@ -247,7 +254,9 @@ fn overlay_queue(base: &mut QueueFile, top: QueueFile) {
         wait_time,
         dead_letter_queue,
         pass_aws_credentials,
-        on_permanent_failure
+        on_permanent_failure,
+        dedupe,
+        dedupe_key
     );
 }
 
@@ -432,6 +441,15 @@ fn flag_from_toml(key: &str, value: toml::Value) -> Result<Flags, String> {
         "except-queues" | "except" => f.except_queues = Some(names(&value)?),
         "log-file" => f.log_file = Some(PathBuf::from(string(&value)?)),
         "sqs-endpoint" => f.sqs_endpoint = Some(string(&value)?),
+        "dedupe-servers" => f.dedupe_servers = Some(names(&value)?.join(",")),
+        "dupe-on-cache-failure" => {
+            f.dupe_on_cache_failure = Some(
+                value
+                    .as_bool()
+                    .ok_or_else(|| format!("expected true or false, found {}", value.type_str()))?,
+            )
+        }
+        "dedupe-prefix" => f.dedupe_prefix = Some(string(&value)?),
         "aws-region" => f.aws_region = Some(string(&value)?),
         "aws-access-key" => f.aws_access_key = Some(string(&value)?),
         "aws-secret-key" => f.aws_secret_key = Some(string(&value)?),
@@ -856,6 +874,8 @@ fn resolve(
             },
             pass_aws_credentials: q.pass_aws_credentials.unwrap_or(false),
             on_permanent_failure: q.on_permanent_failure,
+            dedupe: q.dedupe.unwrap_or(backend == Backend::Sqs) || q.dedupe_key.is_some(),
+            dedupe_key: q.dedupe_key,
         });
     }
 
@@ -929,6 +949,28 @@ fn resolve(
                     });
                 }
             },
+        },
+        dedupe: crate::dedupe::DedupeSettings {
+            servers: match flags.dedupe_servers.as_deref() {
+                Some(list) => {
+                    let servers: Vec<String> = list
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect();
+                    if servers.is_empty() {
+                        return Err(ConfigError {
+                            key: Some("dedupe-servers".into()),
+                            ..ConfigError::new("no server given")
+                        });
+                    }
+                    servers
+                }
+                None => vec!["localhost:11211".into()],
+            },
+            dupe_on_cache_failure: flags.dupe_on_cache_failure.unwrap_or(false),
+            prefix: flags.dedupe_prefix.clone().unwrap_or_default(),
         },
         log_file: flags.log_file.clone(),
         log_format,

@@ -11,12 +11,13 @@
 //! never reaches a worker and never stops the master.
 
 use crate::config::QueueConfig;
+use crate::dedupe::{Dedupe, Seen};
 use crate::queue::{Delivery, Queue, Stop};
 use crossbeam_channel::Sender;
 use serde::Deserialize;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What the consumers send the master.
 #[derive(Debug)]
@@ -105,6 +106,8 @@ pub struct Shared {
     pub to_master: Sender<Batchlet>,
     /// Most messages asked for per receive (`queue-polling-size`).
     pub polling_size: usize,
+    /// memcached dedupe, when any consumed queue uses it.
+    pub dedupe: Option<Arc<Dedupe>>,
 }
 
 /// Start `threads` consumer threads for queue number `index`.
@@ -124,6 +127,7 @@ pub fn spawn(
             stop,
             to_master,
             polling_size,
+            dedupe,
         } = shared.clone();
         let routes = Routes::of(config);
         let handle = std::thread::Builder::new().name(format!("consume-{}-{t}", config.name)).spawn(move || {
@@ -140,6 +144,10 @@ pub fn spawn(
                         error_backoff = Duration::from_millis(100);
                         let mut deliveries = received.deliveries;
                         deliveries.retain_mut(|d| check(queue.as_ref(), &routes, d));
+                        if let (Some(dedupe), true) = (&dedupe, routes.dedupe) {
+                            let now = Instant::now();
+                            deliveries.retain_mut(|d| first_delivery(queue.as_ref(), dedupe, routes.dedupe_key.as_deref(), d, now));
+                        }
                         gate.give(credits - deliveries.len());
                         if deliveries.is_empty() && !received.short {
                             continue;
@@ -172,6 +180,8 @@ pub fn spawn(
 struct Routes {
     has_default: bool,
     classes: Vec<String>,
+    dedupe: bool,
+    dedupe_key: Option<String>,
 }
 
 impl Routes {
@@ -179,8 +189,58 @@ impl Routes {
         Routes {
             has_default: q.handler.is_some(),
             classes: q.classes.keys().cloned().collect(),
+            dedupe: q.dedupe,
+            dedupe_key: q.dedupe_key.clone(),
         }
     }
+}
+
+/// The dedupe key of a delivery: its id, or the named top-level field of its body (a
+/// missing, null or empty field means "no dedupe" for this message).
+pub fn dedupe_key(d: &Delivery, field: Option<&str>) -> Option<String> {
+    let Some(field) = field else {
+        return Some(d.id.clone());
+    };
+    let body: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&d.body).ok()?;
+    match body.get(field)? {
+        serde_json::Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Dedupe one delivery: true to pass it on. A duplicate (or, with dupe-on-cache-failure, a
+/// message memcached could not vouch for) is not run: it is left in flight until its key
+/// has expired, so the copy already running settles it.
+fn first_delivery(
+    queue: &dyn Queue,
+    dedupe: &Dedupe,
+    field: Option<&str>,
+    d: &mut Delivery,
+    now: Instant,
+) -> bool {
+    let Some(key) = dedupe_key(d, field) else {
+        return true;
+    };
+    let key = dedupe.key(&key);
+    let ttl = crate::dedupe::ttl(queue.timeout(), d.received_at, now);
+    let why = match dedupe.check(&key, ttl) {
+        Seen::New => {
+            d.dedupe_key = Some(key);
+            return true;
+        }
+        Seen::Unknown { duplicate: false } => return true,
+        Seen::Duplicate => "duplicate delivery; not run",
+        Seen::Unknown { duplicate: true } => {
+            "memcached unavailable and dupe-on-cache-failure is set; not run"
+        }
+    };
+    tracing::info!(queue = queue.name(), id = %d.id, key, attempt = d.attempt, "{why}");
+    if let Err(e) = queue.leave_in_flight(d, Duration::from_secs(ttl as u64 + 1)) {
+        tracing::warn!(queue = queue.name(), id = %d.id, error = %e, "could not set the duplicate aside; it returns when its claim lapses");
+    }
+    false
 }
 
 /// The part of a body that routing needs. Deserialising it also checks the whole body is

@@ -5,6 +5,7 @@
 //! * `config` — Chorefile(s) and flags resolved into one `Config` (`cli` is the flags);
 //! * `queue` — the `Queue` trait and its backends (`queue::filesystem`);
 //! * `consumer` — threads that receive under flow control and check bodies;
+//! * `dedupe` — duplicate deliveries caught through memcached;
 //! * `batcher` — pure: when waiting messages make a batch;
 //! * `master` — the loop that owns held messages (`master::pool` spawns and kills
 //!   workers, `master::signals` turns signals into events);
@@ -18,6 +19,7 @@ pub mod batcher;
 pub mod cli;
 pub mod config;
 pub mod consumer;
+pub mod dedupe;
 pub mod enqueue;
 pub mod logging;
 pub mod master;

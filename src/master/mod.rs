@@ -19,6 +19,7 @@ pub mod signals;
 use crate::batcher::Batcher;
 use crate::config::{Backend, Config, QueueConfig};
 use crate::consumer::{self, Batchlet, Gate};
+use crate::dedupe::Dedupe;
 use crate::logging::LogHandle;
 use crate::protocol::{BatchSpec, JobSpec, Report, Verdict};
 use crate::queue::filesystem::FilesystemQueue;
@@ -129,12 +130,18 @@ pub fn run(config: Config, log: LogHandle) -> i32 {
         return 1;
     }
     let (batch_tx, batch_rx) = crossbeam_channel::bounded::<Batchlet>(256);
+    // One memcached client for every queue that dedupes (it connects lazily).
+    let dedupe = qconfigs
+        .iter()
+        .any(|q| q.dedupe)
+        .then(|| Dedupe::new(&config.dedupe));
     let mut consumers = Vec::new();
     let shared = consumer::Shared {
         gate: gate.clone(),
         stop: stop.clone(),
         to_master: batch_tx,
         polling_size,
+        dedupe: dedupe.clone(),
     };
     for (i, (q, qc)) in queues.iter().zip(&qconfigs).enumerate() {
         match consumer::spawn(i, qc, q.clone(), config.threads_per_queue, &shared) {
@@ -188,6 +195,7 @@ pub fn run(config: Config, log: LogHandle) -> i32 {
         worker_rx,
         signal_rx,
         consumers,
+        dedupe,
     };
     master.run()
 }
@@ -196,6 +204,8 @@ struct Master {
     config: Config,
     queues: Vec<Arc<dyn Queue>>,
     qconfigs: Vec<QueueConfig>,
+    /// To forget the dedupe key of a message that will be offered again.
+    dedupe: Option<Arc<Dedupe>>,
     batcher: Batcher,
     pool: Pool,
     gate: Arc<Gate>,
@@ -495,6 +505,10 @@ impl Master {
                 queue.dead_letter(&d, reason)
             }
         };
+        // A message that will be offered again must not look like a duplicate then.
+        if matches!(settlement, Settlement::Retry { .. } | Settlement::GiveBack) {
+            self.forget_dedupe_key(&d);
+        }
         let held_back_group = match &settlement {
             Settlement::Retry { .. } if queue.ordered() => d.group.clone(),
             _ => None,
@@ -512,6 +526,12 @@ impl Master {
             if !behind.is_empty() {
                 self.give_back(q, behind);
             }
+        }
+    }
+
+    fn forget_dedupe_key(&self, d: &Delivery) {
+        if let (Some(dedupe), Some(key)) = (&self.dedupe, &d.dedupe_key) {
+            dedupe.forget(key.clone());
         }
     }
 
@@ -536,6 +556,7 @@ impl Master {
         let n = deliveries.len();
         self.gate.give(n);
         for d in deliveries {
+            self.forget_dedupe_key(&d);
             if let Err(e) = self.queues[q].give_back(&d) {
                 tracing::error!(queue = %self.qconfigs[q].full_name, id = %d.id, error = %e, "could not give message back; it returns when its claim lapses");
             }
@@ -664,6 +685,15 @@ impl Master {
             free_credits = self.gate.free(),
             "status"
         );
+        if let Some(d) = &self.dedupe {
+            use std::sync::atomic::Ordering::Relaxed;
+            tracing::info!(
+                checks = d.counters.checks.load(Relaxed),
+                duplicates = d.counters.duplicates.load(Relaxed),
+                cache_failures = d.counters.failures.load(Relaxed),
+                "status: dedupe"
+            );
+        }
         for w in self.pool.workers() {
             tracing::info!(
                 pid = w.pid,

@@ -275,6 +275,7 @@ impl FilesystemQueue {
             renew_at: now + self.lease / 3,
             class: None,
             group: None,
+            dedupe_key: None,
         };
         match String::from_utf8(bytes) {
             Ok(body) => Ok(Some(Delivery { body, ..delivery })),

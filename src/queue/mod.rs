@@ -34,6 +34,8 @@ pub struct Delivery {
     pub class: Option<String>,
     /// The FIFO message group, when the queue has groups (SQS FIFO).
     pub group: Option<String>,
+    /// The memcached key stored for this delivery, when dedupe stored one.
+    pub dedupe_key: Option<String>,
 }
 
 /// What one receive brought.
@@ -63,6 +65,10 @@ pub trait Queue: Send + Sync {
     /// Keep the claim alive (called when `renew_at` has passed); updates `receipt` and
     /// `renew_at`.
     fn renew(&self, d: &mut Delivery, now: Instant) -> io::Result<()>;
+    /// Set a duplicate aside, unrun, for `hold` (until its dedupe key has expired).
+    fn leave_in_flight(&self, d: &Delivery, hold: Duration) -> io::Result<()> {
+        self.retry(d, hold)
+    }
     /// Send whatever settlements are still buffered (before the master exits).
     fn flush(&self) {}
     /// Whether one message group must never run in two batches at once (FIFO queues).

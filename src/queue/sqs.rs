@@ -338,6 +338,12 @@ impl Queue for SqsQueue {
         self.fifo
     }
 
+    fn leave_in_flight(&self, _d: &Delivery, _hold: Duration) -> io::Result<()> {
+        // Nothing to do: SQS makes it visible again when its visibility timeout ends,
+        // after its key (TTL = visibility − 10 s) has expired.
+        Ok(())
+    }
+
     fn flush(&self) {
         let (ack, done) = crossbeam_channel::bounded(1);
         if self.send(Op::Flush(ack)).is_ok() {
@@ -417,6 +423,7 @@ impl Consume for SqsConsumer {
                 renew_at: now + self.visibility / 2,
                 class: None,
                 group: attr(MessageSystemAttributeName::MessageGroupId).cloned(),
+                dedupe_key: None,
             });
         }
         let short = deliveries.len() < max;
