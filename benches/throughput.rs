@@ -12,6 +12,14 @@
 //! `ok` for every line of its batch, and with `CHORE_BENCH_STAMPS` set it appends the
 //! wall-clock time it started to that file (the latency probe).
 //!
+//! With `-- sqs` (`cargo bench --bench throughput -- sqs`), it measures the SQS backend
+//! against moto on loopback instead (`CHORE_TEST_MOTO_SERVER` or `./.venv/bin/moto_server`,
+//! which `scripts/test.sh` installs): jobs/s for a backlog (`CHORE_BENCH_SQS_JOBS`, default
+//! 2,000), SQS API calls per 1,000 jobs by action (counted with moto's request recorder),
+//! and ReceiveMessage calls per idle queue-hour (from a 65 s idle run). moto is launched
+//! with the two patches of shared/reference/sqs-emulator.md that make it fast at depth.
+//! `-- all` runs both.
+//!
 //! Figures, not pass/fail: nothing here asserts a speed.
 
 use chore::queue::filesystem::FilesystemQueue;
@@ -30,12 +38,22 @@ fn main() {
     if !args.iter().any(|a| a == "--bench") {
         return;
     }
+    let sqs_mode = args.iter().any(|a| a == "sqs" || a == "all");
+    let fs_mode = !args.iter().any(|a| a == "sqs") || args.iter().any(|a| a == "all");
+    let chore = PathBuf::from(env!("CARGO_BIN_EXE_chore"));
+    let me = std::env::current_exe().expect("own path");
+    if fs_mode {
+        filesystem_figures(&chore, &me);
+    }
+    if sqs_mode {
+        sqs::figures(&chore, &me);
+    }
+}
+
+fn filesystem_figures(chore: &Path, me: &Path) {
     let jobs: usize = env_or("CHORE_BENCH_JOBS", 20_000);
     let per_message_jobs: usize = env_or("CHORE_BENCH_PER_MESSAGE_JOBS", 1_000);
     let runs: usize = env_or("CHORE_BENCH_LATENCY_RUNS", 100);
-    let chore = PathBuf::from(env!("CARGO_BIN_EXE_chore"));
-    let me = std::env::current_exe().expect("own path");
-
     println!(
         "chore {} benchmark (filesystem queue, concurrency 2, batch size 50)",
         env!("CARGO_PKG_VERSION")
@@ -101,6 +119,7 @@ fn noop_handler(args: &[String]) {
         .and_then(|v| v.parse().ok());
     let stdin = std::io::stdin().lock();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut processed = 0usize;
     for line in stdin.lines() {
         let line = line.unwrap();
         if let Some(ms) = hold {
@@ -115,6 +134,16 @@ fn noop_handler(args: &[String]) {
             &line[id_start..id_end]
         )
         .unwrap();
+        processed += 1;
+    }
+    out.flush().unwrap();
+    if let Ok(path) = std::env::var("CHORE_BENCH_COUNT") {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+            .unwrap();
+        writeln!(f, "{processed}").unwrap();
     }
 }
 
@@ -349,4 +378,265 @@ fn children_of(pid: u32) -> Vec<u32> {
         }
     }
     out
+}
+
+/// The SQS mode: chore against moto on loopback.
+mod sqs {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::io::Read;
+    use std::net::TcpStream;
+
+    /// moto, launched with the two patches that keep it fast at depth (see
+    /// shared/reference/sqs-emulator.md), recording every request.
+    struct Moto {
+        child: Child,
+        port: u16,
+    }
+
+    impl Drop for Moto {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    const LAUNCH: &str = r#"
+import sys, time
+import moto.sqs.models as m
+m.unix_time = time.time
+def valid(self, queue_name, message):
+    q = self.queues[queue_name]
+    keep = int(getattr(q, "message_retention_period", 345600) or 345600)
+    return keep + message.sent_timestamp / 1000 > time.time()
+m.SQSBackend.is_message_valid_based_on_retention_period = valid
+from moto.server import main
+main(["-H", "127.0.0.1", "-p", sys.argv[1]])
+"#;
+
+    fn moto_python() -> Option<PathBuf> {
+        let server = std::env::var_os("CHORE_TEST_MOTO_SERVER")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/.venv/bin/moto_server"
+                ))
+            });
+        let python = server.parent()?.join("python");
+        python.exists().then_some(python)
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    fn start(dir: &Path) -> Option<Moto> {
+        let python = moto_python()?;
+        let port = free_port();
+        let child = Command::new(python)
+            .arg("-c")
+            .arg(LAUNCH)
+            .arg(port.to_string())
+            .env("MOTO_RECORDER_FILEPATH", dir.join("recording.jsonl"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("moto.log")).unwrap())
+            .spawn()
+            .ok()?;
+        let moto = Moto { child, port };
+        let t0 = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "moto did not start; see moto.log"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(moto)
+    }
+
+    /// A bare HTTP request to moto's own API (the recorder).
+    fn moto_api(port: u16, method: &str, path: &str) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(s, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default()
+    }
+
+    /// Calls by action in the recording (one JSON object per request, the action in its
+    /// `X-Amz-Target: AmazonSQS.<Action>` header).
+    fn calls(port: u16) -> BTreeMap<String, usize> {
+        let body = moto_api(port, "GET", "/moto-api/recorder/download-recording");
+        let mut by_action = BTreeMap::new();
+        for line in body.lines() {
+            let Some(i) = line.find("AmazonSQS.") else {
+                continue;
+            };
+            let action: String = line[i + 10..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .collect();
+            *by_action.entry(action).or_insert(0) += 1;
+        }
+        by_action
+    }
+
+    /// When each recorded ReceiveMessage started, in seconds (from its `X-Amz-Date`).
+    fn receive_times(port: u16) -> Vec<i64> {
+        let body = moto_api(port, "GET", "/moto-api/recorder/download-recording");
+        let mut times = Vec::new();
+        for line in body
+            .lines()
+            .filter(|l| l.contains("AmazonSQS.ReceiveMessage"))
+        {
+            let Some(i) = line.find("\"X-Amz-Date\": \"") else {
+                continue;
+            };
+            let stamp = &line[i + 15..];
+            // YYYYMMDDTHHMMSSZ: the time of day is enough for a run of a few minutes.
+            let digits: String = stamp.chars().skip(9).take(6).collect();
+            if let Ok(hms) = digits.parse::<i64>() {
+                times.push(hms / 10_000 * 3600 + hms / 100 % 100 * 60 + hms % 100);
+            }
+        }
+        times
+    }
+
+    fn chorefile(dir: &Path, port: u16, me: &Path, count: &Path) -> PathBuf {
+        let path = dir.join("Chorefile");
+        let text = format!(
+            "sqs-endpoint = \"http://127.0.0.1:{port}\"\nconcurrency = 2\nbatch-size = 50\nlog-level = \"warn\"\n\n\
+             [queues.bench]\nbackend = \"sqs\"\ncreate = true\ndedupe = false\n\
+             handler = {{ command = [{me:?}, \"--noop-handler\"], mode = \"batch\", env = {{ CHORE_BENCH_COUNT = {count:?} }} }}\n",
+            me = me.display().to_string(),
+            count = count.display().to_string()
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn aws(cmd: &mut Command) -> &mut Command {
+        cmd.env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+    }
+
+    fn processed(count: &Path) -> usize {
+        std::fs::read_to_string(count)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.parse::<usize>().ok())
+            .sum()
+    }
+
+    fn master(chore: &Path, file: &Path, log: &Path) -> Child {
+        aws(&mut Command::new(chore))
+            .arg("-c")
+            .arg(file)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap()
+    }
+
+    pub fn figures(chore: &Path, me: &Path) {
+        let jobs: usize = env_or("CHORE_BENCH_SQS_JOBS", 2_000);
+        let scratch = Scratch::new("sqs");
+        let Some(moto) = start(&scratch.0) else {
+            println!(
+                "SQS mode: moto_server not found (run `bash scripts/test.sh` once, or set CHORE_TEST_MOTO_SERVER)"
+            );
+            return;
+        };
+        println!(
+            "chore {} SQS benchmark (moto on loopback, concurrency 2, batch size 50)",
+            env!("CARGO_PKG_VERSION")
+        );
+        let count = scratch.0.join("count");
+        let file = chorefile(&scratch.0, moto.port, me, &count);
+
+        // Publish the backlog (SendMessageBatch, ten a call), then count only the consumer.
+        let lines: String = (0..jobs)
+            .map(|i| format!("{{\"class\":\"Noop\",\"args\":[{i}]}}\n"))
+            .collect();
+        let mut enqueue = aws(&mut Command::new(chore))
+            .args(["enqueue", "-c"])
+            .arg(&file)
+            .arg("bench")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        enqueue
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(lines.as_bytes())
+            .unwrap();
+        assert!(enqueue.wait().unwrap().success(), "enqueue failed");
+
+        moto_api(moto.port, "POST", "/moto-api/recorder/reset-recording");
+        moto_api(moto.port, "POST", "/moto-api/recorder/start-recording");
+        let t0 = Instant::now();
+        let busy = master(chore, &file, &scratch.0.join("chore.log"));
+        while processed(&count) < jobs {
+            assert!(
+                t0.elapsed() < Duration::from_secs(600),
+                "the SQS run did not finish; see chore.log"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let elapsed = t0.elapsed();
+        // The drain flushes the last batched deletes before the master exits.
+        stop(busy);
+        moto_api(moto.port, "POST", "/moto-api/recorder/stop-recording");
+        let by_action = calls(moto.port);
+        let total: usize = by_action.values().sum();
+        println!(
+            "throughput, batch handler:       {:>8.0} jobs/s  ({jobs} jobs in {:.2} s; moto bounds this)",
+            jobs as f64 / elapsed.as_secs_f64(),
+            elapsed.as_secs_f64()
+        );
+        println!(
+            "SQS API calls per 1,000 jobs:    {:>8.0} in all, under a backlog:",
+            total as f64 * 1000.0 / jobs as f64
+        );
+        for (action, n) in &by_action {
+            println!("    {action:<29}{:>8.1}", *n as f64 * 1000.0 / jobs as f64);
+        }
+
+        // Idle: an empty queue, long polls only.
+        moto_api(moto.port, "POST", "/moto-api/recorder/reset-recording");
+        moto_api(moto.port, "POST", "/moto-api/recorder/start-recording");
+        let idle = Duration::from_secs(65);
+        let quiet = master(chore, &file, &scratch.0.join("chore-idle.log"));
+        std::thread::sleep(idle);
+        stop(quiet);
+        moto_api(moto.port, "POST", "/moto-api/recorder/stop-recording");
+        // The rate is the spacing of successive polls, free of where the window's edges fall.
+        let times = receive_times(moto.port);
+        let (first, last) = (
+            times.first().copied().unwrap_or(0),
+            times.last().copied().unwrap_or(0),
+        );
+        let per_hour = if times.len() > 1 && last > first {
+            (times.len() - 1) as f64 * 3600.0 / (last - first) as f64
+        } else {
+            f64::NAN
+        };
+        println!(
+            "idle ReceiveMessage calls:       {per_hour:>8.0} per queue-hour ({} polls in {} s, one consumer thread)",
+            times.len(),
+            idle.as_secs()
+        );
+    }
 }
