@@ -65,7 +65,7 @@ fn filesystem_figures(chore: &Path, me: &Path) {
             .unwrap_or(1)
     );
 
-    let batch = throughput(&chore, &me, jobs, true);
+    let batch = throughput(chore, me, jobs, true);
     println!(
         "throughput, batch handler:       {:>8.0} jobs/s  ({} jobs in {:.2} s; master peak RSS {:.1} MB)",
         batch.jobs as f64 / batch.elapsed.as_secs_f64(),
@@ -73,18 +73,18 @@ fn filesystem_figures(chore: &Path, me: &Path) {
         batch.elapsed.as_secs_f64(),
         batch.master_rss_kb as f64 / 1024.0
     );
-    let single = throughput(&chore, &me, per_message_jobs, false);
+    let single = throughput(chore, me, per_message_jobs, false);
     println!(
         "throughput, per-message handler: {:>8.0} jobs/s  ({} jobs in {:.2} s; one /bin/true per job)",
         single.jobs as f64 / single.elapsed.as_secs_f64(),
         single.jobs,
         single.elapsed.as_secs_f64()
     );
-    let (p50, p99, max) = latency(&chore, &me, runs);
+    let (p50, p99, max) = latency(chore, me, runs);
     println!(
         "lone-job latency, enqueue→start: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms ({runs} runs)"
     );
-    let worker_kb = worker_rss(&chore, &me);
+    let worker_kb = worker_rss(chore, me);
     println!(
         "worker peak RSS:                 {:.1} MB (a chore-worker running a 50-message batch)",
         worker_kb as f64 / 1024.0

@@ -16,3 +16,4 @@ mod routing;
 mod ruby_compat;
 mod services;
 mod signals;
+mod sqs;

@@ -95,13 +95,26 @@ fn start(
     patience: Duration,
     install_hint: &str,
 ) -> Service {
+    start_with(name, program, args, patience, install_hint, None, &[])
+}
+
+/// `start`, on `fixed_port` when given (else a free one), with extra environment.
+fn start_with(
+    name: &'static str,
+    program: PathBuf,
+    args: &[&str],
+    patience: Duration,
+    install_hint: &str,
+    fixed_port: Option<u16>,
+    env: &[(&str, &str)],
+) -> Service {
     assert!(
         program.is_file(),
         "{name} is needed by this test but {} does not exist; {install_hint}",
         program.display()
     );
     for _attempt in 0..3 {
-        let port = free_port();
+        let port = fixed_port.unwrap_or_else(free_port);
         let log =
             std::env::temp_dir().join(format!("chore-it-{name}-{}-{port}.log", std::process::id()));
         let out = std::fs::File::create(&log).unwrap();
@@ -111,6 +124,7 @@ fn start(
             .collect();
         let child = Command::new(&program)
             .args(&args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::from(out.try_clone().unwrap()))
             .stderr(Stdio::from(out))
@@ -135,7 +149,7 @@ fn start(
             if let Ok(Some(status)) = svc.child.try_wait() {
                 let output = svc.output();
                 // Someone took the port between our probe and its bind: try another.
-                if output.contains("in use") {
+                if output.contains("in use") && fixed_port.is_none() {
                     break;
                 }
                 panic!(
@@ -173,20 +187,30 @@ pub fn memcached() -> Service {
     )
 }
 
+const MOTO_HINT: &str = "install it with `python3 -m venv .venv && .venv/bin/pip install 'moto[server]'` \
+     or run scripts/test.sh";
+
 /// moto_server (an SQS emulator) on a free loopback port.
 pub fn moto() -> Service {
-    start(
+    moto_with(None, &[])
+}
+
+/// moto_server on `port` (to restart it where a client expects it: moto keeps no state
+/// across restarts), or a free port, with extra environment (`MOTO_RECORDER_FILEPATH`).
+pub fn moto_with(port: Option<u16>, env: &[(&str, &str)]) -> Service {
+    start_with(
         "moto_server",
         moto_path(),
         &["-H", "127.0.0.1", "-p", "{port}"],
         Duration::from_secs(60),
-        "install it with `python3 -m venv .venv && .venv/bin/pip install 'moto[server]'` \
-         or run scripts/test.sh",
+        MOTO_HINT,
+        port,
+        env,
     )
 }
 
 /// Send `request` and read until the peer closes or `until` appears in the reply.
-fn exchange(addr: &str, request: &[u8], until: &str) -> String {
+pub fn exchange(addr: &str, request: &[u8], until: &str) -> String {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(request).unwrap();
