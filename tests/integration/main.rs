@@ -7,6 +7,7 @@
 mod batching;
 mod config_errors;
 mod crash;
+mod dedupe;
 mod enqueue;
 mod handlers;
 mod harness;
