@@ -33,6 +33,18 @@ impl std::fmt::Debug for Backoff {
     }
 }
 
+impl std::fmt::Display for Backoff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Backoff::Expression { source, .. } => write!(f, "{source:?}"),
+            Backoff::List(l) => {
+                let secs: Vec<String> = l.iter().map(|d| d.as_secs_f64().to_string()).collect();
+                write!(f, "[{}] seconds", secs.join(", "))
+            }
+        }
+    }
+}
+
 impl Default for Backoff {
     fn default() -> Self {
         Backoff::parse(DEFAULT_EXPRESSION).expect("the default backoff parses")

@@ -213,13 +213,13 @@ struct QueueFile {
 #[derive(Debug, Default)]
 struct FileContribution {
     flags: Flags,
-    queues: Vec<(String, QueueFile, PathBuf)>,
+    queues: Vec<(String, QueueFile, (PathBuf, Option<usize>))>,
 }
 
 /// Resolve the command line, reading every Chorefile it names.
 pub fn load(cli: Flags) -> Result<Config, ConfigError> {
     let mut merged = Flags::default();
-    let mut queues: Vec<(String, QueueFile, PathBuf)> = Vec::new();
+    let mut queues: Vec<(String, QueueFile, (PathBuf, Option<usize>))> = Vec::new();
     for file in &cli.config_file {
         let text = std::fs::read_to_string(file).map_err(|e| {
             ConfigError::at(file, None, None, format!("cannot read Chorefile: {e}"))
@@ -367,7 +367,7 @@ fn parse_toml_file(file: &Path, text: &str) -> Result<FileContribution, ConfigEr
                 out.queues.push((
                     name.clone(),
                     parse_queue(file, text, &section, q, &dir)?,
-                    dir.clone(),
+                    (file.to_path_buf(), header_line(text, &name)),
                 ));
             }
             continue;
@@ -694,7 +694,7 @@ fn check_queue(q: &QueueFile) -> Result<(), String> {
 
 fn resolve(
     flags: Flags,
-    queues: Vec<(String, QueueFile, PathBuf)>,
+    queues: Vec<(String, QueueFile, (PathBuf, Option<usize>))>,
     files: Vec<PathBuf>,
 ) -> Result<Config, ConfigError> {
     let positive = |name: &str, v: Option<usize>, d: usize| -> Result<usize, ConfigError> {
@@ -774,7 +774,9 @@ fn resolve(
     let default_max = max_attempts;
 
     let mut declared = Vec::new();
-    for (name, q, _dir) in queues {
+    for (name, q, origin) in queues {
+        // Problems found here span keys: point at the queue's table.
+        let resolved = (|| -> Result<QueueConfig, ConfigError> {
         let err = |key: &str, m: String| ConfigError {
             key: Some(format!("queues.{name}.{key}")),
             ..ConfigError::new(m)
@@ -857,7 +859,7 @@ fn resolve(
         if q.max_attempts == Some(0) {
             return Err(err("max-attempts", "must be at least 1".into()));
         }
-        declared.push(QueueConfig {
+        Ok(QueueConfig {
             full_name: format!("{queue_prefix}{name}"),
             name,
             backend,
@@ -876,7 +878,16 @@ fn resolve(
             on_permanent_failure: q.on_permanent_failure,
             dedupe: q.dedupe.unwrap_or(backend == Backend::Sqs) || q.dedupe_key.is_some(),
             dedupe_key: q.dedupe_key,
-        });
+        })
+        })()
+        .map_err(|mut e| {
+            if e.file.is_none() {
+                e.file = Some(origin.0.clone());
+                e.line = origin.1;
+            }
+            e
+        })?;
+        declared.push(resolved);
     }
 
     let selected = select_queues(
@@ -1035,6 +1046,18 @@ fn select_queues(
     };
     selected.sort_unstable();
     Ok(selected)
+}
+
+/// The line of a queue's `[queues.NAME]` header (or of its first key, when it is
+/// written inline).
+fn header_line(text: &str, name: &str) -> Option<usize> {
+    let plain = |l: &str| l.replace(['"', '\'', ' '], "");
+    text.lines()
+        .position(|l| {
+            plain(l) == format!("[queues.{name}]")
+                || plain(l).starts_with(&format!("queues.{name}."))
+        })
+        .map(|n| n + 1)
 }
 
 /// 1-based line of a byte offset.

@@ -108,6 +108,8 @@ pub struct Shared {
     pub polling_size: usize,
     /// memcached dedupe, when any consumed queue uses it.
     pub dedupe: Option<Arc<Dedupe>>,
+    /// Where an on-permanent-failure command's stderr goes.
+    pub log_file: Option<std::path::PathBuf>,
 }
 
 /// Start `threads` consumer threads for queue number `index`.
@@ -128,8 +130,12 @@ pub fn spawn(
             to_master,
             polling_size,
             dedupe,
+            log_file,
         } = shared.clone();
-        let routes = Routes::of(config);
+        let routes = Routes {
+            log_file,
+            ..Routes::of(config)
+        };
         let handle = std::thread::Builder::new().name(format!("consume-{}-{t}", config.name)).spawn(move || {
             // Errors back off so a broken queue (a directory gone, a disk full) is logged
             // once a second, not spun on.
@@ -182,6 +188,8 @@ struct Routes {
     classes: Vec<String>,
     dedupe: bool,
     dedupe_key: Option<String>,
+    on_permanent_failure: Option<crate::config::Handler>,
+    log_file: Option<std::path::PathBuf>,
 }
 
 impl Routes {
@@ -191,6 +199,8 @@ impl Routes {
             classes: q.classes.keys().cloned().collect(),
             dedupe: q.dedupe,
             dedupe_key: q.dedupe_key.clone(),
+            on_permanent_failure: q.on_permanent_failure.clone(),
+            log_file: None,
         }
     }
 }
@@ -272,6 +282,9 @@ fn check(queue: &dyn Queue, routes: &Routes, d: &mut Delivery) -> bool {
         }
     };
     tracing::error!(queue = queue.name(), id = %d.id, attempt = d.attempt, reason = %reason, "message dead-lettered");
+    if let Some(hook) = &routes.on_permanent_failure {
+        crate::master::pool::run_hook(hook, queue.name(), d, &reason, routes.log_file.as_deref());
+    }
     if let Err(e) = queue.dead_letter(d, &reason) {
         tracing::error!(queue = queue.name(), id = %d.id, error = %e, "could not dead-letter message");
     }

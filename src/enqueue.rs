@@ -9,8 +9,7 @@ use crate::cli::EnqueueArgs;
 use crate::config::{self, Backend, Config};
 use crate::consumer::classify;
 use crate::queue::filesystem::FilesystemQueue;
-use crate::queue::sqs::{MAX_BATCH, Sqs, SqsQueueOptions};
-use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use crate::queue::sqs::{MAX_BATCH, Outgoing, Sqs, SqsQueueOptions};
 use std::io::{self, BufRead, Write};
 
 /// Run the command; returns the exit status (2: bad usage or configuration, 1: failure).
@@ -76,11 +75,9 @@ enum Target {
     Sqs {
         sqs: Sqs,
         url: String,
-        pending: Vec<SendMessageBatchRequestEntry>,
+        pending: Vec<Outgoing>,
         published: usize,
-        group: Option<String>,
-        dedup: Option<String>,
-        delay: Option<u32>,
+        template: Outgoing,
     },
 }
 
@@ -130,14 +127,11 @@ impl Target {
                 q.url.clone().unwrap_or_else(|| q.full_name.clone()),
                 q.sqs.clone(),
             ),
-            None => {
-                let full = if name.starts_with("http") {
-                    name.to_string()
-                } else {
-                    format!("{}{name}", config.queue_prefix)
-                };
-                (full, SqsQueueOptions::default())
-            }
+            None if name.starts_with("http") => (name.to_string(), SqsQueueOptions::default()),
+            None => (
+                format!("{}{name}", config.queue_prefix),
+                SqsQueueOptions::default(),
+            ),
         };
         let url = sqs
             .queue_url(&lookup, options.create)
@@ -145,14 +139,18 @@ impl Target {
         if url.ends_with(".fifo") && args.group_id.is_none() {
             return Err("a FIFO queue needs --group-id".into());
         }
+        let template = Outgoing {
+            body: String::new(),
+            group: args.group_id.clone(),
+            dedup: args.dedup_id.clone(),
+            delay: args.delay,
+        };
         Ok(Target::Sqs {
             sqs,
             url,
             pending: Vec::new(),
             published: 0,
-            group: args.group_id.clone(),
-            dedup: args.dedup_id.clone(),
-            delay: args.delay,
+            template,
         })
     }
 
@@ -171,28 +169,18 @@ impl Target {
                 Ok(())
             }
             Target::Sqs {
-                pending,
-                group,
-                dedup,
-                delay,
-                ..
+                pending, template, ..
             } => {
-                let mut entry = SendMessageBatchRequestEntry::builder()
-                    .id(pending.len().to_string())
-                    .message_body(body);
-                if let Some(g) = group {
-                    entry = entry.message_group_id(g.clone());
-                }
-                if let Some(d) = dedup {
-                    entry = entry.message_deduplication_id(match line {
-                        Some(n) => format!("{d}-{n}"),
-                        None => d.clone(),
-                    });
-                }
-                if let Some(s) = delay {
-                    entry = entry.delay_seconds(*s as i32);
-                }
-                pending.push(entry.build().map_err(|e| e.to_string())?);
+                // With many messages, each gets its own deduplication id.
+                let dedup = match (&template.dedup, line) {
+                    (Some(d), Some(n)) => Some(format!("{d}-{n}")),
+                    (d, _) => d.clone(),
+                };
+                pending.push(Outgoing {
+                    body,
+                    dedup,
+                    ..template.clone()
+                });
                 if pending.len() >= MAX_BATCH {
                     self.flush(out)?;
                 }
@@ -215,33 +203,11 @@ impl Target {
         if pending.is_empty() {
             return Ok(());
         }
-        let entries = std::mem::take(pending);
-        let result = sqs
-            .block_on(
-                sqs.client
-                    .send_message_batch()
-                    .queue_url(url.as_str())
-                    .set_entries(Some(entries))
-                    .send(),
-            )
-            .map_err(|e| {
-                format!(
-                    "SendMessageBatch failed: {}",
-                    aws_sdk_sqs::error::DisplayErrorContext(&e)
-                )
-            })?;
-        let mut sent: Vec<_> = result.successful().iter().collect();
-        sent.sort_by_key(|s| s.id().parse::<usize>().unwrap_or(0));
-        for s in sent {
-            let _ = writeln!(out, "{}", s.message_id());
+        let batch = std::mem::take(pending);
+        for result in sqs.send_batch(url, &batch)? {
+            let id = result.map_err(|e| format!("SQS refused a message: {e}"))?;
+            let _ = writeln!(out, "{id}");
             *published += 1;
-        }
-        if let Some(f) = result.failed().first() {
-            return Err(format!(
-                "SQS refused a message: {}: {}",
-                f.code(),
-                f.message().unwrap_or("")
-            ));
         }
         Ok(())
     }

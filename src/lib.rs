@@ -81,7 +81,7 @@ fn check_config(flags: cli::Flags) -> i32 {
             for q in c.selected_queues() {
                 let handlers = q.handler.iter().chain(q.classes.values()).count();
                 println!(
-                    "queue {} ({}): {:?}, {} handler(s), backoff {:?}, max-attempts {}",
+                    "queue {} ({}): {:?}, {} handler(s), backoff {}, max-attempts {}",
                     q.name,
                     q.full_name,
                     q.backend,

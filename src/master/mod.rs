@@ -142,6 +142,7 @@ pub fn run(config: Config, log: LogHandle) -> i32 {
         to_master: batch_tx,
         polling_size,
         dedupe: dedupe.clone(),
+        log_file: config.log_file.clone(),
     };
     for (i, (q, qc)) in queues.iter().zip(&qconfigs).enumerate() {
         match consumer::spawn(i, qc, q.clone(), config.threads_per_queue, &shared) {
@@ -500,7 +501,13 @@ impl Master {
             Settlement::DeadLetter { reason } => {
                 tracing::error!(queue = %qc.full_name, id = %d.id, attempt = d.attempt, body_bytes = d.body.len(), reason = %reason, "dead-lettered");
                 if let Some(hook) = &qc.on_permanent_failure {
-                    pool::run_hook(hook, &qc.full_name, &d, reason);
+                    pool::run_hook(
+                        hook,
+                        &qc.full_name,
+                        &d,
+                        reason,
+                        self.config.log_file.as_deref(),
+                    );
                 }
                 queue.dead_letter(&d, reason)
             }

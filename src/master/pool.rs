@@ -217,7 +217,13 @@ impl Pool {
 /// Tell an `on-permanent-failure` command about a dead-lettered message: body on stdin,
 /// `CHORE_QUEUE`, `CHORE_MESSAGE_ID`, `CHORE_ATTEMPT`, `CHORE_JOB_CLASS`, `CHORE_REASON`.
 /// It runs on its own (a thread feeds and reaps it) and its outcome changes nothing.
-pub fn run_hook(hook: &crate::config::Handler, queue: &str, d: &Delivery, reason: &str) {
+pub fn run_hook(
+    hook: &crate::config::Handler,
+    queue: &str,
+    d: &Delivery,
+    reason: &str,
+    log_file: Option<&std::path::Path>,
+) {
     let dir = hook.dir.clone().unwrap_or_else(|| ".".into());
     let program = std::path::PathBuf::from(&hook.command[0]);
     let program = if program.is_relative() && hook.command[0].contains('/') {
@@ -236,7 +242,19 @@ pub fn run_hook(hook: &crate::config::Handler, queue: &str, d: &Delivery, reason
         .env("CHORE_REASON", reason)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
+        // Its chatter belongs in the log, like a handler's.
+        .stderr(
+            log_file
+                .and_then(|p| {
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(p)
+                        .ok()
+                })
+                .map(Stdio::from)
+                .unwrap_or_else(Stdio::inherit),
+        );
     let (queue, id, body) = (queue.to_string(), d.id.clone(), d.body.clone());
     match cmd.spawn() {
         Ok(mut child) => {

@@ -124,9 +124,21 @@ impl FilesystemQueue {
                 ));
             }
         }
-        let timeout = match timeout {
-            Some(t) => t,
-            None => q.config_timeout()?.unwrap_or(default_timeout),
+        let from_file = q.config_timeout()?;
+        let timeout = match (timeout, from_file) {
+            (Some(t), Some(f)) if t != f => {
+                // Claims are read against the timeout: a consumer using the shorter one
+                // would recover the other's running messages.
+                tracing::warn!(
+                    queue = name,
+                    chorefile_secs = t.as_secs_f64(),
+                    config_timeout_secs = f.as_secs_f64(),
+                    "the Chorefile's timeout differs from config/timeout, which other consumers (Ruby Chore among them) use; keep them equal"
+                );
+                t
+            }
+            (Some(t), _) => t,
+            (None, f) => f.unwrap_or(default_timeout),
         };
         Ok(FilesystemQueue {
             timeout,
@@ -209,7 +221,9 @@ impl FilesystemQueue {
                         .join(format!("{}.{}.job", job.base, job.previous_attempts + 1));
                 match fs::rename(entry.path(), &to) {
                     Ok(()) => {
-                        tracing::warn!(queue = %self.name, id = job.base, attempt = job.previous_attempts + 1, "claim expired; message returned to new/")
+                        // Either a retry whose backoff has passed, or a claim whose holder
+                        // is gone (a crashed master): the claim alone cannot tell which.
+                        tracing::info!(queue = %self.name, id = job.base, next_attempt = job.previous_attempts + 2, "claim lapsed; message offered again")
                     }
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(e) => {

@@ -136,6 +136,81 @@ impl Sqs {
     }
 }
 
+/// One message to publish.
+#[derive(Debug, Clone, Default)]
+pub struct Outgoing {
+    pub body: String,
+    /// FIFO message group.
+    pub group: Option<String>,
+    /// FIFO deduplication id.
+    pub dedup: Option<String>,
+    /// Seconds before it becomes visible (≤ 900).
+    pub delay: Option<u32>,
+}
+
+impl Sqs {
+    /// Publish up to ten messages in one `SendMessageBatch`; one result per message, in
+    /// order: its MessageId, or why SQS refused it.
+    pub fn send_batch(
+        &self,
+        url: &str,
+        batch: &[Outgoing],
+    ) -> Result<Vec<Result<String, String>>, String> {
+        let entries = batch
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let mut e = SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(&m.body);
+                if let Some(g) = &m.group {
+                    e = e.message_group_id(g);
+                }
+                if let Some(d) = &m.dedup {
+                    e = e.message_deduplication_id(d);
+                }
+                if let Some(s) = m.delay {
+                    e = e.delay_seconds(s as i32);
+                }
+                e.build()
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        let out = self
+            .block_on(
+                self.client
+                    .send_message_batch()
+                    .queue_url(url)
+                    .set_entries(Some(entries))
+                    .send(),
+            )
+            .map_err(|e| format!("SendMessageBatch failed: {}", DisplayErrorContext(&e)))?;
+        let mut results: Vec<Result<String, String>> =
+            vec![Err("no answer from SQS".into()); batch.len()];
+        for ok in out.successful() {
+            if let Some(slot) = ok
+                .id()
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| results.get_mut(i))
+            {
+                *slot = Ok(ok.message_id().to_string());
+            }
+        }
+        for f in out.failed() {
+            if let Some(slot) = f
+                .id()
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| results.get_mut(i))
+            {
+                *slot = Err(format!("{}: {}", f.code(), f.message().unwrap_or("")));
+            }
+        }
+        Ok(results)
+    }
+}
+
 /// Why a queue could not be opened.
 #[derive(Debug)]
 pub enum OpenError {
