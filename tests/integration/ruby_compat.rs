@@ -73,7 +73,11 @@ fn an_expired_ruby_claim_is_recovered_with_its_attempts() {
     );
     assert_eq!(runs[0].class, "MyJob");
     assert_eq!(q.inprogress(), vec![format!("{fresh}.0.{now_epoch}.job")]);
-    assert!(master.log_text().contains("claim lapsed; message offered again"));
+    assert!(
+        master
+            .log_text()
+            .contains("claim lapsed; message offered again")
+    );
     assert_eq!(master.stop().code(), Some(0));
 }
 
