@@ -1,0 +1,1071 @@
+//! SQS queues (issue 4): the real `chore` binary against moto_server on loopback.
+//!
+//! Each test starts its own moto (about half a second), so no test sees another's queues,
+//! calls or recordings, and one can stop and restart its emulator. The tests talk to moto
+//! themselves over a plain `TcpStream` (the AWS JSON 1.0 protocol: a POST with an
+//! `X-Amz-Target` header) to create queues with the attributes they need, to publish as
+//! another producer would, and to look at what is left in a queue afterwards.
+//!
+//! Assertions hold on real SQS too (see `shared/reference/sqs-emulator.md`): a single
+//! receiver per queue, so "exactly once" is only asserted where nothing else receives.
+
+use crate::harness::*;
+use crate::services::{self, Service};
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// What chore runs with: the standard variables of the AWS chain (moto checks no
+/// signature), and no instance-metadata lookups.
+const AWS_ENV: [(&str, &str); 4] = [
+    ("AWS_ACCESS_KEY_ID", "test"),
+    ("AWS_SECRET_ACCESS_KEY", "test"),
+    ("AWS_REGION", "us-east-1"),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+];
+
+/// A message as a receive returns it.
+#[derive(Debug, Clone)]
+struct Msg {
+    id: String,
+    body: String,
+    receive_count: u32,
+}
+
+/// One moto_server, and a tiny SQS client for it.
+struct Moto {
+    svc: Service,
+}
+
+impl Moto {
+    fn start() -> Moto {
+        Moto {
+            svc: services::moto(),
+        }
+    }
+
+    /// moto on `port` (a restart where chore expects it).
+    fn start_on(port: u16) -> Moto {
+        Moto {
+            svc: services::moto_with(Some(port), &[]),
+        }
+    }
+
+    /// moto with its request recorder writing to `file` (switched on by `record`).
+    fn start_recording(file: &Path) -> Moto {
+        Moto {
+            svc: services::moto_with(None, &[("MOTO_RECORDER_FILEPATH", file.to_str().unwrap())]),
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        self.svc.url()
+    }
+
+    fn port(&self) -> u16 {
+        self.svc.port
+    }
+
+    /// One HTTP/1.1 exchange (Connection: close): status and body.
+    fn http(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (u16, Vec<u8>) {
+        let mut s = TcpStream::connect(self.svc.addr()).expect("connect to moto");
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            self.svc.addr(),
+            body.len()
+        );
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        s.write_all(req.as_bytes()).unwrap();
+        s.write_all(body).unwrap();
+        let mut reply = Vec::new();
+        s.read_to_end(&mut reply).expect("read moto's reply");
+        let split = reply
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or_else(|| {
+                panic!(
+                    "no HTTP reply from moto: {:?}",
+                    String::from_utf8_lossy(&reply)
+                )
+            });
+        let head = String::from_utf8_lossy(&reply[..split]).to_string();
+        let mut body = reply[split + 4..].to_vec();
+        let status: u16 = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line from moto: {head:?}"));
+        if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            body = dechunk(&body);
+        }
+        (status, body)
+    }
+
+    /// An SQS action; Err carries moto's error reply.
+    fn try_call(&self, action: &str, input: Value) -> Result<Value, String> {
+        let target = format!("AmazonSQS.{action}");
+        let (status, body) = self.http(
+            "POST",
+            "/",
+            &[
+                ("X-Amz-Target", &target),
+                ("Content-Type", "application/x-amz-json-1.0"),
+                (
+                    "Authorization",
+                    "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/sqs/aws4_request, \
+                     SignedHeaders=host;x-amz-date, Signature=0",
+                ),
+            ],
+            input.to_string().as_bytes(),
+        );
+        let text = String::from_utf8_lossy(&body).to_string();
+        if status != 200 {
+            return Err(format!("{action}: HTTP {status}: {text}"));
+        }
+        serde_json::from_str(&text).map_err(|e| format!("{action}: {e} in {text:?}"))
+    }
+
+    fn call(&self, action: &str, input: Value) -> Value {
+        self.try_call(action, input)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Create a queue with these attributes (strings, as SQS wants them); its URL.
+    fn create(&self, name: &str, attributes: Value) -> String {
+        let out = self.call(
+            "CreateQueue",
+            json!({"QueueName": name, "Attributes": attributes}),
+        );
+        out["QueueUrl"].as_str().unwrap().to_string()
+    }
+
+    fn queue_url(&self, name: &str) -> Result<String, String> {
+        self.try_call("GetQueueUrl", json!({ "QueueName": name }))
+            .map(|v| v["QueueUrl"].as_str().unwrap().to_string())
+    }
+
+    /// SendMessage, as Ruby Chore's publisher does; the message id.
+    fn send(&self, url: &str, body: &str) -> String {
+        let out = self.call("SendMessage", json!({"QueueUrl": url, "MessageBody": body}));
+        out["MessageId"].as_str().unwrap().to_string()
+    }
+
+    /// Publish many bodies in SendMessageBatch calls of ten; their ids, in order.
+    fn send_all(&self, url: &str, bodies: &[String]) -> Vec<String> {
+        let mut ids = Vec::new();
+        for chunk in bodies.chunks(10) {
+            let entries: Vec<Value> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, b)| json!({"Id": i.to_string(), "MessageBody": b}))
+                .collect();
+            let out = self.call(
+                "SendMessageBatch",
+                json!({"QueueUrl": url, "Entries": entries}),
+            );
+            assert!(
+                out["Failed"].as_array().is_none_or(|f| f.is_empty()),
+                "moto refused some: {out}"
+            );
+            let mut ok: Vec<(usize, String)> = out["Successful"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| {
+                    (
+                        s["Id"].as_str().unwrap().parse().unwrap(),
+                        s["MessageId"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect();
+            ok.sort();
+            assert_eq!(ok.len(), chunk.len());
+            ids.extend(ok.into_iter().map(|(_, id)| id));
+        }
+        ids
+    }
+
+    /// (visible, in flight, delayed) messages.
+    fn counts(&self, url: &str) -> (u64, u64, u64) {
+        let out = self.call(
+            "GetQueueAttributes",
+            json!({"QueueUrl": url, "AttributeNames": [
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+                "ApproximateNumberOfMessagesDelayed"
+            ]}),
+        );
+        let n = |k: &str| -> u64 {
+            out["Attributes"][k]
+                .as_str()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {k} in {out}"))
+        };
+        (
+            n("ApproximateNumberOfMessages"),
+            n("ApproximateNumberOfMessagesNotVisible"),
+            n("ApproximateNumberOfMessagesDelayed"),
+        )
+    }
+
+    /// One receive, no wait; what it returns stays invisible for `visibility` seconds.
+    fn receive(&self, url: &str, visibility: u32) -> Vec<Msg> {
+        let out = self.call(
+            "ReceiveMessage",
+            json!({
+                "QueueUrl": url,
+                "MaxNumberOfMessages": 10,
+                "WaitTimeSeconds": 0,
+                "VisibilityTimeout": visibility,
+                "MessageSystemAttributeNames": ["ApproximateReceiveCount"]
+            }),
+        );
+        out["Messages"]
+            .as_array()
+            .map(|ms| {
+                ms.iter()
+                    .map(|m| Msg {
+                        id: m["MessageId"].as_str().unwrap().to_string(),
+                        body: m["Body"].as_str().unwrap().to_string(),
+                        receive_count: m["Attributes"]["ApproximateReceiveCount"]
+                            .as_str()
+                            .and_then(|c| c.parse().ok())
+                            .unwrap_or(0),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Receive everything visible now (hidden for a minute, so each is seen once).
+    fn drain(&self, url: &str) -> Vec<Msg> {
+        let mut all = Vec::new();
+        loop {
+            let got = self.receive(url, 60);
+            if got.is_empty() {
+                return all;
+            }
+            all.extend(got);
+        }
+    }
+
+    /// Recorder: forget what was recorded and record from now on.
+    fn record(&self) {
+        for step in ["reset-recording", "start-recording"] {
+            let (status, body) = self.http("POST", &format!("/moto-api/recorder/{step}"), &[], b"");
+            assert_eq!(status, 200, "{step}: {}", String::from_utf8_lossy(&body));
+        }
+    }
+
+    /// Recorder: stop, and count the SQS calls recorded by action; also every recorded
+    /// request body of each action (decoded JSON).
+    fn recorded(&self) -> BTreeMap<String, Vec<Value>> {
+        let (status, _) = self.http("POST", "/moto-api/recorder/stop-recording", &[], b"");
+        assert_eq!(status, 200);
+        let (status, body) = self.http("GET", "/moto-api/recorder/download-recording", &[], b"");
+        assert_eq!(status, 200);
+        let mut calls: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        for line in String::from_utf8_lossy(&body).lines() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let entry: Value = serde_json::from_str(line).expect("a recorder line is JSON");
+            let target = entry["headers"]
+                .as_object()
+                .and_then(|h| {
+                    h.iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case("x-amz-target"))
+                        .and_then(|(_, v)| v.as_str())
+                })
+                .unwrap_or("(none)");
+            let action = target
+                .strip_prefix("AmazonSQS.")
+                .unwrap_or(target)
+                .to_string();
+            let raw = entry["body"].as_str().unwrap_or("");
+            let text = if entry["body_encoded"].as_bool() == Some(true) {
+                String::from_utf8(base64_decode(raw)).unwrap()
+            } else {
+                raw.to_string()
+            };
+            let input = serde_json::from_str(&text).unwrap_or(Value::Null);
+            calls.entry(action).or_default().push(input);
+        }
+        calls
+    }
+}
+
+/// Undo HTTP chunked transfer encoding.
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
+        let size_text = String::from_utf8_lossy(&data[..eol]).to_string();
+        let size =
+            usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        let start = eol + 2;
+        out.extend_from_slice(&data[start..start + size]);
+        data = &data[(start + size + 2).min(data.len())..];
+    }
+    out
+}
+
+/// Standard base64 (the recorder stores request bodies that way).
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for v in text.bytes().filter_map(value) {
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
+}
+
+/// Write the Chorefile: the endpoint of `moto`, then `text`.
+fn sqs_chorefile(sb: &Sandbox, moto: &Moto, text: &str) {
+    sb.chorefile(&format!("sqs-endpoint = {:?}\n{text}", moto.endpoint()));
+}
+
+/// Start the master with the AWS variables.
+fn start(sb: &Sandbox) -> Master {
+    sb.start_with_env("master", &[], &AWS_ENV)
+}
+
+/// `chore ARGS` with the AWS variables (and `stdin`).
+fn chore(sb: &Sandbox, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    sb.run_with_env(args, stdin, &AWS_ENV)
+}
+
+/// `chore enqueue -c Chorefile ARGS…`, which must succeed: the ids it printed.
+fn enqueue(sb: &Sandbox, args: &[&str], stdin: Option<&str>) -> Vec<String> {
+    let cf = sb.chorefile_path();
+    let mut all = vec!["enqueue", "-c", cf.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let out = chore(sb, &all, stdin);
+    assert!(
+        out.status.success(),
+        "chore enqueue {args:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Wait until the queue holds nothing: no visible, in-flight or delayed messages.
+fn wait_empty(master: &Master, moto: &Moto, url: &str) {
+    master.wait("the SQS queue to be empty", || {
+        moto.counts(url) == (0, 0, 0)
+    });
+}
+
+#[test]
+fn sqs_a_backlog_is_processed_and_the_queue_left_empty() {
+    let moto = Moto::start();
+    let url = moto.create("backlog", json!({}));
+    let bodies: Vec<String> = (0..30).map(|i| format!("{{\"n\":{i}}}")).collect();
+    let ids = moto.send_all(&url, &bodies);
+    let sb = Sandbox::new("sqs-backlog");
+    let h = sb.recorder("job.sh", "runs.txt", "");
+    sqs_chorefile(
+        &sb,
+        &moto,
+        &format!(
+            "concurrency = 2\nbatch-size = 5\nbatch-timeout = 0.5\n\
+             [queues.backlog]\nbackend = \"sqs\"\nwait-time = 1\nhandler = [{h:?}]\n"
+        ),
+    );
+    let mut master = start(&sb);
+    master.wait("30 runs", || sb.runs("runs.txt").len() >= 30);
+    wait_empty(&master, &moto, &url);
+    let runs = sb.runs("runs.txt");
+    assert_eq!(runs.len(), 30, "each message ran once: {runs:?}");
+    let seen: BTreeSet<&str> = runs.iter().map(|r| r.body.as_str()).collect();
+    let want: BTreeSet<&str> = bodies.iter().map(String::as_str).collect();
+    assert_eq!(seen, want);
+    let seen_ids: BTreeSet<&str> = runs.iter().map(|r| r.id.as_str()).collect();
+    let want_ids: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
+    assert_eq!(seen_ids, want_ids, "CHORE_MESSAGE_ID is the SQS message id");
+    assert!(
+        runs.iter().all(|r| r.attempt == 1 && r.queue == "backlog"),
+        "{runs:?}"
+    );
+    assert_eq!(master.stop().code(), Some(0));
+    assert_eq!(moto.counts(&url), (0, 0, 0));
+}
+
+#[test]
+fn sqs_a_failed_attempt_reappears_after_its_backoff() {
+    let moto = Moto::start();
+    let url = moto.create("flaky", json!({}));
+    let sb = Sandbox::new("sqs-retry");
+    let h = sb.recorder(
+        "job.sh",
+        "runs.txt",
+        "if [ \"$CHORE_ATTEMPT\" = 1 ]; then date +%s.%N > failed-at.txt; exit 1; fi\nexit 0",
+    );
+    sqs_chorefile(
+        &sb,
+        &moto,
+        &format!(
+            "batch-size = 1\n[queues.flaky]\nbackend = \"sqs\"\nwait-time = 1\n\
+             backoff = 3\nmax-attempts = 3\nhandler = [{h:?}]\n"
+        ),
+    );
+    let mut master = start(&sb);
+    let id = moto.send(&url, "{\"flaky\":true}");
+    master.wait("the second attempt", || sb.runs("runs.txt").len() >= 2);
+    wait_empty(&master, &moto, &url);
+    let runs = sb.runs("runs.txt");
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert!(
+        runs.iter()
+            .all(|r| r.id == id && r.body == "{\"flaky\":true}"),
+        "{runs:?}"
+    );
+    assert_eq!(
+        (runs[0].attempt, runs[1].attempt),
+        (1, 2),
+        "CHORE_ATTEMPT follows ApproximateReceiveCount"
+    );
+    // From the end of the failed attempt to the start of the next.
+    let failed_at: f64 = sb.read("failed-at.txt").trim().parse().unwrap();
+    let gap = runs[1].at - failed_at;
+    assert!(
+        gap >= 2.5,
+        "a 3 s backoff, yet the message was offered again {gap:.2}s after the failure"
+    );
+    assert!(gap < 7.0, "a 3 s backoff took {gap:.2}s");
+    assert!(master.log_text().contains("will retry"));
+    assert_eq!(master.stop().code(), Some(0));
+}
+
+#[test]
+fn sqs_max_attempts_sends_the_message_to_the_dead_letter_queue_and_the_hook() {
+    let moto = Moto::start();
+    let sb = Sandbox::new("sqs-dlq");
+    let h = sb.recorder("job.sh", "runs.txt", "exit 3");
+    let hook = sb.script(
+        "dead.sh",
+        "cat > dead-body.tmp\n\
+         printf '%s|%s|%s|%s\\n' \"$CHORE_QUEUE\" \"$CHORE_MESSAGE_ID\" \"$CHORE_ATTEMPT\" \"$CHORE_REASON\" > dead-env.tmp\n\
+         mv dead-body.tmp dead-body.txt\nmv dead-env.tmp dead-env.txt",
+    );
+    // Neither queue exists: `create` makes both.
+    sqs_chorefile(
+        &sb,
+        &moto,
+        &format!(
+            "batch-size = 1\n[queues.doomed]\nbackend = \"sqs\"\ncreate = true\nwait-time = 1\n\
+             dead-letter-queue = \"doomed-dead\"\nbackoff = 1\nmax-attempts = 2\n\
+             handler = [{h:?}]\non-permanent-failure = [{hook:?}]\n"
+        ),
+    );
+    let mut master = start(&sb);
+    master.wait_log("chore master started");
+    let url = moto.queue_url("doomed").expect("chore created the queue");
+    let dlq = moto
+        .queue_url("doomed-dead")
+        .expect("chore created the dead-letter queue");
+    let body = r#"{"doomed":[1,2,3]}"#;
+    let id = moto.send(&url, body);
+    master.wait("the hook to be told", || sb.file("dead-env.txt").exists());
+    let runs = sb.runs("runs.txt");
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_eq!((runs[0].attempt, runs[1].attempt), (1, 2));
+    assert_eq!(
+        sb.read("dead-body.txt"),
+        body,
+        "the hook gets the body on stdin"
+    );
+    let env = sb.read("dead-env.txt");
+    let f: Vec<&str> = env.trim_end().splitn(4, '|').collect();
+    assert_eq!(&f[..3], &["doomed", id.as_str(), "2"], "hook env: {env:?}");
+    assert!(!f[3].is_empty(), "CHORE_REASON is set: {env:?}");
+    // The dead letter: in the dead-letter queue, gone from the queue.
+    let mut dead = Vec::new();
+    master.wait("the dead letter in the dead-letter queue", || {
+        dead.extend(moto.drain(&dlq));
+        !dead.is_empty()
+    });
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].body, body);
+    wait_empty(&master, &moto, &url);
+    let log = master.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("dead-lettered") && l.contains(&id)),
+        "the dead letter is logged with its id:\n{log}"
+    );
+    assert_eq!(master.stop().code(), Some(0));
+    assert!(moto.drain(&dlq).is_empty(), "one dead letter only");
+    assert_eq!(sb.runs("runs.txt").len(), 2);
+}
+
+#[test]
+fn sqs_max_attempts_without_a_dead_letter_queue_deletes_the_message() {
+    let moto = Moto::start();
+    // A 2 s visibility timeout: a message left undeleted would soon come back.
+    let url = moto.create("fatal", json!({"VisibilityTimeout": "2"}));
+    let sb = Sandbox::new("sqs-no-dlq");
+    let h = sb.recorder("job.sh", "runs.txt", "exit 1");
+    sqs_chorefile(
+        &sb,
+        &moto,
+        &format!(
+            "batch-size = 1\n[queues.fatal]\nbackend = \"sqs\"\nwait-time = 1\n\
+             max-attempts = 1\nhandler = [{h:?}]\n"
+        ),
+    );
+    let mut master = start(&sb);
+    let id = moto.send(&url, "{\"x\":1}");
+    master.wait_log("dead-lettered");
+    wait_empty(&master, &moto, &url);
+    std::thread::sleep(Duration::from_secs(3));
+    let runs = sb.runs("runs.txt");
+    assert_eq!(runs.len(), 1, "deleted, never delivered again: {runs:?}");
+    assert_eq!(runs[0].id, id);
+    assert_eq!(moto.counts(&url), (0, 0, 0));
+    let log = master.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("dead-lettered") && l.contains(&id) && l.contains("body_bytes")),
+        "logged with its id and body size:\n{log}"
+    );
+    assert_eq!(master.stop().code(), Some(0));
+}
+
+#[test]
+fn sqs_the_visibility_heartbeat_keeps_a_long_batch_from_redelivery() {
+    let moto = Moto::start();
+    // Messages are invisible for 2 s after a receive; the batch takes 5 × 1.5 s.
+    let url = moto.create("slow", json!({"VisibilityTimeout": "2"}));
+    let bodies: Vec<String> = (0..5).map(|i| format!("[{i}]")).collect();
+    moto.send_all(&url, &bodies);
+    let sb = Sandbox::new("sqs-heartbeat");
+    let h = sb.recorder("job.sh", "runs.txt", "sleep 1.5");
+    sqs_chorefile(
+        &sb,
+        &moto,
+        &format!(
+            "concurrency = 1\nbatch-size = 5\nbatch-timeout = 1\n\
+             [queues.slow]\nbackend = \"sqs\"\nwait-time = 1\nhandler = [{h:?}]\n"
+        ),
+    );
+    let mut master = start(&sb);
+    // While the batch runs nothing may become visible again: another consumer (another
+    // chore host) would run it a second time.
+    let mut lapses = Vec::new();
+    let t0 = Instant::now();
+    master.wait_for("the batch to finish", Duration::from_secs(30), || {
+        let started = !sb.runs("runs.txt").is_empty();
+        let counts = moto.counts(&url);
+        if started && counts.0 > 0 {
+            lapses.push((t0.elapsed(), counts));
+        }
+        counts == (0, 0, 0)
+    });
+    let runs = sb.runs("runs.txt");
+    assert!(
+        lapses.is_empty(),
+        "messages became visible again while chore held them, {} times; the first \
+         (elapsed, (visible, in flight, delayed)): {:?}",
+        lapses.len(),
+        &lapses[..lapses.len().min(5)]
+    );
+    assert_eq!(runs.len(), 5, "each ran exactly once: {runs:?}");
+    assert!(
+        runs.iter().all(|r| r.attempt == 1),
+        "never redelivered: {runs:?}"
+    );
+    let distinct: BTreeSet<&str> = runs.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(distinct.len(), 5);
+    let span = runs[4].at - runs[0].at;
+    assert!(span >= 5.5, "one batch, run one after another ({span:.2}s)");
+    assert_eq!(master.stop().code(), Some(0));
+}
+
+#[test]
+fn sqs_fifo_groups_keep_their_order_through_retries() {
+    let moto = Moto::start();
+    let url = moto.create(
+        "ordered.fifo",
+        json!({"FifoQueue": "true", "ContentBasedDeduplication": "true"}),
+    );
+    let sb = Sandbox::new("sqs-fifo");
+    // a2 and b1 fail their first attempt; everything else succeeds.
+    let h = sb.recorder(
+        "job.sh",
+        "runs.txt",
+        "case \"$body\" in *fail*) [ \"$CHORE_ATTEMPT\" = 1 ] && exit 1;; esac\nsleep 0.2\nexit 0",
+    );
+    sqs_chorefile(
+        &sb,
+        &moto,
+        &format!(
+            "concurrency = 2\nbatch-size = 2\nbatch-timeout = 0.5\n\
+             [queues.\"ordered.fifo\"]\nbackend = \"sqs\"\nwait-time = 1\nbackoff = 1\n\
+             max-attempts = 5\nhandler = [{h:?}]\n"
+        ),
+    );
+    let lines = |g: &str, fail: u32| -> String {
+        (1..=4)
+            .map(|n| {
+                if n == fail {
+                    format!("{{\"g\":\"{g}\",\"n\":{n},\"fail\":true}}\n")
+                } else {
+                    format!("{{\"g\":\"{g}\",\"n\":{n}}}\n")
+                }
+            })
+            .collect()
+    };
+    let a = enqueue(
+        &sb,
+        &["--group-id", "a", "ordered.fifo", "-"],
+        Some(&lines("a", 2)),
+    );
+    let b = enqueue(
+        &sb,
+        &["--group-id", "b", "ordered.fifo", "-"],
+        Some(&lines("b", 1)),
+    );
+    assert_eq!((a.len(), b.len()), (4, 4));
+    let mut master = start(&sb);
+    master.wait("ten runs", || sb.runs("runs.txt").len() >= 10);
+    wait_empty(&master, &moto, &url);
+    let runs = sb.runs("runs.txt");
+    let seq = |g: &str| -> Vec<(u64, u32)> {
+        runs.iter()
+            .filter_map(|r| {
+                let v: Value = serde_json::from_str(&r.body).unwrap();
+                (v["g"] == g).then(|| (v["n"].as_u64().unwrap(), r.attempt))
+            })
+            .collect()
+    };
+    let order = |g: &str| seq(g).iter().map(|(n, _)| *n).collect::<Vec<_>>();
+    assert_eq!(
+        order("a"),
+        vec![1, 2, 2, 3, 4],
+        "group a: a2 retried before a3 and a4 ran: {runs:?}"
+    );
+    assert_eq!(
+        order("b"),
+        vec![1, 1, 2, 3, 4],
+        "group b: b1 retried before b2 ran: {runs:?}"
+    );
+    // The retries were the message's second receive.
+    let a_seq = seq("a");
+    assert_eq!((a_seq[1].1, a_seq[2].1), (1, 2), "{a_seq:?}");
+    let b_seq = seq("b");
+    assert_eq!((b_seq[0].1, b_seq[1].1), (1, 2), "{b_seq:?}");
+    assert_eq!(master.stop().code(), Some(0));
+}
+
+#[test]
+fn sqs_sigterm_abandons_a_parked_long_poll() {
+    let moto = Moto::start();
+    let url = moto.create("idle", json!({}));
+    let sb = Sandbox::new("sqs-parked");
+    let h = sb.recorder("job.sh", "runs.txt", "");
+    // The default long poll: 20 s.
+    sqs_chorefile(
+        &sb,
+        &moto,
+        &format!("[queues.idle]\nbackend = \"sqs\"\nhandler = [{h:?}]\n"),
+    );
+    let mut master = start(&sb);
+    master.wait_log("chore master started");
+    std::thread::sleep(Duration::from_secs(1));
+    master.signal(Signal::SIGTERM);
+    let t = Instant::now();
+    let status = master.wait_exit(PATIENCE);
+    let took = t.elapsed();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        took < Duration::from_millis(2500),
+        "SIGTERM during a 20 s long poll took {took:?} to exit"
+    );
+    assert_eq!(moto.counts(&url), (0, 0, 0));
+}
+
+#[test]
+fn sqs_sigterm_with_messages_running_and_buffered_loses_nothing() {
+    let moto = Moto::start();
+    let url = moto.create("drain", json!({"VisibilityTimeout": "60"}));
+    let bodies: Vec<String> = (0..12).map(|i| format!("{{\"n\":{i}}}")).collect();
+    moto.send_all(&url, &bodies);
+    let sb = Sandbox::new("sqs-drain");
+    let h = sb.recorder(
+        "job.sh",
+        "runs.txt",
+        "sleep 0.7\necho \"$body\" >> done.txt",
+    );
+    // Two batches of two run, a third waits in the buffer.
+    sqs_chorefile(
+        &sb,
+        &moto,
+        &format!(
+            "concurrency = 2\nbatch-size = 2\nbatch-timeout = 0.5\nshutdown-timeout = 15\n\
+             [queues.drain]\nbackend = \"sqs\"\nwait-time = 1\nhandler = [{h:?}]\n"
+        ),
+    );
+    let mut master = start(&sb);
+    master.wait("the first run", || !sb.runs("runs.txt").is_empty());
+    master.signal(Signal::SIGTERM);
+    let status = master.wait_exit(PATIENCE);
+    assert_eq!(status.code(), Some(0));
+    // Right away: what chore held but did not complete is visible again, not waiting
+    // out its 60 s visibility.
+    let counts = moto.counts(&url);
+    let started: BTreeSet<String> = sb.runs("runs.txt").into_iter().map(|r| r.body).collect();
+    let done: BTreeSet<String> = sb.lines("done.txt").into_iter().collect();
+    assert_eq!(started, done, "every started job finished");
+    assert_eq!(
+        counts.1, 0,
+        "nothing left in flight after the drain: (visible, in flight, delayed) = {counts:?}; done: {done:?}"
+    );
+    let left: Vec<Msg> = moto.drain(&url);
+    let left_bodies: BTreeSet<String> = left.iter().map(|m| m.body.clone()).collect();
+    assert_eq!(left.len(), left_bodies.len());
+    assert!(
+        done.is_disjoint(&left_bodies),
+        "a completed message is still in the queue: done {done:?}, left {left_bodies:?}"
+    );
+    let all: BTreeSet<String> = done.union(&left_bodies).cloned().collect();
+    assert_eq!(
+        all,
+        bodies.iter().cloned().collect::<BTreeSet<_>>(),
+        "every message completed or back in the queue"
+    );
+    assert!(
+        !left.is_empty(),
+        "the drain came before the backlog was done"
+    );
+    // The buffered batch was received, then given back: this is its second receive.
+    assert!(
+        left.iter().any(|m| m.receive_count == 2),
+        "no buffered message was given back: {left:?}"
+    );
+}
+
+#[test]
+fn sqs_the_master_survives_the_emulator_going_away_and_resumes() {
+    let moto = Moto::start();
+    let port = moto.port();
+    let url = moto.create("phoenix", json!({}));
+    let sb = Sandbox::new("sqs-outage");
+    let h = sb.recorder(
+        "job.sh",
+        "runs.txt",
+        "case \"$body\" in *slow*) sleep 2;; esac\nexit 0",
+    );
+    sqs_chorefile(
+        &sb,
+        &moto,
+        &format!(
+            "concurrency = 1\nbatch-size = 1\n\
+             [queues.phoenix]\nbackend = \"sqs\"\nwait-time = 1\nhandler = [{h:?}]\n"
+        ),
+    );
+    let mut master = start(&sb);
+    moto.send(&url, "{\"slow\":true}");
+    master.wait("the slow job to start", || !sb.runs("runs.txt").is_empty());
+    // SQS goes away while a job runs: its receive and the job's delete both fail.
+    drop(moto);
+    // Two failed receives at least (each takes the SDK's retries, a few seconds).
+    master.wait("two failed receives", || {
+        master.log_text().matches("receive failed").count() >= 2
+    });
+    master.wait_log("delete failed");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        master.running(),
+        "the master died while SQS was away:\n{}",
+        master.log_text()
+    );
+    // Back, empty (moto keeps no state): the same queue URL again.
+    let moto = Moto::start_on(port);
+    assert_eq!(moto.create("phoenix", json!({})), url);
+    let bodies: Vec<String> = (0..3).map(|i| format!("{{\"after\":{i}}}")).collect();
+    moto.send_all(&url, &bodies);
+    master.wait("the new messages to run", || {
+        let seen: BTreeSet<String> = sb.runs("runs.txt").into_iter().map(|r| r.body).collect();
+        bodies.iter().all(|b| seen.contains(b))
+    });
+    wait_empty(&master, &moto, &url);
+    assert!(master.running());
+    let status = master.stop();
+    assert_eq!(status.code(), Some(0), "log:\n{}", master.log_text());
+}
+
+#[test]
+fn sqs_a_body_ruby_chore_publishes_is_routed_by_class() {
+    let moto = Moto::start();
+    let url = moto.create("rubyq", json!({}));
+    let sb = Sandbox::new("sqs-ruby");
+    let h = sb.recorder("job.sh", "runs.txt", "");
+    let other = sb.recorder("other.sh", "other.txt", "");
+    sqs_chorefile(
+        &sb,
+        &moto,
+        &format!(
+            "[queues.rubyq]\nbackend = \"sqs\"\nwait-time = 1\nhandler = [{other:?}]\n\
+             classes = {{ MyJob = [{h:?}] }}\n"
+        ),
+    );
+    let wire = r#"{"class":"MyJob","args":[1,"two"]}"#;
+    // What `MyJob.perform_async(1, "two")` sends (one SendMessage), and the same job
+    // published by `chore enqueue --class`.
+    let ruby_id = moto.send(&url, wire);
+    let ours = enqueue(&sb, &["--class", "MyJob", "rubyq", "[1,\"two\"]"], None);
+    assert_eq!(ours.len(), 1);
+    let mut master = start(&sb);
+    master.wait("both jobs to run", || sb.runs("runs.txt").len() >= 2);
+    wait_empty(&master, &moto, &url);
+    let runs = sb.runs("runs.txt");
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    for r in &runs {
+        assert_eq!(r.body, wire, "the body untouched: {r:?}");
+        assert_eq!(
+            (r.class.as_str(), r.attempt, r.queue.as_str()),
+            ("MyJob", 1, "rubyq")
+        );
+    }
+    let ids: BTreeSet<&str> = runs.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, BTreeSet::from([ruby_id.as_str(), ours[0].as_str()]));
+    assert!(sb.runs("other.txt").is_empty(), "routed by class");
+    assert_eq!(master.stop().code(), Some(0));
+}
+
+#[test]
+fn sqs_enqueue_publishes_many_lines_in_batches_with_a_delay() {
+    let sb = Sandbox::new("sqs-enqueue");
+    let moto = Moto::start_recording(&sb.file("recording.jsonl"));
+    let url = moto.create("bulk", json!({}));
+    sqs_chorefile(
+        &sb,
+        &moto,
+        "[queues.bulk]\nbackend = \"sqs\"\nhandler = [\"true\"]\n",
+    );
+    let bodies: Vec<String> = (0..25).map(|i| format!("{{\"line\":{i}}}")).collect();
+    let input: String = bodies.iter().map(|b| format!("{b}\n")).collect();
+    moto.record();
+    let t0 = Instant::now();
+    let ids = enqueue(&sb, &["--delay", "2", "bulk", "-"], Some(&input));
+    let calls = moto.recorded();
+    assert_eq!(ids.len(), 25, "one id per line: {ids:?}");
+    assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), 25);
+    let n = |a: &str| calls.get(a).map_or(0, Vec::len);
+    assert_eq!(
+        (n("SendMessageBatch"), n("SendMessage")),
+        (3, 0),
+        "25 lines: three SendMessageBatch calls: {:?}",
+        calls.keys().collect::<Vec<_>>()
+    );
+    for input in &calls["SendMessageBatch"] {
+        for e in input["Entries"].as_array().unwrap() {
+            assert_eq!(e["DelaySeconds"], 2, "--delay on every entry: {e}");
+        }
+    }
+    // Delayed: nothing to receive until two seconds after the first send.
+    let mut got: Vec<Msg> = Vec::new();
+    let mut first_at = None;
+    wait_until("the delayed messages", PATIENCE, || {
+        let r = moto.receive(&url, 60);
+        if !r.is_empty() && first_at.is_none() {
+            first_at = Some(t0.elapsed());
+        }
+        got.extend(r);
+        got.len() >= 25
+    });
+    let first_at = first_at.unwrap();
+    assert!(
+        first_at >= Duration::from_millis(1900),
+        "sent with --delay 2 yet received after {first_at:?}"
+    );
+    let got_bodies: BTreeSet<&str> = got.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(got_bodies, bodies.iter().map(String::as_str).collect());
+    let got_ids: BTreeSet<&str> = got.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(got_ids, ids.iter().map(String::as_str).collect());
+}
+
+#[test]
+fn sqs_a_missing_queue_without_create_exits_2_with_one_clear_line() {
+    let moto = Moto::start();
+    let sb = Sandbox::new("sqs-missing");
+    sqs_chorefile(
+        &sb,
+        &moto,
+        "[queues.ghost]\nbackend = \"sqs\"\nhandler = [\"true\"]\n",
+    );
+    let cf = sb.chorefile_path();
+    let cf = cf.to_str().unwrap();
+    for args in [vec!["-c", cf], vec!["enqueue", "-c", cf, "ghost", "{}"]] {
+        let out = chore(&sb, &args, None);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(out.status.code(), Some(2), "chore {args:?}: {stderr}");
+        assert_eq!(lines.len(), 1, "chore {args:?}: one line: {stderr}");
+        assert!(
+            lines[0].contains("ghost") && lines[0].contains("does not exist"),
+            "chore {args:?}: {stderr}"
+        );
+    }
+    assert!(moto.queue_url("ghost").is_err(), "nothing created");
+}
+
+#[test]
+fn sqs_workers_see_aws_credentials_only_when_their_queue_asks() {
+    let moto = Moto::start();
+    let secretive = moto.create("secretive", json!({}));
+    let trusted = moto.create("trusted", json!({}));
+    let sb = Sandbox::new("sqs-creds");
+    let h = sb.recorder(
+        "job.sh",
+        "runs.txt",
+        "env | grep '^AWS_' | sort > \"env-$CHORE_QUEUE.tmp\"\nmv \"env-$CHORE_QUEUE.tmp\" \"env-$CHORE_QUEUE.txt\"",
+    );
+    sqs_chorefile(
+        &sb,
+        &moto,
+        &format!(
+            "[queues.secretive]\nbackend = \"sqs\"\nwait-time = 1\nhandler = [{h:?}]\n\
+             [queues.trusted]\nbackend = \"sqs\"\nwait-time = 1\npass-aws-credentials = true\n\
+             handler = [{h:?}]\n"
+        ),
+    );
+    moto.send(&secretive, "{}");
+    moto.send(&trusted, "{}");
+    let mut master = sb.start_with_env(
+        "master",
+        &[],
+        &[
+            ("AWS_ACCESS_KEY_ID", "AKIDFORTEST"),
+            ("AWS_SECRET_ACCESS_KEY", "s3cr3t-for-test"),
+            ("AWS_SESSION_TOKEN", "token-for-test"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ],
+    );
+    master.wait("both jobs", || {
+        sb.file("env-secretive.txt").exists() && sb.file("env-trusted.txt").exists()
+    });
+    let hidden = sb.read("env-secretive.txt");
+    for var in [
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_ACCESS_KEY_ID",
+    ] {
+        assert!(
+            !hidden.contains(var),
+            "{var} reached a worker of a queue without pass-aws-credentials:\n{hidden}"
+        );
+    }
+    assert!(!hidden.contains("s3cr3t-for-test"), "{hidden}");
+    let shown = sb.read("env-trusted.txt");
+    for var in [
+        "AWS_SECRET_ACCESS_KEY=s3cr3t-for-test",
+        "AWS_SESSION_TOKEN=token-for-test",
+        "AWS_ACCESS_KEY_ID=AKIDFORTEST",
+    ] {
+        assert!(
+            shown.lines().any(|l| l == var),
+            "pass-aws-credentials = true, yet no {var}:\n{shown}"
+        );
+    }
+    wait_empty(&master, &moto, &secretive);
+    wait_empty(&master, &moto, &trusted);
+    assert_eq!(master.stop().code(), Some(0));
+}
+
+#[test]
+fn sqs_settling_uses_batch_calls() {
+    let sb = Sandbox::new("sqs-calls");
+    let moto = Moto::start_recording(&sb.file("recording.jsonl"));
+    let url = moto.create("counted", json!({}));
+    let bodies: Vec<String> = (0..100).map(|i| format!("{{\"n\":{i}}}")).collect();
+    moto.send_all(&url, &bodies);
+    // A handler as quick as real ones get: starting any script takes about this long.
+    let h = sb.recorder("job.sh", "runs.txt", "sleep 0.05");
+    sqs_chorefile(
+        &sb,
+        &moto,
+        &format!(
+            "concurrency = 2\nbatch-size = 50\nbatch-timeout = 1\n\
+             [queues.counted]\nbackend = \"sqs\"\nhandler = [{h:?}]\n"
+        ),
+    );
+    moto.record();
+    let mut master = start(&sb);
+    master.wait("100 runs", || sb.runs("runs.txt").len() >= 100);
+    wait_empty(&master, &moto, &url);
+    assert_eq!(master.stop().code(), Some(0));
+    let calls = moto.recorded();
+    let n = |a: &str| calls.get(a).map_or(0, Vec::len);
+    let summary: BTreeMap<&str, usize> = calls.iter().map(|(k, v)| (k.as_str(), v.len())).collect();
+    eprintln!("SQS calls for 100 messages: {summary:?}");
+    assert_eq!(sb.runs("runs.txt").len(), 100);
+    assert_eq!(n("DeleteMessage"), 0, "no single deletes: {summary:?}");
+    assert_eq!(n("ChangeMessageVisibility"), 0, "{summary:?}");
+    let sizes: Vec<usize> = calls
+        .get("DeleteMessageBatch")
+        .map(|cs| {
+            cs.iter()
+                .map(|c| c["Entries"].as_array().map_or(0, Vec::len))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        sizes.iter().sum::<usize>(),
+        100,
+        "every message deleted in a batch call: {summary:?}"
+    );
+    // Under a backlog the deletes fill their calls: ten entries each, give or take.
+    assert!(
+        sizes.len() <= 15,
+        "{} DeleteMessageBatch calls for 100 messages under a backlog, {:.1} entries per \
+         call (entries per call: {sizes:?}); all calls: {summary:?}",
+        sizes.len(),
+        100.0 / sizes.len() as f64
+    );
+    // One receive per ten messages, plus the parked long polls at the end.
+    assert!(n("ReceiveMessage") <= 15, "{summary:?}");
+}
