@@ -170,7 +170,7 @@ pub fn spawn(
                     }
                     Err(e) => {
                         gate.give(credits);
-                        tracing::error!(queue = queue.name(), error = %e, "receive failed; retrying");
+                        tracing::error!(queue = %queue.name(), error = %e, "receive failed; retrying");
                         stop.sleep(error_backoff);
                         error_backoff = (error_backoff * 2).min(Duration::from_secs(5));
                     }
@@ -241,14 +241,25 @@ fn first_delivery(
             return true;
         }
         Seen::Unknown { duplicate: false } => return true,
+        // Another job with the same dedupe key (Ruby Chore's dedupe_lambda): this one is
+        // done already, or being done; it is deleted, as Ruby Chore does.
+        Seen::Duplicate if field.is_some() => {
+            tracing::info!(queue = %queue.name(), id = %d.id, key, attempt = d.attempt, "duplicate job (same dedupe key); deleted, not run");
+            if let Err(e) = queue.complete(d) {
+                tracing::warn!(queue = %queue.name(), id = %d.id, error = %e, "could not delete the duplicate job; it returns when its claim lapses");
+            }
+            return false;
+        }
         Seen::Duplicate => "duplicate delivery; not run",
         Seen::Unknown { duplicate: true } => {
             "memcached unavailable and dupe-on-cache-failure is set; not run"
         }
     };
-    tracing::info!(queue = queue.name(), id = %d.id, key, attempt = d.attempt, "{why}");
+    // A second delivery of the same message: the copy already running settles it, so this
+    // one is left in flight until its key has expired.
+    tracing::info!(queue = %queue.name(), id = %d.id, key, attempt = d.attempt, "{why}");
     if let Err(e) = queue.leave_in_flight(d, Duration::from_secs(ttl as u64 + 1)) {
-        tracing::warn!(queue = queue.name(), id = %d.id, error = %e, "could not set the duplicate aside; it returns when its claim lapses");
+        tracing::warn!(queue = %queue.name(), id = %d.id, error = %e, "could not set the duplicate aside; it returns when its claim lapses");
     }
     false
 }
@@ -281,12 +292,12 @@ fn check(queue: &dyn Queue, routes: &Routes, d: &mut Delivery) -> bool {
             }
         }
     };
-    tracing::error!(queue = queue.name(), id = %d.id, attempt = d.attempt, reason = %reason, "message dead-lettered");
+    tracing::error!(queue = %queue.name(), id = %d.id, attempt = d.attempt, reason = %reason, "message dead-lettered");
     if let Some(hook) = &routes.on_permanent_failure {
         crate::master::pool::run_hook(hook, queue.name(), d, &reason, routes.log_file.as_deref());
     }
     if let Err(e) = queue.dead_letter(d, &reason) {
-        tracing::error!(queue = queue.name(), id = %d.id, error = %e, "could not dead-letter message");
+        tracing::error!(queue = %queue.name(), id = %d.id, error = %e, "could not dead-letter message");
     }
     false
 }

@@ -227,58 +227,75 @@ impl Dedupe {
         op: impl Fn(&memcache::Client, &str) -> Result<(), memcache::MemcacheError>,
     ) -> Result<(), Outcome> {
         let server = &self.servers[self.ring.server_for(key)];
-        let client = {
-            let mut s = server.state.lock().unwrap_or_else(|e| e.into_inner());
-            match &s.client {
-                Some(c) => c.clone(),
-                None => {
-                    let now = Instant::now();
-                    if s.next_probe.is_some_and(|t| now < t) {
-                        return Err(Outcome::Unavailable);
+        // A pooled connection may have died with a server that has since come back: the
+        // first failure on an old connection earns one retry on a new one.
+        let mut reused = true;
+        loop {
+            let client = self.client_for(server, !reused)?;
+            match op(&client.0, key) {
+                Ok(()) => {
+                    let mut s = server.state.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(since) = s.down_since.take() {
+                        tracing::info!(server = %server.name, down_secs = since.elapsed().as_secs_f64(), "memcached is back; dedupe resumed");
                     }
-                    s.next_probe = Some(now + PROBE_EVERY);
-                    match connect(&server.name) {
-                        Ok(c) => {
-                            let c = Arc::new(c);
-                            s.client = Some(c.clone());
-                            c
-                        }
-                        Err(e) => {
-                            if s.down_since.is_none() {
-                                s.down_since = Some(now);
-                                tracing::error!(server = %server.name, error = %e, dupe_on_cache_failure = self.dupe_on_cache_failure, "memcached unavailable; dedupe follows dupe-on-cache-failure until it is back");
-                            }
-                            return Err(Outcome::Unavailable);
-                        }
+                    return Ok(());
+                }
+                Err(memcache::MemcacheError::CommandError(memcache::CommandError::KeyExists)) => {
+                    return Err(Outcome::Exists);
+                }
+                // A delete of a key that is not there is not an outage.
+                Err(memcache::MemcacheError::CommandError(memcache::CommandError::KeyNotFound)) => {
+                    return Ok(());
+                }
+                Err(e) => {
+                    let mut s = server.state.lock().unwrap_or_else(|e| e.into_inner());
+                    s.client = None;
+                    if client.1 && reused {
+                        reused = false;
+                        continue;
                     }
+                    s.next_probe = Some(Instant::now() + PROBE_EVERY);
+                    self.went_down(server, &mut s, &e.to_string());
+                    return Err(Outcome::Unavailable);
                 }
             }
-        };
-        match op(&client, key) {
-            Ok(()) => {
-                let mut s = server.state.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(since) = s.down_since.take() {
-                    tracing::info!(server = %server.name, down_secs = since.elapsed().as_secs_f64(), "memcached is back; dedupe resumed");
-                }
-                Ok(())
-            }
-            Err(memcache::MemcacheError::CommandError(memcache::CommandError::KeyExists)) => {
-                Err(Outcome::Exists)
-            }
-            // A delete of a key that is not there is not an outage.
-            Err(memcache::MemcacheError::CommandError(memcache::CommandError::KeyNotFound)) => {
-                Ok(())
+        }
+    }
+
+    /// The server's client (and whether it was already connected), connecting when there
+    /// is none: at once when `now` is set, else at most once per probe interval.
+    fn client_for(
+        &self,
+        server: &Server,
+        now: bool,
+    ) -> Result<(Arc<memcache::Client>, bool), Outcome> {
+        let mut s = server.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = &s.client {
+            return Ok((c.clone(), true));
+        }
+        let t = Instant::now();
+        if !now && s.next_probe.is_some_and(|p| t < p) {
+            return Err(Outcome::Unavailable);
+        }
+        s.next_probe = Some(t + PROBE_EVERY);
+        match connect(&server.name) {
+            Ok(c) => {
+                let c = Arc::new(c);
+                s.client = Some(c.clone());
+                Ok((c, false))
             }
             Err(e) => {
-                let mut s = server.state.lock().unwrap_or_else(|e| e.into_inner());
-                s.client = None;
-                s.next_probe = Some(Instant::now() + PROBE_EVERY);
-                if s.down_since.is_none() {
-                    s.down_since = Some(Instant::now());
-                    tracing::error!(server = %server.name, error = %e, dupe_on_cache_failure = self.dupe_on_cache_failure, "memcached unavailable; dedupe follows dupe-on-cache-failure until it is back");
-                }
+                self.went_down(server, &mut s, &e);
                 Err(Outcome::Unavailable)
             }
+        }
+    }
+
+    /// Log an outage once, when it starts.
+    fn went_down(&self, server: &Server, s: &mut ServerState, error: &str) {
+        if s.down_since.is_none() {
+            s.down_since = Some(Instant::now());
+            tracing::error!(server = %server.name, error, dupe_on_cache_failure = self.dupe_on_cache_failure, "memcached unavailable; dedupe follows dupe-on-cache-failure until it is back");
         }
     }
 }
@@ -290,17 +307,38 @@ enum Outcome {
 
 /// A pooled client for one server (binary protocol: its `add` reports an existing key,
 /// which the crate's ASCII mode does not), with short timeouts everywhere.
-fn connect(name: &str) -> Result<memcache::Client, memcache::MemcacheError> {
+fn connect(name: &str) -> Result<memcache::Client, String> {
+    // A quick TCP probe first: the pool would otherwise spend its whole connection
+    // timeout retrying a server that refuses at once.
+    use std::net::ToSocketAddrs;
+    let addr = name
+        .to_socket_addrs()
+        .map_err(|e| e.to_string())?
+        .next()
+        .ok_or("no address")?;
+    std::net::TcpStream::connect_timeout(&addr, TIMEOUT).map_err(|e| e.to_string())?;
+    pool(name).map_err(|e| e.to_string())
+}
+
+fn pool(name: &str) -> Result<memcache::Client, memcache::MemcacheError> {
     let url = format!(
         "memcache://{name}?timeout={}&tcp_nodelay=true",
         TIMEOUT.as_secs_f64()
     );
-    memcache::Client::builder()
-        .add_server(url)?
-        .with_connection_timeout(TIMEOUT)
-        .with_max_pool_size(4)
-        .with_min_idle_conns(1)
-        .build()
+    let url =
+        memcache::Url::parse(&url).map_err(|e| memcache::MemcacheError::BadURL(e.to_string()))?;
+    let pool = r2d2::Pool::builder()
+        .max_size(4)
+        .min_idle(Some(1))
+        .connection_timeout(TIMEOUT)
+        .test_on_check_out(false)
+        .error_handler(Box::new(r2d2::NopErrorHandler))
+        .build(memcache::ConnectionManager::new(url))
+        .map_err(memcache::MemcacheError::PoolError)?;
+    let client = memcache::Client::with_pool(pool)?;
+    client.set_read_timeout(Some(TIMEOUT))?;
+    client.set_write_timeout(Some(TIMEOUT))?;
+    Ok(client)
 }
 
 #[cfg(test)]

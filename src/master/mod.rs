@@ -112,11 +112,12 @@ pub fn run(config: Config, log: LogHandle) -> i32 {
     let capacity = (config.concurrency + 1) * config.batch_size;
     let gate = Arc::new(Gate::new(capacity));
     // Each consumer thread waits for a whole receive's worth of credits; keep that within
-    // its share, so an idle thread can never sit on credits another queue needs.
+    // its share (counting one share for what is running), so an idle thread can never sit
+    // on credits another queue needs, and a small pool still receives a batch ahead.
     let consumer_threads = queues.len() * config.threads_per_queue;
     let polling_size = config
         .queue_polling_size
-        .min((capacity / consumer_threads).max(1));
+        .min((capacity / (consumer_threads + 1)).max(1));
     let stop = match Stop::new() {
         Ok(s) => Arc::new(s),
         Err(e) => {

@@ -38,8 +38,10 @@ pub const MAX_BATCH: usize = 10;
 pub const MAX_WAIT: Duration = Duration::from_secs(20);
 /// Longest visibility SQS allows (12 hours).
 const MAX_VISIBILITY: i32 = 43_200;
-/// How long the settler waits for more results to fill a batch call.
+/// How long a visibility change or dead letter waits for others to fill a batch call.
 const FLUSH_WINDOW: Duration = Duration::from_millis(50);
+/// How long a delete may wait for others (shortened for short visibility timeouts).
+const DELETE_WINDOW: Duration = Duration::from_secs(1);
 /// Pause between retries of failed settle calls.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// How long a failed settle call is retried before the message is left to SQS's
@@ -305,13 +307,17 @@ impl SqsQueue {
         let ctx = Settler {
             name: name.to_string(),
             url: url.clone(),
+            dlq_fifo: dlq_url.as_deref().is_some_and(|u| u.ends_with(".fifo")),
             dlq_url,
-            dlq_fifo: false,
             sqs: sqs.clone(),
-        };
-        let ctx = Settler {
-            dlq_fifo: ctx.dlq_url.as_deref().is_some_and(|u| u.ends_with(".fifo")),
-            ..ctx
+            // Deletes wait to fill a call, but never long: the message is still invisible
+            // (at least half its visibility timeout remains after its last heartbeat), and
+            // on a FIFO queue a delete is what frees the rest of the group.
+            delete_window: if fifo {
+                FLUSH_WINDOW
+            } else {
+                DELETE_WINDOW.min(Duration::from_secs(visibility.max(1)) / 4)
+            },
         };
         let settler = std::thread::Builder::new()
             .name(format!("settle-{name}"))
@@ -520,6 +526,8 @@ struct Settler {
     dlq_url: Option<String>,
     dlq_fifo: bool,
     sqs: Sqs,
+    /// How long a delete may wait for nine more to fill its call.
+    delete_window: Duration,
 }
 
 /// A message waiting to be settled, with the time its calls started failing.
@@ -625,8 +633,19 @@ impl Settler {
                 }
             };
             let mut acks = Vec::new();
-            let window_end = Instant::now() + FLUSH_WINDOW;
+            // The gathering ends when a call is full, or when the oldest waiting entry of
+            // any kind has waited its window.
+            let mut window_end: Option<Instant> = None;
             loop {
+                let window = match &next {
+                    Some(Op::Delete { .. }) => Some(self.delete_window),
+                    Some(Op::Visibility { .. } | Op::DeadLetter { .. }) => Some(FLUSH_WINDOW),
+                    _ => None,
+                };
+                if let Some(w) = window {
+                    let end = Instant::now() + w;
+                    window_end = Some(window_end.map_or(end, |e| e.min(end)));
+                }
                 match next.take() {
                     Some(Op::Delete { id, receipt }) => deletes.push(Entry::new(id, receipt)),
                     Some(Op::Visibility { id, receipt, secs }) => {
@@ -646,10 +665,11 @@ impl Settler {
                 let full = deletes.len() >= MAX_BATCH
                     || changes.len() >= MAX_BATCH
                     || dead.len() >= MAX_BATCH;
+                let Some(end) = window_end else { break };
                 if !acks.is_empty() || full || !open {
                     break;
                 }
-                match rx.recv_deadline(window_end) {
+                match rx.recv_deadline(end) {
                     Ok(op) => next = Some(op),
                     Err(RecvTimeoutError::Timeout) => break,
                     Err(RecvTimeoutError::Disconnected) => {
