@@ -16,7 +16,13 @@ fi
 
 if [ ! -x .venv/bin/moto_server ]; then
     echo "==> installing moto[server] into ./.venv (pip)"
-    python3 -m venv .venv
+    if ! python3 -m venv .venv 2>/dev/null; then
+        # Debian's own python3 keeps venv in a separate package.
+        rm -rf .venv
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+        python3 -m venv .venv
+    fi
     .venv/bin/pip install --quiet --disable-pip-version-check 'moto[server]'
 fi
 
