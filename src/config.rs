@@ -177,6 +177,10 @@ impl Config {
     }
 }
 
+/// The longest any duration setting may be (30 days): deadlines add timeouts up, and
+/// absurd values must fail at start, not overflow a clock in production.
+pub const MAX_SECONDS: f64 = 30.0 * 86_400.0;
+
 pub const DEFAULT_CONCURRENCY: usize = 4;
 pub const DEFAULT_BATCH_SIZE: usize = 50;
 pub const DEFAULT_BATCH_TIMEOUT: f64 = 20.0;
@@ -234,6 +238,13 @@ pub fn load(cli: Flags) -> Result<Config, ConfigError> {
         }
     }
     let files = cli.config_file.clone();
+    // The command line's selection replaces the Chorefile's, whichever form each used.
+    if cli.queues.is_some() {
+        merged.except_queues = None;
+    }
+    if cli.except_queues.is_some() {
+        merged.queues = None;
+    }
     merged.overlay(cli);
     resolve(merged, queues, files)
 }
@@ -633,6 +644,11 @@ fn check_flags(f: &Flags) -> Result<(), (&'static str, String)> {
     ];
     for (key, v, min) in seconds {
         if let Some(v) = v
+            && v > MAX_SECONDS
+        {
+            return Err((key, format!("{v} is more than 30 days")));
+        }
+        if let Some(v) = v
             && (Duration::try_from_secs_f64(v).is_err() || v < min)
         {
             let floor = if min >= 1.0 {
@@ -673,9 +689,9 @@ fn check_queue(q: &QueueFile) -> Result<(), String> {
         return Err("must be at least 1".into());
     }
     if let Some(t) = q.timeout
-        && !(t > 0.0 && Duration::try_from_secs_f64(t).is_ok())
+        && !(t > 0.0 && t <= MAX_SECONDS)
     {
-        return Err(format!("{t} must be more than 0 seconds"));
+        return Err(format!("{t} must be more than 0 seconds and at most 30 days"));
     }
     if let Some(w) = q.wait_time
         && !(0.0..=20.0).contains(&w)
@@ -793,11 +809,13 @@ fn resolve(
         };
         match backend {
             Backend::Filesystem => {
-                if name.is_empty() || name.contains(['.', '/']) || name.starts_with('-') {
+                // The prefix is part of every file name too.
+                let full = format!("{queue_prefix}{name}");
+                if name.is_empty() || full.contains(['.', '/']) || full.starts_with('-') {
                     return Err(ConfigError {
                         key: Some(format!("queues.{name}")),
                         ..ConfigError::new(
-                            "a filesystem queue name may not be empty, start with `-`, or contain `.` or `/` (Ruby Chore's file names split on `.`)",
+                            "a filesystem queue name (with its queue-prefix) may not be empty, start with `-`, or contain `.` or `/` (Ruby Chore's file names split on `.`)",
                         )
                     });
                 }
@@ -859,6 +877,12 @@ fn resolve(
         if q.max_attempts == Some(0) {
             return Err(err("max-attempts", "must be at least 1".into()));
         }
+        let dedupe = match (q.dedupe, &q.dedupe_key) {
+            (Some(false), Some(_)) => {
+                return Err(err("dedupe-key", "a dedupe key needs dedupe; remove `dedupe = false`".into()));
+            }
+            (d, key) => d.unwrap_or(backend == Backend::Sqs) || key.is_some(),
+        };
         Ok(QueueConfig {
             full_name: format!("{queue_prefix}{name}"),
             name,
@@ -876,7 +900,7 @@ fn resolve(
             },
             pass_aws_credentials: q.pass_aws_credentials.unwrap_or(false),
             on_permanent_failure: q.on_permanent_failure,
-            dedupe: q.dedupe.unwrap_or(backend == Backend::Sqs) || q.dedupe_key.is_some(),
+            dedupe,
             dedupe_key: q.dedupe_key,
         })
         })()

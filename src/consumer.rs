@@ -241,22 +241,14 @@ fn first_delivery(
             return true;
         }
         Seen::Unknown { duplicate: false } => return true,
-        // Another job with the same dedupe key (Ruby Chore's dedupe_lambda): this one is
-        // done already, or being done; it is deleted, as Ruby Chore does.
-        Seen::Duplicate if field.is_some() => {
-            tracing::info!(queue = %queue.name(), id = %d.id, key, attempt = d.attempt, "duplicate job (same dedupe key); deleted, not run");
-            if let Err(e) = queue.complete(d) {
-                tracing::warn!(queue = %queue.name(), id = %d.id, error = %e, "could not delete the duplicate job; it returns when its claim lapses");
-            }
-            return false;
-        }
         Seen::Duplicate => "duplicate delivery; not run",
         Seen::Unknown { duplicate: true } => {
             "memcached unavailable and dupe-on-cache-failure is set; not run"
         }
     };
-    // A second delivery of the same message: the copy already running settles it, so this
-    // one is left in flight until its key has expired.
+    // Left in flight, not deleted, until its key has expired: the copy already running
+    // settles it (a redelivery of a running message must not be deleted under it). With a
+    // `dedupe-key`, a different job with the same key waits the same way.
     tracing::info!(queue = %queue.name(), id = %d.id, key, attempt = d.attempt, "{why}");
     if let Err(e) = queue.leave_in_flight(d, Duration::from_secs(ttl as u64 + 1)) {
         tracing::warn!(queue = %queue.name(), id = %d.id, error = %e, "could not set the duplicate aside; it returns when its claim lapses");

@@ -198,6 +198,7 @@ pub fn run(config: Config, log: LogHandle) -> i32 {
         signal_rx,
         consumers,
         dedupe,
+        exit_status: 0,
     };
     master.run()
 }
@@ -224,6 +225,8 @@ struct Master {
     worker_rx: Receiver<WorkerEvent>,
     signal_rx: Receiver<i32>,
     consumers: Vec<JoinHandle<()>>,
+    /// What `run` returns: 0, or 1 when it had to stop by itself.
+    exit_status: i32,
 }
 
 impl Master {
@@ -253,7 +256,17 @@ impl Master {
             select! {
                 recv(batch_rx) -> b => match b {
                     Ok(b) => self.on_batchlet(b),
-                    Err(_) => consumers_done = true,
+                    Err(_) => {
+                        consumers_done = true;
+                        if !matches!(self.phase, Phase::Draining { .. }) {
+                            // Every consumer ended by itself (a panic): nothing more will be
+                            // received. Finish what is held and exit non-zero, for the
+                            // supervisor to restart chore.
+                            tracing::error!("every consumer thread has stopped; draining and exiting");
+                            self.begin_drain(signal_hook::consts::SIGTERM);
+                            self.exit_status = 1;
+                        }
+                    }
                 },
                 recv(self.worker_rx) -> e => {
                     if let Ok(e) = e {
@@ -276,7 +289,7 @@ impl Master {
             q.flush();
         }
         tracing::info!("chore master stopped");
-        0
+        self.exit_status
     }
 
     /// When the loop must next look at its timers.
@@ -335,7 +348,7 @@ impl Master {
             let per_message = self.qconfigs[q]
                 .timeout
                 .unwrap_or_else(|| self.queues[q].timeout());
-            let budget = per_message * batch.len() as u32;
+            let budget = per_message.saturating_mul(batch.len() as u32);
             let n = batch.len();
             let keep_credentials = self.qconfigs[q].pass_aws_credentials;
             match self
@@ -385,8 +398,8 @@ impl Master {
     fn on_batchlet(&mut self, b: Batchlet) {
         if matches!(self.phase, Phase::Draining { .. } | Phase::Quiet) {
             // Received while the consumers were stopping or pausing (a receive already
-            // under way when the signal came): never started, so given back.
-            self.give_back(b.queue, b.deliveries);
+            // under way when the signal came): never held, never started, so given back.
+            self.return_unheld(b.queue, b.deliveries, true);
             return;
         }
         let q = b.queue;
@@ -404,21 +417,47 @@ impl Master {
 
     /// A held message has been settled or given back: forget it, and let a deferred second
     /// copy take its place.
-    fn release(&mut self, q: usize, id: &str) {
+    fn release(&mut self, q: usize, id: &str, settled: Option<&Settlement>) {
         self.held.remove(&(q, id.to_owned()));
-        let Some(i) = self
-            .deferred
-            .iter()
-            .position(|(dq, d)| *dq == q && d.id == id)
-        else {
+        let Some(i) = self.deferred.iter().position(|(dq, d)| *dq == q && d.id == id) else {
             return;
         };
         let (q, d) = self.deferred.swap_remove(i);
-        if matches!(self.phase, Phase::Draining { .. }) {
-            self.give_back(q, vec![d]);
-        } else {
-            self.held.insert((q, d.id.clone()));
-            self.batcher.push(q, d);
+        // The held-back copy is the same message: it shares the first copy's fate, and runs
+        // only if the first was given back unrun.
+        let queue = &self.queues[q];
+        let result = match settled {
+            Some(Settlement::Complete) => queue.complete(&d),
+            Some(Settlement::Retry { delay }) => queue.retry(&d, *delay),
+            Some(Settlement::DeadLetter { reason }) => queue.dead_letter(&d, reason),
+            Some(Settlement::GiveBack) | None => {
+                if matches!(self.phase, Phase::Draining { .. }) {
+                    self.return_unheld(q, vec![d], false);
+                } else {
+                    self.held.insert((q, d.id.clone()));
+                    self.batcher.push(q, d);
+                }
+                return;
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(queue = %self.qconfigs[q].full_name, id = %d.id, error = %e, "could not settle the held-back second copy; it returns when its claim lapses");
+        }
+        self.gate.give(1);
+    }
+
+    /// Give back messages this master never held (received while quiet or draining, or
+    /// held-back second copies): unlike `give_back`, this must not release the id, which
+    /// may belong to a copy still running.
+    fn return_unheld(&mut self, q: usize, deliveries: Vec<Delivery>, forget_keys: bool) {
+        self.gate.give(deliveries.len());
+        for d in deliveries {
+            if forget_keys {
+                self.forget_dedupe_key(&d);
+            }
+            if let Err(e) = self.queues[q].give_back(&d) {
+                tracing::error!(queue = %self.qconfigs[q].full_name, id = %d.id, error = %e, "could not give message back; it returns when its claim lapses");
+            }
         }
     }
 
@@ -526,7 +565,7 @@ impl Master {
             tracing::error!(queue = %qc.full_name, id = %d.id, error = %e, "could not settle message; it will be offered again when its claim lapses");
         }
         self.gate.give(1);
-        self.release(q, &d.id);
+        self.release(q, &d.id, Some(&settlement));
         // FIFO: a retried message holds back the rest of its group, so that the group
         // keeps its order: what waits here goes back to the queue behind it.
         if let Some(g) = held_back_group {
@@ -568,7 +607,7 @@ impl Master {
             if let Err(e) = self.queues[q].give_back(&d) {
                 tracing::error!(queue = %self.qconfigs[q].full_name, id = %d.id, error = %e, "could not give message back; it returns when its claim lapses");
             }
-            self.release(q, &d.id);
+            self.release(q, &d.id, None);
         }
     }
 
@@ -610,9 +649,16 @@ impl Master {
             if d.renew_at <= now
                 && let Err(e) = queues[q].renew(d, now)
             {
-                tracing::warn!(queue = queues[q].name(), id = %d.id, error = %e, "could not renew claim");
-                // Do not retry in a hot loop.
-                d.renew_at = now + Duration::from_secs(1);
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    // Recovered by another consumer: there is nothing left to renew, and
+                    // the settlement will say the claim was gone.
+                    tracing::warn!(queue = %queues[q].name(), id = %d.id, "claim lost (recovered by another consumer); no longer renewed");
+                    d.renew_at = now + Duration::from_secs(86_400);
+                } else {
+                    tracing::warn!(queue = %queues[q].name(), id = %d.id, error = %e, "could not renew claim");
+                    // Do not retry in a hot loop.
+                    d.renew_at = now + Duration::from_secs(1);
+                }
             }
         };
         for (q, d) in self.batcher.held_mut() {
@@ -672,11 +718,11 @@ impl Master {
             shutdown_timeout_secs = self.config.shutdown_timeout.as_secs_f64(),
             "draining: receiving stopped, waiting for running workers"
         );
-        for (q, d) in waiting
-            .into_iter()
-            .chain(std::mem::take(&mut self.deferred))
-        {
+        for (q, d) in waiting {
             self.give_back(q, vec![d]);
+        }
+        for (q, d) in std::mem::take(&mut self.deferred) {
+            self.return_unheld(q, vec![d], false);
         }
         self.phase = Phase::Draining {
             deadline: now + self.config.shutdown_timeout,

@@ -153,8 +153,15 @@ impl Pool {
                 // is reported below all the same.
                 let _ = stdin.write_all(&spec).and_then(|_| stdin.flush());
                 drop((stdin, spec));
-                for line in BufReader::new(stdout).lines() {
-                    let Ok(line) = line else { break };
+                let mut reader = BufReader::new(stdout);
+                let mut raw = Vec::new();
+                loop {
+                    raw.clear();
+                    match reader.read_until(b'\n', &mut raw) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    let line = String::from_utf8_lossy(&raw).trim_end_matches(['\n', '\r']).to_string();
                     let event = match serde_json::from_str::<Report>(&line) {
                         Ok(r) => WorkerEvent::Report(id, r),
                         Err(_) => WorkerEvent::Garbled(id, line),
@@ -179,7 +186,7 @@ impl Pool {
             queue,
             deliveries: deliveries.into_iter().map(Some).collect(),
             started: now,
-            deadline: now + budget,
+            deadline: now.checked_add(budget).unwrap_or(now + Duration::from_secs(crate::config::MAX_SECONDS as u64)),
             killed: None,
         });
         Ok(id)

@@ -158,7 +158,8 @@ impl FilesystemQueue {
                         format!("{}: not a whole number of seconds", path.display()),
                     )
                 })?;
-                Ok(Some(Duration::from_secs(secs.max(1))))
+                // Bounded like every timeout (30 days): deadlines add them up.
+                Ok(Some(Duration::from_secs(secs.clamp(1, crate::config::MAX_SECONDS as u64))))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(annotate(e, &path)),
@@ -218,12 +219,12 @@ impl FilesystemQueue {
             if job.claimed_at.is_none_or(|t| t <= limit) {
                 let to =
                     self.new_dir
-                        .join(format!("{}.{}.job", job.base, job.previous_attempts + 1));
+                        .join(format!("{}.{}.job", job.base, job.previous_attempts.saturating_add(1)));
                 match fs::rename(entry.path(), &to) {
                     Ok(()) => {
                         // Either a retry whose backoff has passed, or a claim whose holder
                         // is gone (a crashed master): the claim alone cannot tell which.
-                        tracing::info!(queue = %self.name, id = job.base, next_attempt = job.previous_attempts + 2, "claim lapsed; message offered again")
+                        tracing::info!(queue = %self.name, id = job.base, next_attempt = job.previous_attempts.saturating_add(2), "claim lapsed; message offered again")
                     }
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(e) => {
@@ -284,7 +285,7 @@ impl FilesystemQueue {
             id: job.base.to_string(),
             receipt,
             body: String::new(),
-            attempt: job.previous_attempts + 1,
+            attempt: job.previous_attempts.saturating_add(1),
             received_at: now,
             renew_at: now + self.lease / 3,
             class: None,
@@ -349,7 +350,7 @@ impl Queue for FilesystemQueue {
             let job = JobName::parse(&d.receipt);
             let to = self
                 .new_dir
-                .join(format!("{}.{}.job", job.base, job.previous_attempts + 1));
+                .join(format!("{}.{}.job", job.base, job.previous_attempts.saturating_add(1)));
             return self.move_claim(d, &to, "retried");
         }
         // A claim that expires after the delay: any consumer's recovery (chore's or Ruby
@@ -477,8 +478,15 @@ impl FilesystemConsumer {
             };
             looked += 1;
             let Some(name) = name.to_str() else { continue };
-            if let Some(d) = self.queue.claim(name, now)? {
-                out.push(d);
+            match self.queue.claim(name, now) {
+                Ok(Some(d)) => out.push(d),
+                Ok(None) => {}
+                // What was claimed before the error is kept (it is renewed and run).
+                Err(e) if !out.is_empty() => {
+                    tracing::error!(queue = %self.queue.name, error = %e, "claim failed; keeping what this pass claimed");
+                    break;
+                }
+                Err(e) => return Err(e),
             }
         }
         Ok(())

@@ -229,8 +229,18 @@ pub fn run_batch(
     };
     let stdout = child.stdout.take().expect("stdout is piped");
     let feeder = feed(&mut child, input);
-    for line in BufReader::new(stdout).lines() {
-        let Ok(line) = line else { break };
+    // Lines are read as bytes: a stray non-UTF-8 print must not end the reading (and
+    // with it the handler, by SIGPIPE) while results are still to come.
+    let mut reader = BufReader::new(stdout);
+    let mut raw = Vec::new();
+    loop {
+        raw.clear();
+        match reader.read_until(b'\n', &mut raw) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let line = String::from_utf8_lossy(&raw);
+        let line = line.trim_end_matches(['\n', '\r']);
         let out: BatchOutput = match serde_json::from_str(&line) {
             Ok(o) => o,
             Err(_) => {

@@ -570,9 +570,8 @@ fn dedupe_sqs_a_failed_attempt_is_retried_not_held_as_a_duplicate() {
 // Filesystem queues: a dedupe key taken from the body.
 
 #[test]
-fn dedupe_key_field_deletes_a_second_job_with_the_same_key() {
-    // Queue timeout 16 s: keys live 16 - 10 = 6 s. Another job with a key that is still
-    // there is a duplicate job (Ruby Chore's dedupe_lambda): deleted, never run.
+fn dedupe_key_field_holds_a_second_job_with_the_same_key() {
+    // Queue timeout 16 s: keys live 16 - 10 = 6 s, and a held copy's claim lapses after 7 s.
     let mc = Memcached::start();
     let sb = Sandbox::new("dedupe-field");
     let h = sb.recorder("job.sh", "runs.txt", "");
@@ -597,13 +596,8 @@ fn dedupe_key_field_deletes_a_second_job_with_the_same_key() {
         [3, 4, 5, 7].iter().all(|&n| runs_of(&sb, n).len() == 1)
             && runs_of(&sb, 1).len() + runs_of(&sb, 2).len() == 1
     });
-    master.wait("the second o-1 and the Ruby one to be deleted", || {
-        log_lines(
-            &master,
-            &["duplicate job (same dedupe key); deleted, not run"],
-        )
-        .len()
-            >= 2
+    master.wait("the second o-1 and the Ruby one to be held", || {
+        log_lines(&master, &["duplicate delivery; not run"]).len() >= 2
     });
     // Give a wrongly released copy time to show up (well inside the keys' 6 s).
     std::thread::sleep(Duration::from_millis(1500));
@@ -612,22 +606,16 @@ fn dedupe_key_field_deletes_a_second_job_with_the_same_key() {
         .filter(|&n| !runs_of(&sb, n).is_empty())
         .collect();
     assert_eq!(ran_o1.len(), 1, "exactly one o-1 job runs: {ran_o1:?}");
-    let dropped = if ran_o1[0] == 1 { &second } else { &first };
+    let held = if ran_o1[0] == 1 { &second } else { &first };
     assert!(
         runs_of(&sb, 6).is_empty(),
         "a key added by Ruby Chore was ignored"
     );
-    for id in [dropped, &ruby] {
-        let lines = log_lines(
-            &master,
-            &["duplicate job (same dedupe key); deleted, not run", id],
-        );
+    for id in [held, &ruby] {
+        let lines = log_lines(&master, &["duplicate delivery; not run", id]);
         assert_eq!(lines.len(), 1, "{id}: {lines:?}");
         assert!(names_queue(&lines[0], "orders"), "{lines:?}");
-        assert!(
-            !q.holds(id),
-            "a duplicate job is deleted, so it can never run: {id}"
-        );
+        assert!(q.holds(id), "a held duplicate is kept, not lost: {id}");
     }
     assert!(q.dead().is_empty(), "dead letters: {:?}", q.dead());
     // The done ones are gone; every job ran at most once.
@@ -768,22 +756,15 @@ fn dedupe_memcached_down_jobs_still_run_and_dedupe_resumes_when_it_is_back() {
     let blocked = sb.enqueue_id("jobs", r#"{"k":"taken","n":200}"#);
     sb.enqueue("jobs", r#"{"k":"after","n":201}"#);
     master.wait("a job after the recovery", || runs_of(&sb, 201).len() == 1);
-    master.wait("the blocked job to be deleted as a duplicate", || {
-        !log_lines(
-            &master,
-            &[
-                "duplicate job (same dedupe key); deleted, not run",
-                &blocked,
-            ],
-        )
-        .is_empty()
+    master.wait("the blocked job to be held", || {
+        !log_lines(&master, &["duplicate delivery; not run", &blocked]).is_empty()
     });
     std::thread::sleep(Duration::from_millis(500));
     assert!(
         runs_of(&sb, 200).is_empty(),
         "a duplicate ran after the recovery"
     );
-    assert!(!q.holds(&blocked), "a duplicate job is deleted");
+    assert!(q.holds(&blocked));
     let errors_after_recovery = error_lines(&master);
 
     // A second outage is a second error line.
