@@ -691,7 +691,9 @@ fn check_queue(q: &QueueFile) -> Result<(), String> {
     if let Some(t) = q.timeout
         && !(t > 0.0 && t <= MAX_SECONDS)
     {
-        return Err(format!("{t} must be more than 0 seconds and at most 30 days"));
+        return Err(format!(
+            "{t} must be more than 0 seconds and at most 30 days"
+        ));
     }
     if let Some(w) = q.wait_time
         && !(0.0..=20.0).contains(&w)

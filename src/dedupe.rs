@@ -147,7 +147,7 @@ pub struct Dedupe {
     ring: Ring,
     dupe_on_cache_failure: bool,
     prefix: String,
-    forget_tx: Sender<String>,
+    forget_tx: Sender<Forget>,
     pub counters: Counters,
 }
 
@@ -155,7 +155,7 @@ impl Dedupe {
     /// Set up (connecting lazily: a memcached that is down does not stop chore starting).
     pub fn new(settings: &DedupeSettings) -> Arc<Dedupe> {
         let names: Vec<String> = settings.servers.iter().map(|s| server_name(s)).collect();
-        let (forget_tx, forget_rx) = crossbeam_channel::unbounded::<String>();
+        let (forget_tx, forget_rx) = crossbeam_channel::unbounded::<Forget>();
         let dedupe = Arc::new(Dedupe {
             ring: Ring::new(&names),
             servers: names
@@ -174,11 +174,18 @@ impl Dedupe {
         let _ = std::thread::Builder::new()
             .name("dedupe-forget".into())
             .spawn(move || {
-                for key in forget_rx {
-                    let Some(d) = weak.upgrade() else { break };
-                    // A key that cannot be deleted expires on its own; the retry may then be
-                    // held back as a duplicate until it does.
-                    let _ = d.call(&key, |c, k| c.delete(k).map(|_| ()));
+                for msg in forget_rx {
+                    match msg {
+                        Forget::Key(key) => {
+                            let Some(d) = weak.upgrade() else { break };
+                            // A key that cannot be deleted expires on its own; the retry may then
+                            // be held back as a duplicate until it does.
+                            let _ = d.call(&key, |c, k| c.delete(k).map(|_| ()));
+                        }
+                        Forget::Flush(ack) => {
+                            let _ = ack.send(());
+                        }
+                    }
                 }
             });
         dedupe
@@ -217,7 +224,16 @@ impl Dedupe {
     /// Remove `key` (a full key) soon, without waiting: a retry must not look like a
     /// duplicate.
     pub fn forget(&self, key: String) {
-        let _ = self.forget_tx.send(key);
+        let _ = self.forget_tx.send(Forget::Key(key));
+    }
+
+    /// Wait (up to `timeout`) until every key given to `forget` is deleted: at exit, so
+    /// that messages given back are not taken for duplicates after a restart.
+    pub fn flush(&self, timeout: Duration) {
+        let (ack, done) = crossbeam_channel::bounded(1);
+        if self.forget_tx.send(Forget::Flush(ack)).is_ok() {
+            let _ = done.recv_timeout(timeout);
+        }
     }
 
     /// Run one request against the server that owns `key`, managing its outages.
@@ -298,6 +314,12 @@ impl Dedupe {
             tracing::error!(server = %server.name, error, dupe_on_cache_failure = self.dupe_on_cache_failure, "memcached unavailable; dedupe follows dupe-on-cache-failure until it is back");
         }
     }
+}
+
+/// Work for the thread that deletes keys.
+enum Forget {
+    Key(String),
+    Flush(Sender<()>),
 }
 
 enum Outcome {

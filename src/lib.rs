@@ -3,7 +3,7 @@
 //! Modules in the order a message meets them (ARCHITECTURE.md walks one through):
 //!
 //! * `config` — Chorefile(s) and flags resolved into one `Config` (`cli` is the flags);
-//! * `queue` — the `Queue` trait and its backends (`queue::filesystem`);
+//! * `queue` — the `Queue` trait and its backends (`queue::filesystem`, `queue::sqs`);
 //! * `consumer` — threads that receive under flow control and check bodies;
 //! * `dedupe` — duplicate deliveries caught through memcached;
 //! * `batcher` — pure: when waiting messages make a batch;

@@ -288,6 +288,9 @@ impl Master {
         for q in &self.queues {
             q.flush();
         }
+        if let Some(d) = &self.dedupe {
+            d.flush(Duration::from_secs(5));
+        }
         tracing::info!("chore master stopped");
         self.exit_status
     }
@@ -419,7 +422,11 @@ impl Master {
     /// copy take its place.
     fn release(&mut self, q: usize, id: &str, settled: Option<&Settlement>) {
         self.held.remove(&(q, id.to_owned()));
-        let Some(i) = self.deferred.iter().position(|(dq, d)| *dq == q && d.id == id) else {
+        let Some(i) = self
+            .deferred
+            .iter()
+            .position(|(dq, d)| *dq == q && d.id == id)
+        else {
             return;
         };
         let (q, d) = self.deferred.swap_remove(i);

@@ -67,9 +67,7 @@ impl Pool {
         // Workers need no queue credentials (design decision 2).
         let strip_env = std::env::vars_os()
             .filter_map(|(k, _)| k.into_string().ok())
-            .filter(|k| {
-                k.starts_with("AWS_SECRET") || k == "AWS_SESSION_TOKEN" || k == "AWS_ACCESS_KEY_ID"
-            })
+            .filter(|k| is_credential(k))
             .collect();
         Pool {
             workers: Vec::new(),
@@ -161,7 +159,9 @@ impl Pool {
                         Ok(0) | Err(_) => break,
                         Ok(_) => {}
                     }
-                    let line = String::from_utf8_lossy(&raw).trim_end_matches(['\n', '\r']).to_string();
+                    let line = String::from_utf8_lossy(&raw)
+                        .trim_end_matches(['\n', '\r'])
+                        .to_string();
                     let event = match serde_json::from_str::<Report>(&line) {
                         Ok(r) => WorkerEvent::Report(id, r),
                         Err(_) => WorkerEvent::Garbled(id, line),
@@ -186,7 +186,9 @@ impl Pool {
             queue,
             deliveries: deliveries.into_iter().map(Some).collect(),
             started: now,
-            deadline: now.checked_add(budget).unwrap_or(now + Duration::from_secs(crate::config::MAX_SECONDS as u64)),
+            deadline: now
+                .checked_add(budget)
+                .unwrap_or(now + Duration::from_secs(crate::config::MAX_SECONDS as u64)),
             killed: None,
         });
         Ok(id)
@@ -262,6 +264,12 @@ pub fn run_hook(
                 .map(Stdio::from)
                 .unwrap_or_else(Stdio::inherit),
         );
+    // Like workers, hooks hold no AWS credentials.
+    for (k, _) in std::env::vars_os() {
+        if k.to_str().is_some_and(is_credential) {
+            cmd.env_remove(k);
+        }
+    }
     let (queue, id, body) = (queue.to_string(), d.id.clone(), d.body.clone());
     match cmd.spawn() {
         Ok(mut child) => {
@@ -280,6 +288,27 @@ pub fn run_hook(
             tracing::error!(queue, id, error = %e, "cannot start the on-permanent-failure command")
         }
     }
+}
+
+/// Environment variables that carry AWS credentials, or lead to them (design decision 2:
+/// workers need none): keys and tokens, the ECS and EKS credential sources, and the
+/// profile settings.
+pub fn is_credential(name: &str) -> bool {
+    const NAMES: [&str; 12] = [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SESSION_TOKEN",
+        "AWS_SECURITY_TOKEN",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_ROLE_ARN",
+        "AWS_ROLE_SESSION_NAME",
+        "AWS_PROFILE",
+        "AWS_SHARED_CREDENTIALS_FILE",
+    ];
+    name.starts_with("AWS_SECRET") || NAMES.contains(&name)
 }
 
 /// How a worker's exit reads in a log line.

@@ -29,6 +29,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Ruby Chore's EXPIRATION_CHECK_INTERVAL: how often a consumer recovers expired claims.
 const RECOVERY_INTERVAL: Duration = Duration::from_secs(1);
+/// Bodies larger than this are dead-lettered unread (SQS's own limit is 1 MiB): a stray
+/// huge file must not exhaust the master's memory.
+const MAX_BODY: u64 = 64 * 1024 * 1024;
 /// How many names one directory listing keeps for later receives.
 const LISTING_BATCH: usize = 4096;
 
@@ -159,7 +162,9 @@ impl FilesystemQueue {
                     )
                 })?;
                 // Bounded like every timeout (30 days): deadlines add them up.
-                Ok(Some(Duration::from_secs(secs.clamp(1, crate::config::MAX_SECONDS as u64))))
+                Ok(Some(Duration::from_secs(
+                    secs.clamp(1, crate::config::MAX_SECONDS as u64),
+                )))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(annotate(e, &path)),
@@ -217,9 +222,11 @@ impl FilesystemQueue {
             }
             let job = JobName::parse(name);
             if job.claimed_at.is_none_or(|t| t <= limit) {
-                let to =
-                    self.new_dir
-                        .join(format!("{}.{}.job", job.base, job.previous_attempts.saturating_add(1)));
+                let to = self.new_dir.join(format!(
+                    "{}.{}.job",
+                    job.base,
+                    job.previous_attempts.saturating_add(1)
+                ));
                 match fs::rename(entry.path(), &to) {
                     Ok(()) => {
                         // Either a retry whose backoff has passed, or a claim whose holder
@@ -277,6 +284,28 @@ impl FilesystemQueue {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(annotate(e, &path)),
+        }
+        if meta.len() > MAX_BODY {
+            let d = Delivery {
+                id: job.base.to_string(),
+                receipt,
+                body: String::new(),
+                attempt: job.previous_attempts.saturating_add(1),
+                received_at: now,
+                renew_at: now,
+                class: None,
+                group: None,
+                dedupe_key: None,
+            };
+            tracing::error!(queue = %self.name, id = %d.id, bytes = meta.len(), "body larger than 64 MiB; dead-lettered unread");
+            self.dead_letter(
+                &d,
+                &format!(
+                    "body of {} bytes is larger than the 64 MiB limit",
+                    meta.len()
+                ),
+            )?;
+            return Ok(None);
         }
         let mut bytes = Vec::with_capacity(meta.len() as usize);
         file.read_to_end(&mut bytes)?;
@@ -348,9 +377,11 @@ impl Queue for FilesystemQueue {
     fn retry(&self, d: &Delivery, delay: Duration) -> io::Result<()> {
         if delay.is_zero() {
             let job = JobName::parse(&d.receipt);
-            let to = self
-                .new_dir
-                .join(format!("{}.{}.job", job.base, job.previous_attempts.saturating_add(1)));
+            let to = self.new_dir.join(format!(
+                "{}.{}.job",
+                job.base,
+                job.previous_attempts.saturating_add(1)
+            ));
             return self.move_claim(d, &to, "retried");
         }
         // A claim that expires after the delay: any consumer's recovery (chore's or Ruby

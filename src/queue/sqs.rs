@@ -72,7 +72,15 @@ impl Sqs {
             .thread_name("sqs-io")
             .enable_all()
             .build()?;
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        // Every call gets an attempt timeout: a connection that goes silent (a lost NAT
+        // entry, a paused endpoint) must not hang a settler or a receive for ever. It
+        // exceeds the longest long poll (20 s).
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .operation_attempt_timeout(MAX_WAIT + Duration::from_secs(10))
+            .build();
+        let mut loader =
+            aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts);
         if let Some(endpoint) = &settings.endpoint {
             loader = loader.endpoint_url(endpoint);
         }
@@ -351,6 +359,12 @@ impl SqsQueue {
     }
 }
 
+/// Seconds of visibility SQS still allows this receipt (12 hours from the receive, less a
+/// margin for the call's own delay).
+fn visibility_left(d: &Delivery, now: Instant) -> i32 {
+    MAX_VISIBILITY - whole_secs(now.saturating_duration_since(d.received_at)) - 30
+}
+
 fn whole_secs(d: Duration) -> i32 {
     (d.as_secs() + u64::from(d.subsec_nanos() > 0)).min(MAX_VISIBILITY as u64) as i32
 }
@@ -382,10 +396,12 @@ impl Queue for SqsQueue {
     }
 
     fn retry(&self, d: &Delivery, delay: Duration) -> io::Result<()> {
+        // SQS refuses a visibility that ends more than 12 hours after the receive.
+        let secs = whole_secs(delay).min(visibility_left(d, Instant::now()).max(0));
         self.send(Op::Visibility {
             id: d.id.clone(),
             receipt: d.receipt.clone(),
-            secs: whole_secs(delay),
+            secs,
         })
     }
 
@@ -408,10 +424,18 @@ impl Queue for SqsQueue {
 
     fn renew(&self, d: &mut Delivery, now: Instant) -> io::Result<()> {
         d.renew_at = now + self.visibility / 2;
+        let left = visibility_left(d, now);
+        if left <= 0 {
+            // Held 12 hours: SQS allows no more; it will deliver the message again.
+            tracing::error!(queue = %self.name, id = %d.id, "held for SQS's 12-hour visibility limit; it can no longer be extended and will be delivered again");
+            d.renew_at = now + Duration::from_secs(86_400);
+            return Ok(());
+        }
+        let secs = whole_secs(self.visibility).min(left);
         self.send(Op::Visibility {
             id: d.id.clone(),
             receipt: d.receipt.clone(),
-            secs: whole_secs(self.visibility),
+            secs,
         })
     }
 

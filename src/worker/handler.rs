@@ -241,7 +241,7 @@ pub fn run_batch(
         }
         let line = String::from_utf8_lossy(&raw);
         let line = line.trim_end_matches(['\n', '\r']);
-        let out: BatchOutput = match serde_json::from_str(&line) {
+        let out: BatchOutput = match serde_json::from_str(line) {
             Ok(o) => o,
             Err(_) => {
                 // Not a result: the handler printed something else. Keep it, in the log.

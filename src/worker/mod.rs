@@ -12,6 +12,7 @@ pub mod handler;
 
 use crate::config::{Handler, HandlerMode};
 use crate::protocol::{BatchSpec, JobSpec, Report, Verdict};
+use std::collections::HashSet;
 use std::io::{self, BufRead, Write};
 
 /// Entry point of `chore work`. Returns the exit status.
@@ -58,6 +59,9 @@ pub fn main() -> i32 {
 
 /// Run every message of the batch, reporting each as it finishes.
 pub fn run_batch(spec: &BatchSpec, report: &mut dyn FnMut(Report)) {
+    if spec.messages.iter().any(|m| m.group.is_some()) {
+        return run_ordered(spec, report);
+    }
     // Group consecutive messages by handler: per-message handlers run one process per
     // message; batch handlers get all their messages in one process.
     let mut groups: Vec<(Option<&Handler>, Vec<usize>)> = Vec::new();
@@ -68,8 +72,6 @@ pub fn run_batch(spec: &BatchSpec, report: &mut dyn FnMut(Report)) {
             _ => groups.push((h, vec![i])),
         }
     }
-    // FIFO: once a message of a group fails, the rest of its group must wait for it.
-    let mut failed_groups: std::collections::HashSet<&str> = std::collections::HashSet::new();
     for (h, indexes) in groups {
         match h {
             None => {
@@ -89,24 +91,7 @@ pub fn run_batch(spec: &BatchSpec, report: &mut dyn FnMut(Report)) {
             Some(h) if h.mode == HandlerMode::Message => {
                 for i in indexes {
                     let job = &spec.messages[i];
-                    if let Some(g) = job.group.as_deref().filter(|g| failed_groups.contains(g)) {
-                        let error = Some(format!(
-                            "held back: an earlier message of group {g:?} failed"
-                        ));
-                        report(Report {
-                            i,
-                            verdict: Verdict::Skip,
-                            delay: None,
-                            error,
-                        });
-                        continue;
-                    }
                     let (verdict, error) = handler::run_message(h, &spec.queue, job);
-                    if verdict != Verdict::Ok
-                        && let Some(g) = job.group.as_deref()
-                    {
-                        failed_groups.insert(g);
-                    }
                     report(Report {
                         i,
                         verdict,
@@ -119,6 +104,92 @@ pub fn run_batch(spec: &BatchSpec, report: &mut dyn FnMut(Report)) {
                 let jobs: Vec<(usize, &JobSpec)> =
                     indexes.iter().map(|&i| (i, &spec.messages[i])).collect();
                 handler::run_batch(h, &spec.queue, &jobs, report);
+            }
+        }
+    }
+}
+
+/// A batch from a FIFO queue: arrival order is kept (no regrouping by handler), a batch
+/// handler gets consecutive messages with at most one per group per call, and once a
+/// message fails (to be retried) the rest of its group is skipped, so the group keeps its
+/// order. A dead-lettered message does not hold its group back (as SQS FIFO does).
+fn run_ordered(spec: &BatchSpec, report: &mut dyn FnMut(Report)) {
+    let msgs = &spec.messages;
+    let mut failed: HashSet<&str> = HashSet::new();
+    let blocks = |v: Verdict| matches!(v, Verdict::Retry | Verdict::Fail);
+    let mut i = 0;
+    while i < msgs.len() {
+        let job = &msgs[i];
+        if let Some(g) = job.group.as_deref().filter(|g| failed.contains(g)) {
+            let error = Some(format!(
+                "held back: an earlier message of group {g:?} failed"
+            ));
+            report(Report {
+                i,
+                verdict: Verdict::Skip,
+                delay: None,
+                error,
+            });
+            i += 1;
+            continue;
+        }
+        match route(spec, job) {
+            None => {
+                let error = Some(format!(
+                    "no handler for job class {:?}",
+                    job.class.as_deref().unwrap_or("")
+                ));
+                report(Report {
+                    i,
+                    verdict: Verdict::Permanent,
+                    delay: None,
+                    error,
+                });
+                i += 1;
+            }
+            Some(h) if h.mode == HandlerMode::Message => {
+                let (verdict, error) = handler::run_message(h, &spec.queue, job);
+                if blocks(verdict)
+                    && let Some(g) = job.group.as_deref()
+                {
+                    failed.insert(g);
+                }
+                report(Report {
+                    i,
+                    verdict,
+                    delay: None,
+                    error,
+                });
+                i += 1;
+            }
+            Some(h) => {
+                // The longest run of consecutive messages for this handler with no group
+                // twice (a group's next message waits for its previous one's result).
+                let mut segment: Vec<(usize, &JobSpec)> = Vec::new();
+                let mut groups: HashSet<&str> = HashSet::new();
+                while i < msgs.len() {
+                    let m = &msgs[i];
+                    if !same(route(spec, m), Some(h))
+                        || m.group
+                            .as_deref()
+                            .is_some_and(|g| groups.contains(g) || failed.contains(g))
+                    {
+                        break;
+                    }
+                    if let Some(g) = m.group.as_deref() {
+                        groups.insert(g);
+                    }
+                    segment.push((i, m));
+                    i += 1;
+                }
+                handler::run_batch(h, &spec.queue, &segment, &mut |r: Report| {
+                    if blocks(r.verdict)
+                        && let Some(g) = msgs[r.i].group.as_deref()
+                    {
+                        failed.insert(g);
+                    }
+                    report(r)
+                });
             }
         }
     }

@@ -168,10 +168,22 @@ fn queues_together_with_except_queues() {
     // Ruby Chore's spelling of the same mistake.
     let line = rejected(&sb, &text, &["-q", "a", "-x", "b"]);
     assert!(line.contains("--except-queues"), "{line}");
-    // In the Chorefile and on the command line.
-    let text2 = format!("except-queues = [\"b\"]\n{text}");
-    let line = rejected(&sb, &text2, &["--queues", "a"]);
-    assert!(line.contains("--except-queues"), "{line}");
+    // One in the Chorefile, the other on the command line: the command line beats the
+    // Chorefile, so its selection replaces the file's.
+    let text2 = format!("except-queues = [\"a\"]\n{text}");
+    let cf = sb.write("Chorefile", &text2);
+    let out = sb.run(&["check-config", "-c", cf.to_str().unwrap(), "--queues", "a"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("queue a ") && !stdout.contains("queue b "),
+        "{stdout}"
+    );
 }
 
 #[test]
