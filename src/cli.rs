@@ -190,7 +190,8 @@ pub struct Flags {
     #[arg(long = "aws-secret-key", value_name = "KEY")]
     pub aws_secret_key: Option<String>,
 
-    /// memcached servers for dedupe, comma-separated host:port [default: localhost:11211]
+    /// memcached servers for dedupe, comma-separated host:port [default: $MEMCACHE_SERVERS,
+    /// else localhost:11211]
     #[arg(long = "dedupe-servers", value_name = "SERVERS")]
     pub dedupe_servers: Option<String>,
 

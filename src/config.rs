@@ -1004,7 +1004,16 @@ fn resolve(
                     }
                     servers
                 }
-                None => vec!["localhost:11211".into()],
+                // Dalli's own fallback, then its default.
+                None => match std::env::var("MEMCACHE_SERVERS") {
+                    Ok(list) if !list.trim().is_empty() => list
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect(),
+                    _ => vec!["localhost:11211".into()],
+                },
             },
             dupe_on_cache_failure: flags.dupe_on_cache_failure.unwrap_or(false),
             prefix: flags.dedupe_prefix.clone().unwrap_or_default(),

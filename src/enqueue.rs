@@ -9,7 +9,7 @@ use crate::cli::EnqueueArgs;
 use crate::config::{self, Backend, Config};
 use crate::consumer::classify;
 use crate::queue::filesystem::FilesystemQueue;
-use crate::queue::sqs::{MAX_BATCH, Outgoing, Sqs, SqsQueueOptions};
+use crate::queue::sqs::{MAX_BATCH, MAX_PAYLOAD, Outgoing, Sqs, SqsQueueOptions};
 use std::io::{self, BufRead, Write};
 
 /// Run the command; returns the exit status (2: bad usage or configuration, 1: failure).
@@ -176,6 +176,12 @@ impl Target {
                     (Some(d), Some(n)) => Some(format!("{d}-{n}")),
                     (d, _) => d.clone(),
                 };
+                // A call holds ten messages, within SQS's payload limit.
+                let bytes: usize = pending.iter().map(|m| m.body.len()).sum();
+                if !pending.is_empty() && bytes + body.len() > MAX_PAYLOAD {
+                    self.flush(out)?;
+                    return self.publish(class, body, line, out);
+                }
                 pending.push(Outgoing {
                     body,
                     dedup,
@@ -204,12 +210,20 @@ impl Target {
             return Ok(());
         }
         let batch = std::mem::take(pending);
+        // Every success counts (and is printed) before a refusal is reported.
+        let mut refused = None;
         for result in sqs.send_batch(url, &batch)? {
-            let id = result.map_err(|e| format!("SQS refused a message: {e}"))?;
-            let _ = writeln!(out, "{id}");
-            *published += 1;
+            match result {
+                Ok(id) => {
+                    let _ = writeln!(out, "{id}");
+                    *published += 1;
+                }
+                Err(e) => {
+                    refused.get_or_insert(format!("SQS refused a message: {e}"));
+                }
+            }
         }
-        Ok(())
+        refused.map_or(Ok(()), Err)
     }
 
     fn published(&self) -> usize {

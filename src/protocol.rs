@@ -54,8 +54,8 @@ pub enum Verdict {
     Fail,
     /// Can never succeed: dead-letter it now.
     Permanent,
-    /// Not run: an earlier message of its FIFO group failed in this batch. Given back with
-    /// its attempt uncounted, so the group keeps its order.
+    /// Not run: an earlier message of its FIFO group failed in this batch. Given back, so
+    /// the group keeps its order (SQS still counts the receive).
     Skip,
 }
 

@@ -12,7 +12,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Settlement {
     Complete,
-    /// Offer it again now; the attempt does not count (it never ran).
+    /// Offer it again now, unrun (the filesystem queue does not count an attempt; SQS
+    /// counts every receive).
     GiveBack,
     Retry {
         delay: Duration,

@@ -233,19 +233,9 @@ pub fn run_hook(
     reason: &str,
     log_file: Option<&std::path::Path>,
 ) {
-    let dir = hook.dir.clone().unwrap_or_else(|| ".".into());
-    let program = std::path::PathBuf::from(&hook.command[0]);
-    let program = if program.is_relative() && hook.command[0].contains('/') {
-        dir.join(program)
-    } else {
-        program
-    };
-    let mut cmd = Command::new(program);
-    cmd.args(&hook.command[1..])
-        .current_dir(dir)
-        .envs(&hook.env)
-        .env("CHORE_QUEUE", queue)
-        .env("CHORE_MESSAGE_ID", &d.id)
+    // Run like a handler (same program lookup, directory and environment).
+    let mut cmd = crate::worker::handler::command(hook, queue);
+    cmd.env("CHORE_MESSAGE_ID", &d.id)
         .env("CHORE_ATTEMPT", d.attempt.to_string())
         .env("CHORE_JOB_CLASS", d.class.as_deref().unwrap_or(""))
         .env("CHORE_REASON", reason)

@@ -410,9 +410,18 @@ impl Queue for FilesystemQueue {
         // The reason goes first, so whoever sees the dead letter can read why.
         let reason_path = self.dead_dir.join(format!("{name}.reason"));
         fs::write(&reason_path, note)?;
-        self.move_claim(d, &to, "dead-lettered").inspect_err(|_| {
-            let _ = fs::remove_file(&reason_path);
-        })
+        match fs::rename(self.inprogress(d), &to) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // No dead letter after all: no reason beside nothing.
+                let _ = fs::remove_file(&reason_path);
+                if e.kind() == io::ErrorKind::NotFound {
+                    tracing::warn!(queue = %self.name, id = %d.id, "claim was gone when the message was dead-lettered (recovered by another consumer after its lease ran out)");
+                    return Ok(());
+                }
+                Err(e)
+            }
+        }
     }
 
     fn give_back(&self, d: &Delivery) -> io::Result<()> {

@@ -34,6 +34,8 @@ use std::time::{Duration, Instant};
 
 /// Most entries SQS takes in one batch call, and most messages in one receive.
 pub const MAX_BATCH: usize = 10;
+/// Most bytes of message bodies in one batch call (SQS's long-standing limit).
+pub const MAX_PAYLOAD: usize = 256 * 1024;
 /// Longest long poll SQS allows.
 pub const MAX_WAIT: Duration = Duration::from_secs(20);
 /// Longest visibility SQS allows (12 hours).
@@ -571,12 +573,16 @@ impl Entry {
     }
 }
 
-/// One settlement of a kind: the entry plus what that kind needs.
-trait Settlement {
+/// One waiting settlement of a kind: the entry plus what that kind needs.
+trait Pending {
     fn entry(&mut self) -> &mut Entry;
+    /// Bytes this entry adds to a call's payload (only bodies count).
+    fn payload(&self) -> usize {
+        0
+    }
 }
 
-impl Settlement for Entry {
+impl Pending for Entry {
     fn entry(&mut self) -> &mut Entry {
         self
     }
@@ -585,7 +591,7 @@ impl Settlement for Entry {
 /// A visibility change to `secs`.
 struct Change(Entry, i32);
 
-impl Settlement for Change {
+impl Pending for Change {
     fn entry(&mut self) -> &mut Entry {
         &mut self.0
     }
@@ -594,9 +600,12 @@ impl Settlement for Change {
 /// A dead letter: its body and FIFO group go to the dead-letter queue.
 struct Dead(Entry, String, Option<String>);
 
-impl Settlement for Dead {
+impl Pending for Dead {
     fn entry(&mut self) -> &mut Entry {
         &mut self.0
+    }
+    fn payload(&self) -> usize {
+        self.1.len()
     }
 }
 
@@ -744,7 +753,7 @@ impl Settler {
 
     /// Send `items` in calls of ten; keep what failed for another try (until it has failed
     /// for too long); hand each success to `done`.
-    fn send<T: Settlement>(
+    fn send<T: Pending>(
         &self,
         items: &mut Vec<T>,
         what: &str,
@@ -755,7 +764,18 @@ impl Settler {
         let all = std::mem::take(items);
         let mut all = all.into_iter().peekable();
         while all.peek().is_some() {
-            let chunk: Vec<T> = all.by_ref().take(MAX_BATCH).collect();
+            // Ten entries at most, and within SQS's payload limit per call (one always goes).
+            let mut chunk: Vec<T> = Vec::with_capacity(MAX_BATCH);
+            let mut bytes = 0;
+            while let Some(next) = all.peek() {
+                if chunk.len() == MAX_BATCH
+                    || (!chunk.is_empty() && bytes + next.payload() > MAX_PAYLOAD)
+                {
+                    break;
+                }
+                bytes += next.payload();
+                chunk.push(all.next().expect("peeked"));
+            }
             let outcome = call(&chunk).unwrap_or_else(|error| Outcome {
                 refused: Vec::new(),
                 failed: (0..chunk.len()).map(|i| (i, error.clone())).collect(),

@@ -35,7 +35,9 @@ pub const EXIT_RETRY: i32 = 75;
 /// handler that does not read stdin cannot wedge the worker.
 const PIPE_CAPACITY: usize = 64 * 1024;
 
-fn command(h: &Handler, queue: &str) -> Command {
+/// A handler's command: its program (a relative path with a slash is taken from its
+/// directory), arguments, directory and environment, and `CHORE_QUEUE`.
+pub fn command(h: &Handler, queue: &str) -> Command {
     let dir = h.dir.clone().unwrap_or_else(|| PathBuf::from("."));
     // A relative program path with a slash is relative to the handler's directory, whatever
     // the platform would otherwise choose.
