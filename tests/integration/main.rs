@@ -13,6 +13,7 @@ mod handlers;
 mod harness;
 mod processing;
 mod retries;
+mod review;
 mod routing;
 mod ruby_compat;
 mod services;

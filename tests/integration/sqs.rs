@@ -1069,3 +1069,88 @@ fn sqs_settling_uses_batch_calls() {
     // One receive per ten messages, plus the parked long polls at the end.
     assert!(n("ReceiveMessage") <= 15, "{summary:?}");
 }
+
+#[test]
+fn sqs_fifo_a_batch_handler_gets_one_message_per_group_and_a_failure_holds_the_group() {
+    let moto = Moto::start();
+    let url = moto.create(
+        "grouped.fifo",
+        json!({"FifoQueue": "true", "ContentBasedDeduplication": "true"}),
+    );
+    let sb = Sandbox::new("sqs-fifo-batch");
+    // Records, per call, how many lines it got, and per message `n attempt start end`;
+    // n = 1 fails its first attempt.
+    let h = sb.script(
+        "batch.sh",
+        "echo \"$CHORE_BATCH_SIZE\" >> calls.txt\n\
+         while IFS= read -r line; do\n\
+           start=$(date +%s.%N)\n\
+           id=$(printf '%s\\n' \"$line\" | sed 's/^{\"id\":\"\\([^\"]*\\)\".*/\\1/')\n\
+           attempt=$(printf '%s\\n' \"$line\" | sed 's/.*\"attempt\":\\([0-9]*\\).*/\\1/')\n\
+           n=$(printf '%s\\n' \"$line\" | sed 's/.*\"n\":\\([0-9]*\\).*/\\1/')\n\
+           sleep 0.2\n\
+           if [ \"$n\" = 1 ] && [ \"$attempt\" = 1 ]; then\n\
+             r='{\"id\":\"%s\",\"result\":\"fail\",\"error\":\"first try\"}\\n'\n\
+           else\n\
+             r='{\"id\":\"%s\",\"result\":\"ok\"}\\n'\n\
+           fi\n\
+           echo \"$n $attempt $start $(date +%s.%N)\" >> order.txt\n\
+           printf \"$r\" \"$id\"\n\
+         done",
+    );
+    // Debug logging shows the skipped message given back.
+    sqs_chorefile(
+        &sb,
+        &moto,
+        &format!(
+            "concurrency = 1\nbatch-size = 2\nbatch-timeout = 1\nlog-level = \"debug\"\n\
+             [queues.\"grouped.fifo\"]\nbackend = \"sqs\"\nwait-time = 1\nbackoff = 1\n\
+             max-attempts = 5\nhandler = {{ command = [{h:?}], mode = \"batch\" }}\n"
+        ),
+    );
+    let ids = enqueue(
+        &sb,
+        &["--group-id", "g", "grouped.fifo", "-"],
+        Some("{\"g\":\"g\",\"n\":1}\n{\"g\":\"g\",\"n\":2}\n"),
+    );
+    assert_eq!(ids.len(), 2);
+    let mut master = start(&sb);
+    master.wait("g1 twice and g2", || sb.lines("order.txt").len() >= 3);
+    wait_empty(&master, &moto, &url);
+    let order: Vec<(u32, u32, f64, f64)> = sb
+        .lines("order.txt")
+        .iter()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (
+                f[0].parse().unwrap(),
+                f[1].parse().unwrap(),
+                f[2].parse().unwrap(),
+                f[3].parse().unwrap(),
+            )
+        })
+        .collect();
+    let ns: Vec<(u32, u32)> = order.iter().map(|o| (o.0, o.1)).collect();
+    assert_eq!(
+        ns.iter().map(|o| o.0).collect::<Vec<_>>(),
+        vec![1, 1, 2],
+        "g2 ran only after g1's retry: (n, attempt) = {ns:?}"
+    );
+    assert_eq!((ns[0].1, ns[1].1), (1, 2), "{ns:?}");
+    assert!(
+        order[2].2 >= order[1].3,
+        "g2 started before g1's retry finished: {order:?}"
+    );
+    let calls = sb.lines("calls.txt");
+    assert!(
+        calls.iter().all(|c| c == "1"),
+        "a batch handler call got two messages of one group: CHORE_BATCH_SIZE per call {calls:?}"
+    );
+    // g1 and g2 came in one batch: g2 was skipped there and given back.
+    let log = master.log_text();
+    assert!(
+        log.contains("held back: an earlier message of group"),
+        "g2 was not held back in the batch it came in:\n{log}"
+    );
+    assert_eq!(master.stop().code(), Some(0));
+}
