@@ -23,7 +23,7 @@ use crate::dedupe::Dedupe;
 use crate::logging::LogHandle;
 use crate::protocol::{BatchSpec, JobSpec, Report, Verdict};
 use crate::queue::filesystem::FilesystemQueue;
-use crate::queue::sqs::{OpenError, Sqs, SqsQueue};
+use crate::queue::sqs::{LazySqsQueue, OpenError, Sqs, SqsQueue};
 use crate::queue::{Delivery, Queue, Stop};
 use crate::settle::{Settlement, decide};
 use crossbeam_channel::{Receiver, never, select, unbounded};
@@ -90,9 +90,15 @@ pub fn run(config: Config, log: LogHandle) -> i32 {
                         eprintln!("chore: queue `{}`: {e}", qc.name);
                         return 2;
                     }
+                    // Not a missing queue (credentials, network): serve the other queues and
+                    // keep trying this one.
                     Err(e) => {
-                        eprintln!("chore: queue `{}`: {e}", qc.name);
-                        return 1;
+                        tracing::error!(queue = %qc.full_name, error = %e, "cannot open the SQS queue; the other queues are served while its consumers keep trying");
+                        Arc::new(LazySqsQueue::new(
+                            client,
+                            qc.url.as_deref().unwrap_or(&qc.full_name),
+                            &qc.sqs,
+                        ))
                     }
                 }
             }

@@ -1154,3 +1154,34 @@ fn sqs_fifo_a_batch_handler_gets_one_message_per_group_and_a_failure_holds_the_g
     );
     assert_eq!(master.stop().code(), Some(0));
 }
+
+/// An SQS queue that cannot be reached when chore starts does not stop the master: the
+/// other queues are served, and the SQS queue starts consuming once SQS answers.
+#[test]
+fn sqs_a_queue_unreachable_at_start_does_not_stop_the_others() {
+    let port = services::free_port();
+    let sb = Sandbox::new("sqs-late");
+    let h = sb.recorder("job.sh", "runs.txt", "exit 0");
+    sb.chorefile(&format!(
+        "sqs-endpoint = \"http://127.0.0.1:{port}\"\n\
+         [queues.local]\nhandler = [{h:?}]\n\
+         [queues.late]\nbackend = \"sqs\"\ncreate = true\nwait-time = 1\ndedupe = false\n\
+         handler = [{h:?}]\n"
+    ));
+    let mut master = start(&sb);
+    sb.enqueue("local", r#"{"where":"local"}"#);
+    master.wait("the filesystem job to run while SQS is away", || {
+        sb.runs("runs.txt").iter().any(|r| r.body.contains("local"))
+    });
+    master.wait_log("cannot open the SQS queue");
+    assert!(master.running(), "{}", master.log_text());
+    // SQS comes up; chore creates its queue itself (create = true) and consumes it.
+    let moto = Moto::start_on(port);
+    master.wait_log("SQS queue opened; consuming");
+    let url = moto.create("late", json!({}));
+    moto.send(&url, r#"{"where":"sqs"}"#);
+    master.wait("the SQS job", || {
+        sb.runs("runs.txt").iter().any(|r| r.body.contains("sqs"))
+    });
+    assert_eq!(master.stop().code(), Some(0));
+}
