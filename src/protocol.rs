@@ -71,3 +71,23 @@ pub struct Report {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
+
+/// Call `each` with every line of `from` (without its line ending) until the end or until
+/// `each` returns false. Lines are read as bytes and decoded lossily: a stray non-UTF-8
+/// print from a child must not end the reading (and with it the child, by SIGPIPE) while
+/// results are still to come.
+pub fn for_each_line(from: impl std::io::Read, mut each: impl FnMut(&str) -> bool) {
+    use std::io::BufRead;
+    let mut reader = std::io::BufReader::new(from);
+    let mut raw = Vec::new();
+    loop {
+        raw.clear();
+        match reader.read_until(b'\n', &mut raw) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        if !each(String::from_utf8_lossy(&raw).trim_end_matches(['\n', '\r'])) {
+            return;
+        }
+    }
+}

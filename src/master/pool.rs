@@ -11,7 +11,7 @@ use crate::queue::Delivery;
 use crossbeam_channel::Sender;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -151,25 +151,13 @@ impl Pool {
                 // is reported below all the same.
                 let _ = stdin.write_all(&spec).and_then(|_| stdin.flush());
                 drop((stdin, spec));
-                let mut reader = BufReader::new(stdout);
-                let mut raw = Vec::new();
-                loop {
-                    raw.clear();
-                    match reader.read_until(b'\n', &mut raw) {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => {}
-                    }
-                    let line = String::from_utf8_lossy(&raw)
-                        .trim_end_matches(['\n', '\r'])
-                        .to_string();
-                    let event = match serde_json::from_str::<Report>(&line) {
+                crate::protocol::for_each_line(stdout, |line| {
+                    let event = match serde_json::from_str::<Report>(line) {
                         Ok(r) => WorkerEvent::Report(id, r),
-                        Err(_) => WorkerEvent::Garbled(id, line),
+                        Err(_) => WorkerEvent::Garbled(id, line.to_string()),
                     };
-                    if events.send(event).is_err() {
-                        break;
-                    }
-                }
+                    events.send(event).is_ok()
+                });
                 let status = child
                     .wait()
                     .unwrap_or_else(|_| ExitStatus::from_raw(1 << 8));

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
@@ -231,29 +231,18 @@ pub fn run_batch(
     };
     let stdout = child.stdout.take().expect("stdout is piped");
     let feeder = feed(&mut child, input);
-    // Lines are read as bytes: a stray non-UTF-8 print must not end the reading (and
-    // with it the handler, by SIGPIPE) while results are still to come.
-    let mut reader = BufReader::new(stdout);
-    let mut raw = Vec::new();
-    loop {
-        raw.clear();
-        match reader.read_until(b'\n', &mut raw) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-        let line = String::from_utf8_lossy(&raw);
-        let line = line.trim_end_matches(['\n', '\r']);
+    crate::protocol::for_each_line(stdout, |line| {
         let out: BatchOutput = match serde_json::from_str(line) {
             Ok(o) => o,
             Err(_) => {
                 // Not a result: the handler printed something else. Keep it, in the log.
                 eprintln!("{line}");
-                continue;
+                return true;
             }
         };
         let Some(i) = pending.remove(out.id.as_str()) else {
             tracing::warn!(queue, id = %out.id, "batch handler reported on an unknown or already reported id; ignored");
-            continue;
+            return true;
         };
         let verdict = match out.result {
             BatchResult::Ok => Verdict::Ok,
@@ -267,7 +256,8 @@ pub fn run_batch(
             delay: out.delay,
             error: out.error,
         });
-    }
+        true
+    });
     let status = child.wait();
     if let Some(f) = feeder {
         let _ = f.join();
