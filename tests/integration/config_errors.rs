@@ -1,7 +1,6 @@
 //! Configuration mistakes: one line naming file, line and key; exit 2; nothing started.
 
 use crate::harness::*;
-use std::process::Output;
 
 /// Run the master on `Chorefile` (written as given, no preamble) with `extra` flags; it must
 /// fail at once with status 2 and one line on stderr, which is returned.
@@ -23,25 +22,6 @@ fn rejected(sb: &Sandbox, chorefile: &str, extra: &[&str]) -> String {
     one_line_exit_2(&out, &check);
     assert_eq!(String::from_utf8(out.stderr).unwrap(), line);
     line.trim().to_string()
-}
-
-fn one_line_exit_2(out: &Output, args: &[&str]) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "chore {args:?} should exit 2; stderr: {stderr}"
-    );
-    assert_eq!(
-        stderr.trim_end().lines().count(),
-        1,
-        "one line, not: {stderr:?}"
-    );
-    assert!(
-        out.stdout.is_empty(),
-        "stdout: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
 }
 
 fn preamble(sb: &Sandbox) -> String {

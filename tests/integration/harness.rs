@@ -563,3 +563,25 @@ impl Drop for Master {
         }
     }
 }
+
+/// A configuration mistake: exit 2, one line on stderr (returned, trimmed), nothing on
+/// stdout.
+pub fn one_line_exit_2(out: &std::process::Output, args: &[&str]) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "chore {args:?} should exit 2; stderr: {stderr}"
+    );
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "chore {args:?}: one line, not {stderr:?}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "chore {args:?}: stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    stderr.trim().to_string()
+}

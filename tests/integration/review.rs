@@ -5,7 +5,6 @@
 
 use crate::harness::*;
 use std::collections::BTreeMap;
-use std::process::Output;
 use std::time::Duration;
 
 /// `chore -c Chorefile EXTRA…` and `chore check-config -c Chorefile EXTRA…` on `text`
@@ -26,26 +25,6 @@ fn rejected(sb: &Sandbox, text: &str, extra: &[&str]) -> String {
     let out = sb.run(&check);
     assert_eq!(one_line_exit_2(&out, &check), line, "check-config agrees");
     line
-}
-
-fn one_line_exit_2(out: &Output, args: &[&str]) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "chore {args:?} should exit 2; stderr: {stderr}"
-    );
-    assert_eq!(
-        stderr.trim_end().lines().count(),
-        1,
-        "chore {args:?}: one line, not {stderr:?}"
-    );
-    assert!(
-        out.stdout.is_empty(),
-        "chore {args:?}: stdout: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    stderr.trim().to_string()
 }
 
 /// `chore check-config ARGS` must succeed: its stdout.
