@@ -1,35 +1,45 @@
 //! The batcher: received messages wait here, per queue, until they make a batch.
 //!
-//! A batch flushes (design decision 10) when it is full; when its oldest message has waited
+//! A batch flushes (docs/decisions/0013-when-a-batch-flushes.md) when it is full; when its oldest message has waited
 //! `batch-timeout`; or, unless batching is strict, when the queue's last receive came back
 //! short (the queue has nothing more to give right now), so a lone job starts at once while
 //! a backlog still runs in full batches. Batches never mix queues: each queue has its own
 //! handler and timeout, and a worker's deadline is the sum of its messages' timeouts.
 //! The master asks for a batch only when a worker slot is free.
 //!
-//! Pure: the clock comes in as `now`; nothing here does I/O.
+//! Pure: the clock comes in as `now`; nothing here does I/O. It keeps whatever the master
+//! holds a message as (anything that is a `Delivery` underneath).
 
 use crate::queue::Delivery;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Default)]
-struct Pending {
-    items: VecDeque<Delivery>,
+#[derive(Debug)]
+struct Pending<T> {
+    items: VecDeque<T>,
     /// The last receive for this queue came back short.
     drained: bool,
 }
 
+impl<T> Default for Pending<T> {
+    fn default() -> Self {
+        Pending {
+            items: VecDeque::new(),
+            drained: false,
+        }
+    }
+}
+
 #[derive(Debug)]
-pub struct Batcher {
-    queues: Vec<Pending>,
+pub struct Batcher<T> {
+    queues: Vec<Pending<T>>,
     batch_size: usize,
     batch_timeout: Duration,
     strict: bool,
 }
 
-impl Batcher {
-    pub fn new(queues: usize, batch_size: usize, batch_timeout: Duration, strict: bool) -> Batcher {
+impl<T: AsRef<Delivery> + AsMut<Delivery>> Batcher<T> {
+    pub fn new(queues: usize, batch_size: usize, batch_timeout: Duration, strict: bool) -> Self {
         Batcher {
             queues: (0..queues).map(|_| Pending::default()).collect(),
             batch_size,
@@ -40,7 +50,7 @@ impl Batcher {
 
     /// Messages from one receive of queue `q`; `short` says the receive gave less than it
     /// was allowed.
-    pub fn add(&mut self, q: usize, deliveries: Vec<Delivery>, short: bool) {
+    pub fn add(&mut self, q: usize, deliveries: Vec<T>, short: bool) {
         let p = &mut self.queues[q];
         p.items.extend(deliveries);
         p.drained = short;
@@ -48,7 +58,7 @@ impl Batcher {
 
     /// One message on its own (a held-back copy whose turn has come), leaving what the
     /// last receive said about the queue as it was.
-    pub fn push(&mut self, q: usize, d: Delivery) {
+    pub fn push(&mut self, q: usize, d: T) {
         self.queues[q].items.push_back(d);
     }
 
@@ -61,12 +71,13 @@ impl Batcher {
         self.len() == 0
     }
 
-    fn ready(&self, p: &Pending, now: Instant) -> bool {
+    fn ready(&self, p: &Pending<T>, now: Instant) -> bool {
         match p.items.front() {
             None => false,
             Some(oldest) => {
                 p.items.len() >= self.batch_size
-                    || now.saturating_duration_since(oldest.received_at) >= self.batch_timeout
+                    || now.saturating_duration_since(oldest.as_ref().received_at)
+                        >= self.batch_timeout
                     || (!self.strict && p.drained)
             }
         }
@@ -80,14 +91,14 @@ impl Batcher {
         &mut self,
         now: Instant,
         busy: &dyn Fn(usize, &str) -> bool,
-    ) -> Option<(usize, Vec<Delivery>)> {
-        let startable = |q: usize, d: &Delivery| d.group.as_deref().is_none_or(|g| !busy(q, g));
+    ) -> Option<(usize, Vec<T>)> {
+        let startable = |q: usize, d: &T| d.as_ref().group.as_deref().is_none_or(|g| !busy(q, g));
         let q = (0..self.queues.len())
             .filter(|&q| {
                 self.ready(&self.queues[q], now)
                     && self.queues[q].items.iter().any(|d| startable(q, d))
             })
-            .min_by_key(|&q| self.queues[q].items.front().map(|d| d.received_at))?;
+            .min_by_key(|&q| self.queues[q].items.front().map(|d| d.as_ref().received_at))?;
         let p = &mut self.queues[q];
         let mut batch = Vec::with_capacity(p.items.len().min(self.batch_size));
         let mut kept = VecDeque::new();
@@ -104,12 +115,12 @@ impl Batcher {
 
     /// Take every waiting message of one group of queue `q` (to give them back when an
     /// earlier message of the group is retried, so the group keeps its order).
-    pub fn take_group(&mut self, q: usize, group: &str) -> Vec<Delivery> {
+    pub fn take_group(&mut self, q: usize, group: &str) -> Vec<T> {
         let p = &mut self.queues[q];
         let (taken, kept): (Vec<_>, Vec<_>) = p
             .items
             .drain(..)
-            .partition(|d| d.group.as_deref() == Some(group));
+            .partition(|d| d.as_ref().group.as_deref() == Some(group));
         p.items = kept.into();
         taken
     }
@@ -119,7 +130,7 @@ impl Batcher {
         self.queues
             .iter()
             .filter_map(|p| p.items.front())
-            .map(|d| d.received_at + self.batch_timeout)
+            .map(|d| d.as_ref().received_at + self.batch_timeout)
             .min()
     }
 
@@ -128,11 +139,19 @@ impl Batcher {
         self.queues
             .iter_mut()
             .enumerate()
-            .flat_map(|(q, p)| p.items.iter_mut().map(move |d| (q, d)))
+            .flat_map(|(q, p)| p.items.iter_mut().map(move |d| (q, d.as_mut())))
+    }
+
+    /// Every waiting message.
+    pub fn held(&self) -> impl Iterator<Item = (usize, &Delivery)> {
+        self.queues
+            .iter()
+            .enumerate()
+            .flat_map(|(q, p)| p.items.iter().map(move |d| (q, d.as_ref())))
     }
 
     /// Empty the batcher (at shutdown, to give the messages back).
-    pub fn take_all(&mut self) -> Vec<(usize, Delivery)> {
+    pub fn take_all(&mut self) -> Vec<(usize, T)> {
         let mut out = Vec::new();
         for (q, p) in self.queues.iter_mut().enumerate() {
             out.extend(p.items.drain(..).map(|d| (q, d)));

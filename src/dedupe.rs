@@ -1,4 +1,5 @@
-//! Duplicate deliveries caught through memcached (design decision 8, reference §6).
+//! Duplicate deliveries caught through memcached
+//! (docs/decisions/0011-dedupe-through-memcached.md).
 //!
 //! The only module that talks to memcached. A consumer asks `check` for every message of a
 //! queue that dedupes: memcached `add(key, "1", ttl)` succeeds for the first delivery and

@@ -1,6 +1,7 @@
 //! `chore enqueue QUEUE [BODY | -]`: publish messages, one per JSON line on stdin for many.
 //!
-//! Filesystem queues get Ruby Chore's exact file format (reference §8.2–8.3), written under
+//! Filesystem queues get Ruby Chore's exact file format
+//! (docs/decisions/0007-filesystem-queue-is-ruby-chore-compatible.md), written under
 //! a lock so that no consumer sees half a file. SQS queues get `SendMessageBatch` calls of
 //! up to ten messages. With `--class`, each body is the job's arguments, wrapped as Ruby
 //! Chore's wire format `{"class":…,"args":[…]}`.
@@ -104,15 +105,8 @@ impl Target {
                     (format!("{}{name}", config.queue_prefix), None)
                 }
             };
-            let queue = FilesystemQueue::open(
-                &config.fs_queue_root,
-                &full_name,
-                timeout,
-                config.default_queue_timeout,
-                config.fs_claim_lease,
-                config.consumer_sleep_interval,
-            )
-            .map_err(|e| e.to_string())?;
+            let queue = crate::queue::open_filesystem(config, &full_name, timeout)
+                .map_err(|e| e.to_string())?;
             return Ok(Target::Filesystem {
                 queue,
                 published: 0,
@@ -251,7 +245,7 @@ fn wrap(raw: &str, class: Option<&str>) -> Result<String, String> {
         serde_json::Value::Array(a) => a,
         other => vec![other],
     };
-    // Ruby Chore writes the class first, then the args, compact (reference §2.1).
+    // Ruby Chore writes the class first, then the args, compact (docs/decisions/0008-message-bodies-are-json.md).
     let mut body = String::from("{\"class\":");
     body.push_str(&serde_json::to_string(class).expect("a string serialises"));
     body.push_str(",\"args\":");

@@ -21,6 +21,8 @@ pub mod config;
 pub mod consumer;
 pub mod dedupe;
 pub mod enqueue;
+pub mod hooks;
+pub mod launch;
 pub mod logging;
 pub mod master;
 pub mod protocol;

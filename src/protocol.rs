@@ -1,4 +1,5 @@
-//! The master↔worker wire protocol (design decisions 1 and 2).
+//! The master↔worker wire protocol (docs/decisions/0004-workers-are-re-executed.md and
+//! 0005-the-master-settles-every-message.md).
 //!
 //! The master writes one JSON line to the worker's stdin, a `BatchSpec`: the queue, its
 //! handlers and the messages, and closes it. The worker writes one `Report` line per

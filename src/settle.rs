@@ -1,12 +1,23 @@
-//! Settling: turning how a message ended into what happens to it (design decision 2).
+//! Settling: turning how a message ended into what happens to it
+//! (docs/decisions/0005-the-master-settles-every-message.md).
 //!
 //! `decide` is the pure core: a verdict, the attempt number and the queue's policy in, a
-//! `Settlement` out. The master applies it through the queue. A failure below max-attempts
-//! is retried after the backoff (or the delay the handler asked for); a failure at
-//! max-attempts, or a permanent one, is dead-lettered with its reason.
+//! `Settlement` out. A failure below max-attempts is retried after the backoff (or the
+//! delay the handler asked for); a failure at max-attempts, or a permanent one, is
+//! dead-lettered with its reason.
+//!
+//! `Settler::apply` is the one place a settlement is carried out, wherever it was decided
+//! (the master for what a worker ran; a consumer for a body that can never run): one log
+//! line, the `on-permanent-failure` hook for a dead letter, the queue call, and the dedupe
+//! key forgotten for a message that will be offered again.
 
 use crate::backoff::{Backoff, MAX_DELAY};
+use crate::config::Handler;
+use crate::dedupe::Dedupe;
+use crate::hooks::Hooks;
 use crate::protocol::Verdict;
+use crate::queue::{Delivery, Queue};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -55,6 +66,68 @@ pub fn decide(
                 .unwrap_or_else(|| backoff.delay(attempt))
                 .min(MAX_DELAY);
             Settlement::Retry { delay }
+        }
+    }
+}
+
+/// Carries out settlements for one queue.
+#[derive(Clone)]
+pub struct Settler {
+    pub queue: Arc<dyn Queue>,
+    /// The queue's `on-permanent-failure` command.
+    pub on_permanent_failure: Option<Handler>,
+    pub hooks: Hooks,
+    /// To forget the dedupe key of a message that will be offered again, so that the next
+    /// delivery is not taken for a duplicate.
+    pub dedupe: Option<Arc<Dedupe>>,
+}
+
+impl Settler {
+    /// Apply `settlement` to `d`; `error` is what the attempt said, for the log. A failed
+    /// queue call is logged and leaves the claim where it is: it lapses and the message is
+    /// offered again, so nothing is lost.
+    pub fn apply(&self, d: &Delivery, settlement: &Settlement, error: Option<&str>) {
+        self.carry_out(d, settlement, error, true);
+    }
+
+    /// Apply to a second copy of a message the fate of its first copy, already applied:
+    /// the same queue call, without telling the hook twice about one message.
+    pub fn apply_to_copy(&self, d: &Delivery, settlement: &Settlement) {
+        tracing::debug!(queue = %self.queue.name(), id = %d.id, "the held-back second copy shares the first copy's fate");
+        self.carry_out(d, settlement, None, false);
+    }
+
+    fn carry_out(&self, d: &Delivery, settlement: &Settlement, error: Option<&str>, hook: bool) {
+        let queue = self.queue.as_ref();
+        let name = queue.name();
+        let result = match settlement {
+            Settlement::Complete => {
+                tracing::debug!(queue = %name, id = %d.id, attempt = d.attempt, "completed");
+                queue.complete(d)
+            }
+            Settlement::Retry { delay } => {
+                tracing::warn!(queue = %name, id = %d.id, attempt = d.attempt, retry_in_secs = delay.as_secs_f64(), error = error.unwrap_or("retry requested"), "failed; will retry");
+                queue.retry(d, *delay)
+            }
+            Settlement::GiveBack => {
+                tracing::debug!(queue = %name, id = %d.id, reason = error.unwrap_or(""), "given back");
+                queue.give_back(d)
+            }
+            Settlement::DeadLetter { reason } => {
+                tracing::error!(queue = %name, id = %d.id, attempt = d.attempt, body_bytes = d.body.len(), reason = %reason, "dead-lettered");
+                if let Some(command) = self.on_permanent_failure.as_ref().filter(|_| hook) {
+                    self.hooks.permanent_failure(command, name, d, reason);
+                }
+                queue.dead_letter(d, reason)
+            }
+        };
+        if matches!(settlement, Settlement::Retry { .. } | Settlement::GiveBack)
+            && let (Some(dedupe), Some(key)) = (&self.dedupe, &d.dedupe_key)
+        {
+            dedupe.forget(key.clone());
+        }
+        if let Err(e) = result {
+            tracing::error!(queue = %name, id = %d.id, error = %e, "could not settle message; it will be offered again when its claim lapses");
         }
     }
 }

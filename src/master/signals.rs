@@ -1,4 +1,5 @@
-//! Signals, turned into events of the master loop (design decision 9).
+//! Signals, turned into events of the master loop
+//! (docs/decisions/0012-signals-are-events.md).
 //!
 //! One thread waits on the signals chore handles and forwards each as a number; the master
 //! loop decides what it means. Nothing runs in signal context but signal-hook's own

@@ -1,4 +1,5 @@
-//! The filesystem queue, compatible with Ruby Chore's (reference §8, design decision 4).
+//! The filesystem queue, compatible with Ruby Chore's
+//! (docs/decisions/0007-filesystem-queue-is-ruby-chore-compatible.md).
 //!
 //! Layout under `<fs-queue-root>/<queue>/`: `new/` holds waiting jobs, `inprogress/` claimed
 //! ones, `config/timeout` an optional per-queue timeout; chore adds `dead/` for messages
@@ -47,7 +48,15 @@ pub struct FilesystemQueue {
     idle_wait: Duration,
 }
 
-/// The parts of a job file name (reference §8.2).
+/// What a claim took: a message to run, or one whose body can never be read as text.
+#[derive(Debug)]
+enum Claimed {
+    Body(Delivery),
+    Unreadable(Delivery, String),
+}
+
+/// The parts of a job file name
+/// (docs/decisions/0007-filesystem-queue-is-ruby-chore-compatible.md).
 #[derive(Debug, PartialEq, Eq)]
 pub struct JobName<'a> {
     pub base: &'a str,
@@ -175,7 +184,7 @@ impl FilesystemQueue {
         &self.dir
     }
 
-    /// Publish one body, the way Ruby Chore's publisher does (reference §8.3): append into a
+    /// Publish one body, the way Ruby Chore's publisher does: append into a
     /// fresh name under an exclusive non-blocking lock, only if the file is still empty.
     /// Returns the file name.
     pub fn publish(&self, class: Option<&str>, body: &str) -> io::Result<String> {
@@ -253,7 +262,10 @@ impl FilesystemQueue {
 
     /// Try to claim `name` from `new/`. `Ok(None)`: not claimable now (being written, taken
     /// by someone else, or gone).
-    fn claim(&self, name: &str, now: Instant) -> io::Result<Option<Delivery>> {
+    ///
+    /// A body that cannot be read as text comes back `Unreadable`, claimed, for the consumer
+    /// to dead-letter like any other message that can never run.
+    fn claim(&self, name: &str, now: Instant) -> io::Result<Option<Claimed>> {
         let path = self.new_dir.join(name);
         let mut file = match File::open(&path) {
             Ok(f) => f,
@@ -285,31 +297,6 @@ impl FilesystemQueue {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(annotate(e, &path)),
         }
-        if meta.len() > MAX_BODY {
-            let d = Delivery {
-                id: job.base.to_string(),
-                receipt,
-                body: String::new(),
-                attempt: job.previous_attempts.saturating_add(1),
-                received_at: now,
-                renew_at: now,
-                class: None,
-                group: None,
-                dedupe_key: None,
-            };
-            tracing::error!(queue = %self.name, id = %d.id, bytes = meta.len(), "body larger than 64 MiB; dead-lettered unread");
-            self.dead_letter(
-                &d,
-                &format!(
-                    "body of {} bytes is larger than the 64 MiB limit",
-                    meta.len()
-                ),
-            )?;
-            return Ok(None);
-        }
-        let mut bytes = Vec::with_capacity(meta.len() as usize);
-        file.read_to_end(&mut bytes)?;
-        drop(file);
         let delivery = Delivery {
             id: job.base.to_string(),
             receipt,
@@ -321,16 +308,22 @@ impl FilesystemQueue {
             group: None,
             dedupe_key: None,
         };
+        if meta.len() > MAX_BODY {
+            let reason = format!(
+                "body of {} bytes is larger than the 64 MiB limit",
+                meta.len()
+            );
+            return Ok(Some(Claimed::Unreadable(delivery, reason)));
+        }
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        file.read_to_end(&mut bytes)?;
+        drop(file);
         match String::from_utf8(bytes) {
-            Ok(body) => Ok(Some(Delivery { body, ..delivery })),
-            Err(_) => {
-                tracing::error!(queue = %self.name, id = %delivery.id, "body is not UTF-8 text; dead-lettered");
-                self.dead_letter(
-                    &delivery,
-                    "body is not UTF-8 text (a message body must be JSON)",
-                )?;
-                Ok(None)
-            }
+            Ok(body) => Ok(Some(Claimed::Body(Delivery { body, ..delivery }))),
+            Err(_) => Ok(Some(Claimed::Unreadable(
+                delivery,
+                "body is not UTF-8 text (a message body must be JSON)".into(),
+            ))),
         }
     }
 
@@ -499,7 +492,7 @@ impl FilesystemConsumer {
     }
 
     /// One pass: look at up to `max` names and claim what can be claimed.
-    fn pass(&mut self, max: usize, out: &mut Vec<Delivery>) -> io::Result<()> {
+    fn pass(&mut self, max: usize, out: &mut Received) -> io::Result<()> {
         let now = Instant::now();
         if self
             .last_recovery
@@ -519,10 +512,11 @@ impl FilesystemConsumer {
             looked += 1;
             let Some(name) = name.to_str() else { continue };
             match self.queue.claim(name, now) {
-                Ok(Some(d)) => out.push(d),
+                Ok(Some(Claimed::Body(d))) => out.deliveries.push(d),
+                Ok(Some(Claimed::Unreadable(d, why))) => out.unreadable.push((d, why)),
                 Ok(None) => {}
                 // What was claimed before the error is kept (it is renewed and run).
-                Err(e) if !out.is_empty() => {
+                Err(e) if !out.deliveries.is_empty() || !out.unreadable.is_empty() => {
                     tracing::error!(queue = %self.queue.name, error = %e, "claim failed; keeping what this pass claimed");
                     break;
                 }
@@ -561,20 +555,17 @@ impl FilesystemConsumer {
 
 impl Consume for FilesystemConsumer {
     fn receive(&mut self, max: usize, stop: &Stop) -> io::Result<Received> {
-        let mut out = Vec::new();
+        let mut out = Received::default();
         self.pass(max, &mut out)?;
-        if out.is_empty() && self.listing.is_empty() && !stop.fired() {
+        if out.deliveries.is_empty() && self.listing.is_empty() && !stop.fired() {
             self.wait(stop);
             if !stop.fired() {
                 self.refill()?;
                 self.pass(max, &mut out)?;
             }
         }
-        let short = out.len() < max && self.listing.is_empty();
-        Ok(Received {
-            deliveries: out,
-            short,
-        })
+        out.short = out.deliveries.len() < max && self.listing.is_empty();
+        Ok(out)
     }
 }
 

@@ -1,12 +1,20 @@
 //! Queues: where messages come from and where their fate is recorded.
 //!
-//! One `Queue` trait (design decision 3) with one implementation per backend. A queue
-//! hands out `Delivery`s through per-thread `Consume`rs and settles them when the master
-//! says so: `complete`, `retry` after a delay, `dead_letter`, or `give_back` a message that
-//! was received but never started. Only this module talks to queues.
+//! One `Queue` trait (docs/decisions/0006-one-queue-trait.md) with one implementation per
+//! backend. A queue hands out `Delivery`s through per-thread `Consume`rs and settles them
+//! when told to: `complete`, `retry` after a delay, `dead_letter`, or `give_back` a message
+//! that was received but never started. Only this module talks to queues; `open` is the
+//! one way the rest of chore gets one.
 
 pub mod filesystem;
+#[cfg(test)]
+pub mod memory;
 pub mod sqs;
+
+use crate::config::{Backend, Config, QueueConfig};
+use filesystem::FilesystemQueue;
+use sqs::{LazySqsQueue, OpenError, Sqs, SqsQueue};
+use std::sync::Arc;
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -38,10 +46,25 @@ pub struct Delivery {
     pub dedupe_key: Option<String>,
 }
 
+impl AsRef<Delivery> for Delivery {
+    fn as_ref(&self) -> &Delivery {
+        self
+    }
+}
+
+impl AsMut<Delivery> for Delivery {
+    fn as_mut(&mut self) -> &mut Delivery {
+        self
+    }
+}
+
 /// What one receive brought.
 #[derive(Debug, Default)]
 pub struct Received {
     pub deliveries: Vec<Delivery>,
+    /// Claimed messages whose body can never be read (not text, too large), each with the
+    /// reason: the consumer dead-letters them. Not counted against the receive's `max`.
+    pub unreadable: Vec<(Delivery, String)>,
     /// The receive gave fewer than it was allowed: the queue has nothing more right now.
     pub short: bool,
 }
@@ -124,5 +147,65 @@ impl Stop {
             .unwrap_or(PollTimeout::MAX);
         let _ = poll(&mut fds, ms);
         self.fired()
+    }
+}
+
+/// Why a queue could not be opened at start.
+#[derive(Debug)]
+pub enum OpenFailure {
+    /// The queue cannot work as configured (a directory that cannot be made, a missing SQS
+    /// queue): a configuration mistake.
+    Config(String),
+    /// The SQS client could not be set up at all.
+    Client(String),
+}
+
+/// The filesystem queue `full_name` under the configured root, with the timeout the
+/// Chorefile gives it (None: its `config/timeout` file, else the default).
+pub fn open_filesystem(
+    config: &Config,
+    full_name: &str,
+    timeout: Option<Duration>,
+) -> io::Result<FilesystemQueue> {
+    FilesystemQueue::open(
+        &config.fs_queue_root,
+        full_name,
+        timeout,
+        config.default_queue_timeout,
+        config.fs_claim_lease,
+        config.consumer_sleep_interval,
+    )
+}
+
+/// Open the queue `qc` describes. `sqs` is the one SQS client, made on first need and
+/// shared by every SQS queue. An SQS queue that exists but cannot be reached now
+/// (credentials, network) is opened lazily: its consumers keep trying while the other
+/// queues are served.
+pub fn open(
+    config: &Config,
+    qc: &QueueConfig,
+    sqs: &mut Option<Sqs>,
+) -> Result<Arc<dyn Queue>, OpenFailure> {
+    match qc.backend {
+        Backend::Filesystem => open_filesystem(config, &qc.full_name, qc.timeout)
+            .map(|q| Arc::new(q) as Arc<dyn Queue>)
+            .map_err(|e| OpenFailure::Config(e.to_string())),
+        Backend::Sqs => {
+            if sqs.is_none() {
+                *sqs = Some(Sqs::connect(&config.sqs).map_err(|e| {
+                    OpenFailure::Client(format!("cannot set up the SQS client: {e}"))
+                })?);
+            }
+            let client = sqs.as_ref().expect("connected above");
+            let lookup = qc.url.as_deref().unwrap_or(&qc.full_name);
+            match SqsQueue::open(client, lookup, &qc.sqs) {
+                Ok(q) => Ok(Arc::new(q)),
+                Err(e @ OpenError::Missing(_)) => Err(OpenFailure::Config(e.to_string())),
+                Err(e) => {
+                    tracing::error!(queue = %qc.full_name, error = %e, "cannot open the SQS queue; the other queues are served while its consumers keep trying");
+                    Ok(Arc::new(LazySqsQueue::new(client, lookup, &qc.sqs)))
+                }
+            }
+        }
     }
 }

@@ -500,8 +500,8 @@ impl Consume for SqsConsumer {
         // moment, those messages reappear after their visibility timeout.)
         let Some(result) = outcome else {
             return Ok(Received {
-                deliveries: Vec::new(),
                 short: true,
+                ..Received::default()
             });
         };
         let out = result.map_err(|e| {
@@ -534,7 +534,11 @@ impl Consume for SqsConsumer {
             });
         }
         let short = deliveries.len() < max;
-        Ok(Received { deliveries, short })
+        Ok(Received {
+            deliveries,
+            short,
+            ..Received::default()
+        })
     }
 }
 

@@ -23,8 +23,7 @@ use std::collections::HashMap;
 use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 
 /// EX_DATAERR: the input can never be processed.
 pub const EXIT_PERMANENT: i32 = 65;
@@ -34,26 +33,6 @@ pub const EXIT_RETRY: i32 = 75;
 /// A pipe holds this much without a reader; larger inputs are written from a thread so a
 /// handler that does not read stdin cannot wedge the worker.
 const PIPE_CAPACITY: usize = 64 * 1024;
-
-/// A handler's command: its program (a relative path with a slash is taken from its
-/// directory), arguments, directory and environment, and `CHORE_QUEUE`.
-pub fn command(h: &Handler, queue: &str) -> Command {
-    let dir = h.dir.clone().unwrap_or_else(|| PathBuf::from("."));
-    // A relative program path with a slash is relative to the handler's directory, whatever
-    // the platform would otherwise choose.
-    let program = PathBuf::from(&h.command[0]);
-    let program = if program.is_relative() && h.command[0].contains('/') {
-        dir.join(program)
-    } else {
-        program
-    };
-    let mut cmd = Command::new(program);
-    cmd.args(&h.command[1..])
-        .current_dir(dir)
-        .envs(&h.env)
-        .env("CHORE_QUEUE", queue);
-    cmd
-}
 
 /// Where a handler's chatter goes: the worker's stderr (the log).
 fn to_log() -> Stdio {
@@ -90,7 +69,7 @@ fn describe(status: &ExitStatus) -> String {
 
 /// Run one message in per-message mode.
 pub fn run_message(h: &Handler, queue: &str, job: &JobSpec) -> (Verdict, Option<String>) {
-    let mut cmd = command(h, queue);
+    let mut cmd = crate::launch::command(h, queue);
     cmd.env("CHORE_MESSAGE_ID", &job.id)
         .env("CHORE_ATTEMPT", job.attempt.to_string())
         .env("CHORE_JOB_CLASS", job.class.as_deref().unwrap_or(""))
@@ -200,7 +179,7 @@ pub fn run_batch(
         runnable.push((i, j));
     }
     let jobs = runnable.as_slice();
-    let mut cmd = command(h, queue);
+    let mut cmd = crate::launch::command(h, queue);
     cmd.env("CHORE_BATCH_SIZE", jobs.len().to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -195,7 +195,8 @@ fn run_ordered(spec: &BatchSpec, report: &mut dyn FnMut(Report)) {
     }
 }
 
-/// The handler for one message: its class's, else the queue's (design decision 5).
+/// The handler for one message: its class's, else the queue's
+/// (docs/decisions/0008-message-bodies-are-json.md).
 fn route<'a>(spec: &'a BatchSpec, job: &JobSpec) -> Option<&'a Handler> {
     job.class
         .as_ref()

@@ -10,92 +10,55 @@
 //! handler. A message that fails either is dead-lettered with its queue and id logged; it
 //! never reaches a worker and never stops the master.
 
+mod gate;
+
+pub use gate::{Credits, Gate};
+
 use crate::config::QueueConfig;
 use crate::dedupe::{Dedupe, Seen};
 use crate::queue::{Delivery, Queue, Stop};
+use crate::settle::{Settlement, Settler};
 use crossbeam_channel::Sender;
 use serde::Deserialize;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+/// A message on its way to a worker, with the gate credit it holds until it goes away
+/// (settled, given back or dropped).
+#[derive(Debug)]
+pub struct Held {
+    pub delivery: Delivery,
+    _credit: Credits,
+}
+
+impl Held {
+    pub fn new(delivery: Delivery, credit: Credits) -> Held {
+        Held {
+            delivery,
+            _credit: credit,
+        }
+    }
+}
+
+impl AsRef<Delivery> for Held {
+    fn as_ref(&self) -> &Delivery {
+        &self.delivery
+    }
+}
+
+impl AsMut<Delivery> for Held {
+    fn as_mut(&mut self) -> &mut Delivery {
+        &mut self.delivery
+    }
+}
 
 /// What the consumers send the master.
 #[derive(Debug)]
 pub struct Batchlet {
     pub queue: usize,
-    pub deliveries: Vec<Delivery>,
+    pub messages: Vec<Held>,
     pub short: bool,
-}
-
-/// Credits for receiving: one per message that may be held at once.
-pub struct Gate {
-    state: Mutex<GateState>,
-    changed: Condvar,
-    capacity: usize,
-}
-
-#[derive(Debug)]
-struct GateState {
-    free: usize,
-    paused: bool,
-    stopped: bool,
-}
-
-impl Gate {
-    pub fn new(capacity: usize) -> Gate {
-        Gate {
-            state: Mutex::new(GateState {
-                free: capacity,
-                paused: false,
-                stopped: false,
-            }),
-            changed: Condvar::new(),
-            capacity,
-        }
-    }
-
-    /// Take `want` credits (fewer only if the gate holds fewer in all), waiting while they
-    /// are not free or the gate is paused. None once stopped.
-    ///
-    /// Waiting for a whole receive's worth, rather than taking what trickles back as
-    /// messages settle one by one, keeps receives full and cheap.
-    pub fn take(&self, want: usize) -> Option<usize> {
-        let want = want.min(self.capacity).max(1);
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            if s.stopped {
-                return None;
-            }
-            if !s.paused && s.free >= want {
-                s.free -= want;
-                return Some(want);
-            }
-            s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner());
-        }
-    }
-
-    pub fn give(&self, n: usize) {
-        if n == 0 {
-            return;
-        }
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        s.free += n;
-        self.changed.notify_all();
-    }
-
-    pub fn pause(&self, paused: bool) {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).paused = paused;
-        self.changed.notify_all();
-    }
-
-    pub fn stop(&self) {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).stopped = true;
-        self.changed.notify_all();
-    }
-
-    pub fn free(&self) -> usize {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).free
-    }
 }
 
 /// What every consumer thread shares with the master.
@@ -108,78 +71,126 @@ pub struct Shared {
     pub polling_size: usize,
     /// memcached dedupe, when any consumed queue uses it.
     pub dedupe: Option<Arc<Dedupe>>,
-    /// Where an on-permanent-failure command's stderr goes.
-    pub log_file: Option<std::path::PathBuf>,
 }
 
-/// Start `threads` consumer threads for queue number `index`.
+/// Start `threads` consumer threads for queue number `index`, whose settlements (a body
+/// that can never run) go through `settler`.
 pub fn spawn(
     index: usize,
     config: &QueueConfig,
-    queue: Arc<dyn Queue>,
+    settler: &Settler,
     threads: usize,
     shared: &Shared,
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
     let mut handles = Vec::new();
     for t in 0..threads {
-        let mut consume = queue.consumer()?;
-        let queue = queue.clone();
-        let Shared {
-            gate,
-            stop,
-            to_master,
-            polling_size,
-            dedupe,
-            log_file,
-        } = shared.clone();
-        let routes = Routes {
-            log_file,
-            ..Routes::of(config)
+        let consume = settler.queue.consumer()?;
+        let thread = Thread {
+            index,
+            consume,
+            settler: settler.clone(),
+            routes: Routes::of(config),
+            shared: shared.clone(),
         };
-        let handle = std::thread::Builder::new().name(format!("consume-{}-{t}", config.name)).spawn(move || {
-            // Errors back off so a broken queue (a directory gone, a disk full) is logged
-            // once a second, not spun on.
-            let mut error_backoff = Duration::from_millis(100);
-            while let Some(credits) = gate.take(polling_size) {
-                if stop.fired() {
-                    gate.give(credits);
-                    break;
-                }
-                match consume.receive(credits, &stop) {
-                    Ok(received) => {
-                        error_backoff = Duration::from_millis(100);
-                        let mut deliveries = received.deliveries;
-                        deliveries.retain_mut(|d| check(queue.as_ref(), &routes, d));
-                        if let (Some(dedupe), true) = (&dedupe, routes.dedupe) {
-                            let now = Instant::now();
-                            deliveries.retain_mut(|d| first_delivery(queue.as_ref(), dedupe, routes.dedupe_key.as_deref(), d, now));
-                        }
-                        gate.give(credits - deliveries.len());
-                        if deliveries.is_empty() && !received.short {
-                            continue;
-                        }
-                        let batchlet = Batchlet { queue: index, deliveries, short: received.short };
-                        if let Err(lost) = to_master.send(batchlet) {
-                            // The master has gone (it only drops the channel on exit): give
-                            // the messages back rather than strand them in-progress.
-                            for d in &lost.0.deliveries {
-                                let _ = queue.give_back(d);
-                            }
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        gate.give(credits);
-                        tracing::error!(queue = %queue.name(), error = %e, "receive failed; retrying");
-                        stop.sleep(error_backoff);
-                        error_backoff = (error_backoff * 2).min(Duration::from_secs(5));
-                    }
-                }
-            }
-        })?;
+        let handle = std::thread::Builder::new()
+            .name(format!("consume-{}-{t}", config.name))
+            .spawn(move || thread.run())?;
         handles.push(handle);
     }
     Ok(handles)
+}
+
+/// One consumer thread's state.
+struct Thread {
+    index: usize,
+    consume: Box<dyn crate::queue::Consume>,
+    settler: Settler,
+    routes: Routes,
+    shared: Shared,
+}
+
+impl Thread {
+    fn run(mut self) {
+        let Shared {
+            gate,
+            stop,
+            polling_size,
+            ..
+        } = self.shared.clone();
+        // Errors back off so a broken queue (a directory gone, a disk full) is logged once
+        // a second, not spun on.
+        let mut error_backoff = Duration::from_millis(100);
+        while let Some(credits) = gate.take(polling_size) {
+            if stop.fired() {
+                break;
+            }
+            match self.consume.receive(credits.len(), &stop) {
+                Ok(received) => {
+                    error_backoff = Duration::from_millis(100);
+                    if !self.pass_on(received, credits) {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    drop(credits);
+                    tracing::error!(queue = %self.settler.queue.name(), error = %e, "receive failed; retrying");
+                    stop.sleep(error_backoff);
+                    error_backoff = (error_backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Check what one receive brought and send what can run to the master, each message
+    /// with one of `credits` (the rest go back to the gate). False once the master is gone.
+    fn pass_on(&mut self, received: crate::queue::Received, mut credits: Credits) -> bool {
+        let queue = self.settler.queue.clone();
+        for (d, reason) in received.unreadable {
+            self.settler
+                .apply(&d, &Settlement::DeadLetter { reason }, None);
+        }
+        let mut deliveries = received.deliveries;
+        deliveries.retain_mut(|d| check(&self.settler, &self.routes, d));
+        if let (Some(dedupe), true) = (&self.shared.dedupe, self.routes.dedupe) {
+            let now = Instant::now();
+            let field = self.routes.dedupe_key.as_deref();
+            deliveries.retain_mut(|d| first_delivery(queue.as_ref(), dedupe, field, d, now));
+        }
+        let mut messages = Vec::with_capacity(deliveries.len());
+        for d in deliveries {
+            match credits.split_one() {
+                Some(credit) => messages.push(Held::new(d, credit)),
+                // A backend gave more than it was asked for: what has no credit goes back.
+                None => self.settler.apply(
+                    &d,
+                    &Settlement::GiveBack,
+                    Some("received beyond the credits asked for"),
+                ),
+            }
+        }
+        drop(credits);
+        if messages.is_empty() && !received.short {
+            return true;
+        }
+        let batchlet = Batchlet {
+            queue: self.index,
+            messages,
+            short: received.short,
+        };
+        if let Err(lost) = self.shared.to_master.send(batchlet) {
+            // The master has gone (it only drops the channel on exit): give the messages
+            // back rather than strand them in progress.
+            for h in &lost.0.messages {
+                self.settler.apply(
+                    &h.delivery,
+                    &Settlement::GiveBack,
+                    Some("the master has gone"),
+                );
+            }
+            return false;
+        }
+        true
+    }
 }
 
 /// Which classes have handlers, so unroutable messages are caught before batching.
@@ -188,8 +199,6 @@ struct Routes {
     classes: Vec<String>,
     dedupe: bool,
     dedupe_key: Option<String>,
-    on_permanent_failure: Option<crate::config::Handler>,
-    log_file: Option<std::path::PathBuf>,
 }
 
 impl Routes {
@@ -199,8 +208,6 @@ impl Routes {
             classes: q.classes.keys().cloned().collect(),
             dedupe: q.dedupe,
             dedupe_key: q.dedupe_key.clone(),
-            on_permanent_failure: q.on_permanent_failure.clone(),
-            log_file: None,
         }
     }
 }
@@ -265,7 +272,7 @@ struct Envelope {
 }
 
 /// Check one delivery: true to pass it on; false when it was dead-lettered here.
-fn check(queue: &dyn Queue, routes: &Routes, d: &mut Delivery) -> bool {
+fn check(settler: &Settler, routes: &Routes, d: &mut Delivery) -> bool {
     let reason = match classify(&d.body) {
         Err(e) => format!("body is not valid JSON: {e}"),
         Ok(class) => {
@@ -284,13 +291,7 @@ fn check(queue: &dyn Queue, routes: &Routes, d: &mut Delivery) -> bool {
             }
         }
     };
-    tracing::error!(queue = %queue.name(), id = %d.id, attempt = d.attempt, reason = %reason, "message dead-lettered");
-    if let Some(hook) = &routes.on_permanent_failure {
-        crate::master::pool::run_hook(hook, queue.name(), d, &reason, routes.log_file.as_deref());
-    }
-    if let Err(e) = queue.dead_letter(d, &reason) {
-        tracing::error!(queue = %queue.name(), id = %d.id, error = %e, "could not dead-letter message");
-    }
+    settler.apply(d, &Settlement::DeadLetter { reason }, None);
     false
 }
 
@@ -324,27 +325,5 @@ mod tests {
         assert!(classify("{not json").is_err());
         assert!(classify("hello").is_err());
         assert!(classify(r#"{"class":"A"} trailing"#).is_err());
-    }
-
-    #[test]
-    fn gate_hands_out_whole_receives() {
-        let g = Arc::new(Gate::new(15));
-        assert_eq!(g.take(10), Some(10));
-        assert_eq!(g.take(5), Some(5));
-        // Ten are wanted and only three have come back: the taker waits for the rest.
-        g.give(3);
-        let taker = {
-            let g = g.clone();
-            std::thread::spawn(move || g.take(10))
-        };
-        std::thread::sleep(Duration::from_millis(50));
-        assert!(!taker.is_finished());
-        g.give(7);
-        assert_eq!(taker.join().unwrap(), Some(10));
-        // Never more than the whole capacity is waited for.
-        g.give(15);
-        assert_eq!(g.take(100), Some(15));
-        g.stop();
-        assert_eq!(g.take(1), None);
     }
 }

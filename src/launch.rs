@@ -1,0 +1,103 @@
+//! Starting a user's program: the one recipe shared by handlers (run by a worker),
+//! `on-permanent-failure` hooks (run by the master) and the workers themselves.
+//!
+//! No shell stands between chore and a program: a handler's `command` is its argv. A
+//! relative program path with a slash is taken from the handler's directory; a bare name is
+//! looked up on `PATH`. Programs never inherit AWS credentials unless a queue passes them
+//! on (docs/decisions/0005-the-master-settles-every-message.md).
+
+use crate::config::Handler;
+use nix::sys::signal::Signal;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus};
+
+/// A handler's command: its program, arguments, directory and environment, and
+/// `CHORE_QUEUE`.
+pub fn command(h: &Handler, queue: &str) -> Command {
+    let dir = h.dir.clone().unwrap_or_else(|| PathBuf::from("."));
+    // A relative program path with a slash is relative to the handler's directory, whatever
+    // the platform would otherwise choose.
+    let program = PathBuf::from(&h.command[0]);
+    let program = if program.is_relative() && h.command[0].contains('/') {
+        dir.join(program)
+    } else {
+        program
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(&h.command[1..])
+        .current_dir(dir)
+        .envs(&h.env)
+        .env("CHORE_QUEUE", queue);
+    cmd
+}
+
+/// Remove from `cmd`'s environment every AWS credential this process has.
+pub fn strip_credentials(cmd: &mut Command) {
+    for (k, _) in std::env::vars_os() {
+        if k.to_str().is_some_and(is_credential) {
+            cmd.env_remove(k);
+        }
+    }
+}
+
+/// Environment variables that carry AWS credentials, or lead to them: keys and tokens, the
+/// ECS and EKS credential sources, and the profile settings.
+pub fn is_credential(name: &str) -> bool {
+    const NAMES: [&str; 12] = [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SESSION_TOKEN",
+        "AWS_SECURITY_TOKEN",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_ROLE_ARN",
+        "AWS_ROLE_SESSION_NAME",
+        "AWS_PROFILE",
+        "AWS_SHARED_CREDENTIALS_FILE",
+    ];
+    name.starts_with("AWS_SECRET") || NAMES.contains(&name)
+}
+
+/// How a process's exit reads in a log line.
+pub fn describe_exit(status: &ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exited with status {c}"),
+        (None, Some(s)) => format!(
+            "died of signal {}",
+            Signal::try_from(s)
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_else(|_| s.to_string())
+        ),
+        _ => "ended".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_recognised() {
+        for name in ["AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_PROFILE"] {
+            assert!(is_credential(name), "{name}");
+        }
+        for name in ["AWS_REGION", "AWS_ENDPOINT_URL", "PATH"] {
+            assert!(!is_credential(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn exits_read_well() {
+        assert_eq!(
+            describe_exit(&ExitStatus::from_raw(7 << 8)),
+            "exited with status 7"
+        );
+        assert_eq!(
+            describe_exit(&ExitStatus::from_raw(9)),
+            "died of signal SIGKILL"
+        );
+    }
+}

@@ -1,0 +1,192 @@
+//! Held messages: the one owner of every message the master holds, from the batchlet that
+//! brought it to its settlement. A message is *buffered* (in the batcher, waiting to make
+//! a batch), *running* (in a worker's batch, until reported or the worker is gone) or
+//! *deferred* (a second copy of a message already held: its claim was recovered elsewhere
+//! and came back; it waits for the first copy to settle, so one master never runs two
+//! copies of a message at once).
+//!
+//! Each message carries its gate credit (`consumer::Held`), so whatever takes a message out
+//! of here and drops it returns the credit: none can leak or be returned twice. Pure: no
+//! I/O, and the clock comes in as `now`.
+
+use super::pool::WorkerId;
+use crate::batcher::Batcher;
+use crate::consumer::Held;
+use crate::queue::Delivery;
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+pub struct Holding {
+    /// (queue, id) of every buffered or running message.
+    ids: HashSet<(usize, String)>,
+    batcher: Batcher<Held>,
+    deferred: Vec<(usize, Held)>,
+    running: HashMap<WorkerId, Batch>,
+}
+
+/// A running batch: its queue, and its messages in order; a slot becomes None once its
+/// message is reported.
+struct Batch {
+    queue: usize,
+    slots: Vec<Option<Held>>,
+}
+
+impl Holding {
+    pub fn new(batcher: Batcher<Held>) -> Holding {
+        Holding {
+            ids: HashSet::new(),
+            batcher,
+            deferred: Vec::new(),
+            running: HashMap::new(),
+        }
+    }
+
+    /// Take in one receive of queue `q`. Returns the ids of second copies, which wait
+    /// deferred for their first copy to settle.
+    pub fn receive(&mut self, q: usize, messages: Vec<Held>, short: bool) -> Vec<String> {
+        let mut fresh = Vec::with_capacity(messages.len());
+        let mut second = Vec::new();
+        for mut h in messages {
+            if self.ids.insert((q, h.delivery.id.clone())) {
+                fresh.push(h);
+            } else {
+                // Its dedupe key, if it stored one, is the first copy's to forget.
+                h.delivery.dedupe_key = None;
+                second.push(h.delivery.id.clone());
+                self.deferred.push((q, h));
+            }
+        }
+        self.batcher.add(q, fresh, short);
+        second
+    }
+
+    /// The next batch ready to start, if any. `ordered(q)` says queue `q` is FIFO: a
+    /// message group running in one worker never starts in another.
+    pub fn next_batch(
+        &mut self,
+        now: Instant,
+        ordered: &dyn Fn(usize) -> bool,
+    ) -> Option<(usize, Vec<Held>)> {
+        let busy: HashSet<(usize, &str)> = self
+            .running
+            .values()
+            .filter(|b| ordered(b.queue))
+            .flat_map(|b| {
+                b.slots
+                    .iter()
+                    .flatten()
+                    .filter_map(move |h| Some((b.queue, h.delivery.group.as_deref()?)))
+            })
+            .collect();
+        let busy = |q: usize, g: &str| busy.contains(&(q, g));
+        self.batcher.next_batch(now, &busy)
+    }
+
+    /// A batch from `next_batch` now runs in `worker`.
+    pub fn start(&mut self, worker: WorkerId, queue: usize, batch: Vec<Held>) {
+        let slots = batch.into_iter().map(Some).collect();
+        self.running.insert(worker, Batch { queue, slots });
+    }
+
+    /// Take message `i` of `worker`'s batch, reported on. It stays held (its id known) until
+    /// `release`.
+    pub fn report(&mut self, worker: WorkerId, i: usize) -> Option<(usize, Held)> {
+        let b = self.running.get_mut(&worker)?;
+        Some((b.queue, b.slots.get_mut(i)?.take()?))
+    }
+
+    /// `worker` is gone: take what it never reported on.
+    pub fn worker_gone(&mut self, worker: WorkerId) -> Option<(usize, Vec<Held>)> {
+        let b = self.running.remove(&worker)?;
+        Some((b.queue, b.slots.into_iter().flatten().collect()))
+    }
+
+    /// Message `id` of queue `q` has been settled or given back: forget it. Returns its
+    /// deferred second copy, if one waits, for the caller to settle the same way or `hold`.
+    pub fn release(&mut self, q: usize, id: &str) -> Option<Held> {
+        self.ids.remove(&(q, id.to_owned()));
+        let i = self
+            .deferred
+            .iter()
+            .position(|(dq, h)| *dq == q && h.delivery.id == id)?;
+        Some(self.deferred.swap_remove(i).1)
+    }
+
+    /// Hold `h` again, buffered (a deferred copy whose first copy was given back unrun).
+    pub fn hold(&mut self, q: usize, h: Held) {
+        self.ids.insert((q, h.delivery.id.clone()));
+        self.batcher.push(q, h);
+    }
+
+    /// Every buffered message of one group of queue `q` (to give back behind a retried
+    /// message of that group, so the group keeps its order).
+    pub fn take_group(&mut self, q: usize, group: &str) -> Vec<Held> {
+        self.batcher.take_group(q, group)
+    }
+
+    /// Every buffered message (at a drain, to give back).
+    pub fn take_buffered(&mut self) -> Vec<(usize, Held)> {
+        self.batcher.take_all()
+    }
+
+    /// Every deferred copy (at a drain, to give back).
+    pub fn take_deferred(&mut self) -> Vec<(usize, Held)> {
+        std::mem::take(&mut self.deferred)
+    }
+
+    /// Every held message, buffered, deferred or running, for renewing claims.
+    pub fn each_mut(&mut self, mut f: impl FnMut(usize, &mut Delivery)) {
+        for (q, d) in self.batcher.held_mut() {
+            f(q, d);
+        }
+        for (q, h) in &mut self.deferred {
+            f(*q, &mut h.delivery);
+        }
+        for b in self.running.values_mut() {
+            for h in b.slots.iter_mut().flatten() {
+                f(b.queue, &mut h.delivery);
+            }
+        }
+    }
+
+    /// When the next held claim must be renewed.
+    pub fn next_renewal(&self) -> Option<Instant> {
+        let buffered = self.batcher.held().map(|(_, d)| d.renew_at);
+        let deferred = self.deferred.iter().map(|(_, h)| h.delivery.renew_at);
+        let running = self
+            .running
+            .values()
+            .flat_map(|b| b.slots.iter().flatten())
+            .map(|h| h.delivery.renew_at);
+        buffered.chain(deferred).chain(running).min()
+    }
+
+    /// When the oldest buffered message reaches the batch timeout.
+    pub fn next_timeout(&self) -> Option<Instant> {
+        self.batcher.next_timeout()
+    }
+
+    /// The ids `worker` runs and has not reported on yet.
+    pub fn ids_of(&self, worker: WorkerId) -> Vec<&str> {
+        self.running
+            .get(&worker)
+            .map(|b| {
+                b.slots
+                    .iter()
+                    .flatten()
+                    .map(|h| h.delivery.id.as_str())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Messages buffered, waiting for a batch.
+    pub fn buffered(&self) -> usize {
+        self.batcher.len()
+    }
+
+    /// Second copies waiting for their first.
+    pub fn deferred(&self) -> usize {
+        self.deferred.len()
+    }
+}

@@ -1,0 +1,161 @@
+//! Start-up: from a resolved `Config` to a master ready to run, or one typed error.
+//!
+//! Everything that can refuse to start happens here, before the first consumer thread
+//! receives anything: every queue opened (`queue::open`), the signal thread, the consumer
+//! threads. A configuration mistake exits 2, anything else 1
+//! (docs/decisions/0015-errors-at-start-and-at-run-time.md).
+
+use super::pool::Pool;
+use super::process::Processes;
+use super::{Master, signals};
+use crate::config::Config;
+use crate::consumer::{self, Batchlet, Gate};
+use crate::dedupe::Dedupe;
+use crate::hooks::Hooks;
+use crate::logging::LogHandle;
+use crate::queue::{self, OpenFailure, Stop};
+use crate::settle::Settler;
+use crossbeam_channel::unbounded;
+use std::fmt;
+use std::sync::Arc;
+
+/// Why the master did not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// The configuration cannot work (exit 2).
+    Config(String),
+    /// The machine would not let it start (exit 1).
+    System(String),
+}
+
+impl StartError {
+    pub fn exit_status(&self) -> i32 {
+        match self {
+            StartError::Config(_) => 2,
+            StartError::System(_) => 1,
+        }
+    }
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Config(m) | StartError::System(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Open the queues and start the consumers and the signal thread.
+pub fn start(config: Config, log: LogHandle) -> Result<Master, StartError> {
+    let _ = nix::sys::prctl::set_name(c"chore-master");
+    let qconfigs: Vec<_> = config.selected_queues().cloned().collect();
+    if qconfigs.is_empty() {
+        return Err(StartError::Config(
+            "no queues to consume: declare [queues.NAME] tables in the Chorefile (see Chorefile.example)".into(),
+        ));
+    }
+    let mut sqs = None;
+    let mut queues = Vec::with_capacity(qconfigs.len());
+    for qc in &qconfigs {
+        match queue::open(&config, qc, &mut sqs) {
+            Ok(q) => queues.push(q),
+            Err(OpenFailure::Config(e)) => {
+                return Err(StartError::Config(format!("queue `{}`: {e}", qc.name)));
+            }
+            Err(OpenFailure::Client(e)) => return Err(StartError::System(e)),
+        }
+    }
+
+    // Credits: the running batches plus one batch ahead, so a worker that finishes finds
+    // its next batch ready, and nothing waits long in the buffer.
+    let capacity = (config.concurrency + 1) * config.batch_size;
+    let gate = Gate::new(capacity);
+    // Each consumer thread waits for a whole receive's worth of credits; keep that within
+    // its share (counting one share for what is running), so an idle thread can never sit
+    // on credits another queue needs, and a small pool still receives a batch ahead.
+    let consumer_threads = queues.len() * config.threads_per_queue;
+    let polling_size = config
+        .queue_polling_size
+        .min((capacity / (consumer_threads + 1)).max(1));
+    let stop = Arc::new(Stop::new().map_err(|e| StartError::System(e.to_string()))?);
+    let (signal_tx, signal_rx) = unbounded();
+    signals::spawn(signal_tx)
+        .map_err(|e| StartError::System(format!("cannot handle signals: {e}")))?;
+    // One memcached client for every queue that dedupes (it connects lazily).
+    let dedupe = qconfigs
+        .iter()
+        .any(|q| q.dedupe)
+        .then(|| Dedupe::new(&config.dedupe));
+    let hooks = Hooks {
+        log_file: config.log_file.clone(),
+    };
+    let settlers: Vec<Settler> = queues
+        .into_iter()
+        .zip(&qconfigs)
+        .map(|(queue, qc)| Settler {
+            queue,
+            on_permanent_failure: qc.on_permanent_failure.clone(),
+            hooks: hooks.clone(),
+            dedupe: dedupe.clone(),
+        })
+        .collect();
+
+    let (batch_tx, batch_rx) = crossbeam_channel::bounded::<Batchlet>(256);
+    let shared = consumer::Shared {
+        gate: gate.clone(),
+        stop: stop.clone(),
+        to_master: batch_tx,
+        polling_size,
+        dedupe: dedupe.clone(),
+    };
+    let mut consumers = Vec::new();
+    for (i, (settler, qc)) in settlers.iter().zip(&qconfigs).enumerate() {
+        match consumer::spawn(i, qc, settler, config.threads_per_queue, &shared) {
+            Ok(handles) => consumers.extend(handles),
+            Err(e) => {
+                stop.trigger();
+                gate.stop();
+                return Err(StartError::System(format!(
+                    "queue `{}`: cannot start its consumer: {e}",
+                    qc.name
+                )));
+            }
+        }
+    }
+    // Only the consumers hold senders now: the channel disconnects when they have all ended.
+    drop(shared);
+
+    for opt in &config.ignored_options {
+        tracing::warn!(
+            option = opt,
+            "Ruby Chore option has no effect in chore; ignored"
+        );
+    }
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        pid = std::process::id(),
+        queues = %qconfigs.iter().map(|q| q.full_name.as_str()).collect::<Vec<_>>().join(","),
+        concurrency = config.concurrency,
+        batch_size = config.batch_size,
+        "chore master started"
+    );
+
+    let (worker_tx, worker_rx) = unbounded();
+    let mut master = Master::new(
+        config,
+        qconfigs,
+        settlers,
+        gate,
+        stop,
+        Pool::new(Box::new(Processes::new(worker_tx))),
+    );
+    master.log = log;
+    master.dedupe = dedupe;
+    master.inputs = super::Inputs {
+        batch_rx,
+        worker_rx,
+        signal_rx,
+        consumers,
+    };
+    Ok(master)
+}

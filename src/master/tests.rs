@@ -1,0 +1,419 @@
+//! The master's logic without processes: an in-memory queue, a fake launcher, and events
+//! fed by hand, each taking `now`. They check what no integration test can see cheaply:
+//! every credit comes back, second copies wait, a FIFO group keeps its order, a drain gives
+//! back what has not started.
+
+use super::pool::{Launch, Pool, WorkerEvent, WorkerId};
+use super::{Master, Phase};
+use crate::backoff::Backoff;
+use crate::config::{Backend, Config, LogFormat, QueueConfig};
+use crate::consumer::{Batchlet, Gate, Held};
+use crate::hooks::Hooks;
+use crate::protocol::{Report, Verdict};
+use crate::queue::memory::{MemoryQueue, Op, delivery};
+use crate::queue::{Delivery, Stop};
+use crate::settle::Settler;
+use signal_hook::consts::SIGTERM;
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What the fake launcher saw.
+#[derive(Default)]
+struct Launched {
+    spawned: Vec<(WorkerId, serde_json::Value)>,
+    killed: Vec<u32>,
+    fail: bool,
+}
+
+struct FakeLauncher(Arc<Mutex<Launched>>);
+
+impl Launch for FakeLauncher {
+    fn spawn(&mut self, id: WorkerId, spec: Vec<u8>, _keep: bool) -> std::io::Result<u32> {
+        let mut l = self.0.lock().unwrap();
+        if l.fail {
+            return Err(std::io::Error::other("no more processes"));
+        }
+        l.spawned.push((id, serde_json::from_slice(&spec).unwrap()));
+        Ok(1000 + id as u32)
+    }
+    fn kill(&mut self, pid: u32) {
+        self.0.lock().unwrap().killed.push(pid);
+    }
+}
+
+const CAPACITY: usize = 12;
+
+struct Rig {
+    master: Master,
+    queue: Arc<MemoryQueue>,
+    gate: Arc<Gate>,
+    launched: Arc<Mutex<Launched>>,
+    t0: Instant,
+}
+
+fn queue_config(max_attempts: Option<u32>) -> QueueConfig {
+    QueueConfig {
+        name: "jobs".into(),
+        full_name: "jobs".into(),
+        backend: Backend::Filesystem,
+        handler: None,
+        classes: Default::default(),
+        timeout: Some(Duration::from_secs(60)),
+        backoff: Backoff::parse("attempt * 10").unwrap(),
+        max_attempts,
+        url: None,
+        sqs: Default::default(),
+        pass_aws_credentials: false,
+        on_permanent_failure: None,
+        dedupe: false,
+        dedupe_key: None,
+    }
+}
+
+fn config(concurrency: usize, batch_size: usize, qc: QueueConfig) -> Config {
+    Config {
+        concurrency,
+        batch_size,
+        batch_timeout: Duration::from_secs(20),
+        strict_batching: false,
+        threads_per_queue: 1,
+        queue_polling_size: 10,
+        consumer_sleep_interval: Duration::from_secs(1),
+        queue_prefix: String::new(),
+        max_attempts: None,
+        default_queue_timeout: Duration::from_secs(60),
+        shutdown_timeout: Duration::from_secs(30),
+        fs_queue_root: "unused".into(),
+        fs_claim_lease: Duration::from_secs(60),
+        sqs: Default::default(),
+        dedupe: crate::dedupe::DedupeSettings {
+            servers: Vec::new(),
+            dupe_on_cache_failure: false,
+            prefix: String::new(),
+        },
+        log_file: None,
+        log_format: LogFormat::Text,
+        log_level: tracing::Level::INFO,
+        declared: vec![qc],
+        selected: vec![0],
+        files: Vec::new(),
+        ignored_options: Vec::new(),
+    }
+}
+
+fn rig(concurrency: usize, batch_size: usize, ordered: bool, max_attempts: Option<u32>) -> Rig {
+    let qc = queue_config(max_attempts);
+    let queue = Arc::new(MemoryQueue::new("jobs", Duration::from_secs(60), ordered));
+    let gate = Gate::new(CAPACITY);
+    let launched = Arc::new(Mutex::new(Launched::default()));
+    let settler = Settler {
+        queue: queue.clone(),
+        on_permanent_failure: None,
+        hooks: Hooks::default(),
+        dedupe: None,
+    };
+    let master = Master::new(
+        config(concurrency, batch_size, qc.clone()),
+        vec![qc],
+        vec![settler],
+        gate.clone(),
+        Arc::new(Stop::new().unwrap()),
+        Pool::new(Box::new(FakeLauncher(launched.clone()))),
+    );
+    Rig {
+        master,
+        queue,
+        gate,
+        launched,
+        t0: Instant::now(),
+    }
+}
+
+impl Rig {
+    /// Messages as a consumer sends them, each with a credit from the gate.
+    fn receive(&mut self, messages: Vec<Delivery>, short: bool) {
+        let messages = self.credited(messages);
+        self.master.on_batchlet(Batchlet {
+            queue: 0,
+            messages,
+            short,
+        });
+    }
+
+    /// Messages with a credit each, as a consumer holds them after receiving.
+    fn credited(&self, messages: Vec<Delivery>) -> Vec<Held> {
+        let mut credits = self.gate.take(messages.len()).unwrap();
+        messages
+            .into_iter()
+            .map(|d| Held::new(d, credits.split_one().unwrap()))
+            .collect()
+    }
+
+    fn msg(&self, id: &str) -> Delivery {
+        delivery(id, 1, None, self.t0)
+    }
+
+    fn at(&self, secs: u64) -> Instant {
+        self.t0 + Duration::from_secs(secs)
+    }
+
+    /// The ids of each batch started so far, by worker.
+    fn batches(&self) -> Vec<(WorkerId, Vec<String>)> {
+        let l = self.launched.lock().unwrap();
+        l.spawned
+            .iter()
+            .map(|(id, spec)| {
+                let ids = spec["messages"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| m["id"].as_str().unwrap().to_string())
+                    .collect();
+                (*id, ids)
+            })
+            .collect()
+    }
+
+    fn report(&mut self, worker: WorkerId, i: usize, verdict: Verdict) {
+        let report = Report {
+            i,
+            verdict,
+            delay: None,
+            error: Some("it broke".into()),
+        };
+        self.master
+            .on_worker_event(WorkerEvent::Report(worker, report));
+    }
+
+    fn exit(&mut self, worker: WorkerId, raw_status: i32) {
+        self.master.on_worker_event(WorkerEvent::Exited(
+            worker,
+            ExitStatus::from_raw(raw_status),
+        ));
+    }
+
+    fn all_credits_back(&self) -> bool {
+        self.gate.free() == CAPACITY
+    }
+}
+
+#[test]
+fn a_batch_runs_and_every_credit_comes_back() {
+    let mut r = rig(2, 3, false, None);
+    let (a, b) = (r.msg("a"), r.msg("b"));
+    r.receive(vec![a, b], true);
+    assert_eq!(r.gate.free(), CAPACITY - 2);
+    r.master.dispatch(r.at(0));
+    assert_eq!(r.batches(), vec![(1, vec!["a".into(), "b".into()])]);
+    r.report(1, 0, Verdict::Ok);
+    r.report(1, 1, Verdict::Fail);
+    r.exit(1, 0);
+    assert_eq!(
+        r.queue.ops(),
+        vec![
+            Op::Complete("a".into()),
+            Op::Retry("b".into(), Duration::from_secs(10))
+        ]
+    );
+    assert!(r.all_credits_back());
+    assert!(r.master.pool.is_empty());
+}
+
+#[test]
+fn a_full_buffer_waits_for_a_free_worker_and_partial_batches_wait_for_short() {
+    let mut r = rig(1, 2, false, None);
+    let ids = ["a", "b", "c"];
+    let msgs = ids.iter().map(|i| r.msg(i)).collect();
+    // Not short: a full batch starts, the third waits for more (or its batch timeout).
+    r.receive(msgs, false);
+    r.master.dispatch(r.at(0));
+    assert_eq!(r.batches().len(), 1);
+    r.report(1, 0, Verdict::Ok);
+    r.report(1, 1, Verdict::Ok);
+    r.exit(1, 0);
+    r.master.dispatch(r.at(1));
+    assert_eq!(r.batches().len(), 1, "c waits: the queue may have more");
+    r.master.dispatch(r.at(20));
+    assert_eq!(r.batches()[1].1, vec!["c".to_string()], "batch timeout");
+}
+
+#[test]
+fn unreported_messages_of_a_dead_worker_fail_and_max_attempts_dead_letters() {
+    let mut r = rig(1, 5, false, Some(2));
+    let first = r.msg("first");
+    let last = delivery("last", 2, None, r.t0);
+    r.receive(vec![first, last], true);
+    r.master.dispatch(r.at(0));
+    r.exit(1, 9); // SIGKILL, from outside
+    let ops = r.queue.ops();
+    assert_eq!(ops[0], Op::Retry("first".into(), Duration::from_secs(10)));
+    assert!(
+        matches!(&ops[1], Op::DeadLetter(id, why) if id == "last" && why.contains("2 of 2") && why.contains("SIGKILL")),
+        "{ops:?}"
+    );
+    assert!(r.all_credits_back());
+}
+
+#[test]
+fn a_worker_past_its_deadline_is_killed_and_its_messages_fail() {
+    let mut r = rig(1, 5, false, None);
+    let a = r.msg("a");
+    r.receive(vec![a], true);
+    r.master.dispatch(r.at(0));
+    r.master.kill_expired(r.at(59));
+    assert!(r.launched.lock().unwrap().killed.is_empty());
+    r.master.kill_expired(r.at(60));
+    r.master.kill_expired(r.at(61));
+    assert_eq!(r.launched.lock().unwrap().killed, vec![1001], "killed once");
+    r.exit(1, 9);
+    assert_eq!(
+        r.queue.ops(),
+        vec![Op::Retry("a".into(), Duration::from_secs(10))]
+    );
+    assert!(r.all_credits_back());
+}
+
+#[test]
+fn a_second_copy_waits_and_shares_the_first_copys_fate() {
+    let mut r = rig(2, 5, false, None);
+    let a = r.msg("a");
+    r.receive(vec![a.clone()], true);
+    r.master.dispatch(r.at(0));
+    // The same message again, while the first runs.
+    r.receive(vec![a], true);
+    r.master.dispatch(r.at(0));
+    assert_eq!(r.batches().len(), 1, "the copy never runs beside the first");
+    assert_eq!(r.master.holding.deferred(), 1);
+    r.report(1, 0, Verdict::Ok);
+    assert_eq!(
+        r.queue.ops(),
+        vec![Op::Complete("a".into()), Op::Complete("a".into())]
+    );
+    assert!(r.all_credits_back());
+}
+
+#[test]
+fn a_second_copy_runs_when_the_first_is_given_back_unrun() {
+    let mut r = rig(1, 5, true, None);
+    let (a, b) = (
+        delivery("a", 1, Some("g"), r.t0),
+        delivery("b", 1, Some("g"), r.t0),
+    );
+    r.receive(vec![a.clone(), b.clone()], true);
+    r.master.dispatch(r.at(0));
+    // A copy of b arrives while b runs; b is then skipped by the worker (its group failed).
+    r.receive(vec![b], true);
+    r.report(1, 0, Verdict::Fail);
+    r.report(1, 1, Verdict::Skip);
+    r.exit(1, 0);
+    r.master.dispatch(r.at(1));
+    assert_eq!(r.batches()[1].1, vec!["b".to_string()], "the copy runs");
+    r.report(2, 0, Verdict::Ok);
+    r.exit(2, 0);
+    assert!(r.all_credits_back());
+}
+
+#[test]
+fn fifo_a_group_never_runs_in_two_workers_and_a_retry_holds_back_the_rest() {
+    let mut r = rig(2, 1, true, None);
+    let g1a = delivery("g1a", 1, Some("g1"), r.t0);
+    let g1b = delivery("g1b", 1, Some("g1"), r.t0);
+    let g2 = delivery("g2", 1, Some("g2"), r.t0);
+    r.receive(vec![g1a, g1b, g2], true);
+    r.master.dispatch(r.at(0));
+    let started: Vec<_> = r.batches().into_iter().map(|(_, ids)| ids).collect();
+    assert_eq!(started, vec![vec!["g1a".to_string()], vec!["g2".to_string()]]);
+    // g1a fails: g1b, waiting behind it, goes back to the queue behind it.
+    r.report(1, 0, Verdict::Fail);
+    assert_eq!(
+        r.queue.ops(),
+        vec![
+            Op::Retry("g1a".into(), Duration::from_secs(10)),
+            Op::GiveBack("g1b".into())
+        ]
+    );
+    r.exit(1, 0);
+    r.report(2, 0, Verdict::Ok);
+    r.exit(2, 0);
+    assert!(r.all_credits_back());
+}
+
+#[test]
+fn a_drain_gives_back_what_waits_and_finishes_what_runs() {
+    let mut r = rig(1, 1, false, None);
+    let msgs = ["a", "b", "c"].iter().map(|i| r.msg(i)).collect();
+    r.receive(msgs, true);
+    r.master.dispatch(r.at(0));
+    let a = r.msg("a");
+    r.receive(vec![a], true); // a second copy of the running one
+    // A receive under way when the signal comes.
+    let late = r.credited(vec![r.msg("d")]);
+    r.master.on_signal(SIGTERM, r.at(1));
+    assert!(matches!(r.master.phase, Phase::Draining { .. }));
+    assert_eq!(
+        r.queue.ops(),
+        vec![
+            Op::GiveBack("b".into()),
+            Op::GiveBack("c".into()),
+            Op::GiveBack("a".into())
+        ]
+    );
+    // Arriving during the drain: given back at once.
+    r.master.on_batchlet(Batchlet {
+        queue: 0,
+        messages: late,
+        short: true,
+    });
+    assert!(!r.master.turn(r.at(2), true), "a worker still runs");
+    assert_eq!(r.batches().len(), 1, "nothing new starts");
+    r.report(1, 0, Verdict::Ok);
+    r.exit(1, 0);
+    assert!(r.master.turn(r.at(3), true), "drained");
+    assert_eq!(r.queue.ops()[3..], [Op::GiveBack("d".into()), Op::Complete("a".into())]);
+    assert!(r.all_credits_back());
+}
+
+#[test]
+fn a_drain_past_shutdown_timeout_kills_the_workers() {
+    let mut r = rig(1, 1, false, None);
+    let a = r.msg("a");
+    r.receive(vec![a], true);
+    r.master.dispatch(r.at(0));
+    r.master.on_signal(SIGTERM, r.at(0));
+    assert!(!r.master.turn(r.at(29), true));
+    assert!(r.launched.lock().unwrap().killed.is_empty());
+    assert!(!r.master.turn(r.at(30), true));
+    assert_eq!(r.launched.lock().unwrap().killed, vec![1001]);
+    r.exit(1, 9);
+    assert!(r.master.turn(r.at(31), true));
+    assert!(r.all_credits_back());
+}
+
+#[test]
+fn a_failed_spawn_gives_the_batch_back_and_pauses_spawning() {
+    let mut r = rig(1, 5, false, None);
+    r.launched.lock().unwrap().fail = true;
+    let a = r.msg("a");
+    r.receive(vec![a], true);
+    r.master.dispatch(r.at(0));
+    assert_eq!(r.queue.ops(), vec![Op::GiveBack("a".into())]);
+    assert!(r.all_credits_back());
+    assert_eq!(r.master.spawn_paused_until, Some(r.at(1)));
+}
+
+#[test]
+fn claims_are_renewed_when_due_wherever_the_message_is() {
+    let mut r = rig(1, 1, false, None);
+    let msgs = ["a", "b"].iter().map(|i| r.msg(i)).collect();
+    r.receive(msgs, true);
+    r.master.dispatch(r.at(0));
+    r.master.renew_claims(r.at(19));
+    assert!(r.queue.ops().is_empty());
+    assert_eq!(r.master.holding.next_renewal(), Some(r.at(20)));
+    r.master.renew_claims(r.at(20));
+    let mut renewed = r.queue.ops();
+    renewed.sort_by_key(|op| format!("{op:?}"));
+    assert_eq!(renewed, vec![Op::Renew("a".into()), Op::Renew("b".into())]);
+}
