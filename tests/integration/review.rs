@@ -249,7 +249,7 @@ fn review_a_body_over_64_mib_is_dead_lettered_unread() {
     master.wait("the next job to run", || sb.runs("runs.txt").len() == 1);
     assert_eq!(sb.runs("runs.txt")[0].id, id);
     master.wait("the queue to empty", || q.is_idle());
-    assert!(master.log_text().contains("larger than 64 MiB"));
+    assert!(master.log_text().contains("larger than the 64 MiB limit"));
     assert_eq!(master.stop().code(), Some(0));
 }
 
