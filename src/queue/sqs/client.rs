@@ -1,0 +1,325 @@
+//! The connection to SQS, shared by every SQS queue of the process and by `chore enqueue`:
+//! connecting (`Sqs::connect`), finding a queue's URL (creating it when asked), and
+//! publishing (`Sqs::send_batch`). How a batch's request entries are built and how its
+//! answer maps back to the messages are pure functions, tested here.
+
+use super::MAX_WAIT;
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::types::{
+    BatchResultErrorEntry, QueueAttributeName, SendMessageBatchRequestEntry,
+    SendMessageBatchResultEntry,
+};
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How to reach SQS: shared by every SQS queue of the process.
+#[derive(Clone)]
+pub struct Sqs {
+    pub client: Client,
+    rt: Arc<tokio::runtime::Runtime>,
+}
+
+/// Connection settings: the standard AWS chain, optionally overridden.
+#[derive(Debug, Clone, Default)]
+pub struct SqsSettings {
+    /// Endpoint URL; None = `AWS_ENDPOINT_URL_SQS` / `AWS_ENDPOINT_URL` / AWS.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    /// Static credentials (Ruby Chore's `--aws-access-key` / `--aws-secret-key`).
+    pub credentials: Option<(String, String)>,
+}
+
+/// Why a queue could not be opened.
+#[derive(Debug)]
+pub enum OpenError {
+    /// It does not exist: a configuration mistake (exit 2).
+    Missing(String),
+    /// SQS could not be asked (network, credentials).
+    Failed(String),
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Missing(m) | OpenError::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+/// One message to publish.
+#[derive(Debug, Clone, Default)]
+pub struct Outgoing {
+    pub body: String,
+    /// FIFO message group.
+    pub group: Option<String>,
+    /// FIFO deduplication id.
+    pub dedup: Option<String>,
+    /// Seconds before it becomes visible (≤ 900).
+    pub delay: Option<u32>,
+}
+
+impl Sqs {
+    pub fn connect(settings: &SqsSettings) -> io::Result<Sqs> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("sqs-io")
+            .enable_all()
+            .build()?;
+        // Every call gets an attempt timeout: a connection that goes silent (a lost NAT
+        // entry, a paused endpoint) must not hang a settler or a receive for ever. It
+        // exceeds the longest long poll (20 s).
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .operation_attempt_timeout(MAX_WAIT + Duration::from_secs(10))
+            .build();
+        let mut loader =
+            aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts);
+        if let Some(endpoint) = &settings.endpoint {
+            loader = loader.endpoint_url(endpoint);
+        }
+        if let Some(region) = &settings.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        if let Some((key, secret)) = &settings.credentials {
+            loader = loader.credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                key.clone(),
+                secret.clone(),
+                None,
+                None,
+                "chore-static",
+            ));
+        }
+        let conf = rt.block_on(loader.load());
+        Ok(Sqs {
+            client: Client::new(&conf),
+            rt: Arc::new(rt),
+        })
+    }
+
+    /// Run one SDK future to completion.
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    /// Resolve a queue name (or URL) to its URL, creating it when asked.
+    pub fn queue_url(&self, name_or_url: &str, create: bool) -> Result<String, OpenError> {
+        if is_url(name_or_url) {
+            return Ok(name_or_url.to_string());
+        }
+        let got = self.block_on(self.client.get_queue_url().queue_name(name_or_url).send());
+        match got {
+            Ok(out) => Ok(out.queue_url().unwrap_or_default().to_string()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_queue_does_not_exist()) =>
+            {
+                if !create {
+                    return Err(OpenError::Missing(format!(
+                        "SQS queue `{name_or_url}` does not exist (create it, or set `create = true` on the queue)"
+                    )));
+                }
+                let mut req = self.client.create_queue().queue_name(name_or_url);
+                if is_fifo_name(name_or_url) {
+                    req = req.attributes(QueueAttributeName::FifoQueue, "true");
+                }
+                let out = self.block_on(req.send()).map_err(|e| {
+                    OpenError::Failed(format!(
+                        "cannot create SQS queue `{name_or_url}`: {}",
+                        DisplayErrorContext(&e)
+                    ))
+                })?;
+                tracing::info!(queue = name_or_url, "created SQS queue");
+                Ok(out.queue_url().unwrap_or_default().to_string())
+            }
+            Err(e) => Err(OpenError::Failed(format!(
+                "cannot look up SQS queue `{name_or_url}`: {}",
+                DisplayErrorContext(&e)
+            ))),
+        }
+    }
+
+    /// Publish up to ten messages in one `SendMessageBatch`; one result per message, in
+    /// order: its MessageId, or why SQS refused it.
+    pub fn send_batch(
+        &self,
+        url: &str,
+        batch: &[Outgoing],
+    ) -> Result<Vec<Result<String, String>>, String> {
+        let entries = send_entries(batch)?;
+        let out = self
+            .block_on(
+                self.client
+                    .send_message_batch()
+                    .queue_url(url)
+                    .set_entries(Some(entries))
+                    .send(),
+            )
+            .map_err(|e| format!("SendMessageBatch failed: {}", DisplayErrorContext(&e)))?;
+        Ok(send_results(batch.len(), out.successful(), out.failed()))
+    }
+}
+
+/// A queue is given by URL rather than by name: used as is, never looked up.
+fn is_url(name_or_url: &str) -> bool {
+    name_or_url.starts_with("http://") || name_or_url.starts_with("https://")
+}
+
+/// SQS requires a FIFO queue's name (and so its URL) to end in `.fifo`.
+pub(super) fn is_fifo_name(name_or_url: &str) -> bool {
+    name_or_url.ends_with(".fifo")
+}
+
+/// The request entries of one `SendMessageBatch`, each identified by its position.
+fn send_entries(batch: &[Outgoing]) -> Result<Vec<SendMessageBatchRequestEntry>, String> {
+    batch
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let mut e = SendMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .message_body(&m.body);
+            if let Some(g) = &m.group {
+                e = e.message_group_id(g);
+            }
+            if let Some(d) = &m.dedup {
+                e = e.message_deduplication_id(d);
+            }
+            if let Some(s) = m.delay {
+                e = e.delay_seconds(s as i32);
+            }
+            e.build()
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())
+}
+
+/// One result per message of a batch of `n`, from SQS's answer: the MessageId, SQS's
+/// reason for refusing it, or "no answer" for a message SQS did not mention.
+fn send_results(
+    n: usize,
+    successful: &[SendMessageBatchResultEntry],
+    failed: &[BatchResultErrorEntry],
+) -> Vec<Result<String, String>> {
+    let mut results: Vec<Result<String, String>> = vec![Err("no answer from SQS".into()); n];
+    for ok in successful {
+        if let Some(slot) = ok
+            .id()
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| results.get_mut(i))
+        {
+            *slot = Ok(ok.message_id().to_string());
+        }
+    }
+    for f in failed {
+        if let Some(slot) = f
+            .id()
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| results.get_mut(i))
+        {
+            *slot = Err(format!("{}: {}", f.code(), f.message().unwrap_or("")));
+        }
+    }
+    results
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(id: &str, message_id: &str) -> SendMessageBatchResultEntry {
+        SendMessageBatchResultEntry::builder()
+            .id(id)
+            .message_id(message_id)
+            .md5_of_message_body("-")
+            .build()
+            .unwrap()
+    }
+
+    fn failed(id: &str, code: &str, message: Option<&str>) -> BatchResultErrorEntry {
+        BatchResultErrorEntry::builder()
+            .id(id)
+            .code(code)
+            .set_message(message.map(str::to_string))
+            .sender_fault(true)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_name_is_looked_up_and_a_url_is_not() {
+        assert!(is_url("https://sqs.us-east-1.amazonaws.com/1/jobs"));
+        assert!(is_url("http://127.0.0.1:5000/123456789012/jobs"));
+        assert!(!is_url("jobs"));
+        assert!(!is_url("httpjobs"));
+    }
+
+    #[test]
+    fn fifo_is_told_by_the_name() {
+        assert!(is_fifo_name("orders.fifo"));
+        assert!(is_fifo_name("http://h/1/orders.fifo"));
+        assert!(!is_fifo_name("orders"));
+        assert!(!is_fifo_name("fifo"));
+    }
+
+    #[test]
+    fn entries_carry_position_body_and_only_the_options_given() {
+        let batch = [
+            Outgoing {
+                body: "{\"a\":1}".into(),
+                ..Outgoing::default()
+            },
+            Outgoing {
+                body: "b".into(),
+                group: Some("g".into()),
+                dedup: Some("d".into()),
+                delay: Some(900),
+            },
+        ];
+        let e = send_entries(&batch).unwrap();
+        assert_eq!(e.len(), 2);
+        assert_eq!((e[0].id(), e[0].message_body()), ("0", "{\"a\":1}"));
+        assert_eq!(e[0].message_group_id(), None);
+        assert_eq!(e[0].message_deduplication_id(), None);
+        assert_eq!(e[0].delay_seconds(), None);
+        assert_eq!((e[1].id(), e[1].message_body()), ("1", "b"));
+        assert_eq!(e[1].message_group_id(), Some("g"));
+        assert_eq!(e[1].message_deduplication_id(), Some("d"));
+        assert_eq!(e[1].delay_seconds(), Some(900));
+    }
+
+    #[test]
+    fn results_follow_the_batch_order_whatever_the_answer_order() {
+        let r = send_results(
+            3,
+            &[ok("2", "m2"), ok("0", "m0")],
+            &[failed("1", "InvalidMessageContents", Some("bad char"))],
+        );
+        assert_eq!(
+            r,
+            vec![
+                Ok("m0".to_string()),
+                Err("InvalidMessageContents: bad char".to_string()),
+                Ok("m2".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_message_sqs_does_not_mention_is_reported_unanswered() {
+        let r = send_results(2, &[ok("0", "m0"), ok("7", "stray"), ok("x", "bad")], &[]);
+        assert_eq!(
+            r,
+            vec![Ok("m0".to_string()), Err("no answer from SQS".to_string())]
+        );
+    }
+
+    #[test]
+    fn a_refusal_without_a_message_still_names_its_code() {
+        let r = send_results(1, &[], &[failed("0", "Throttled", None)]);
+        assert_eq!(r, vec![Err("Throttled: ".to_string())]);
+    }
+}
