@@ -22,7 +22,7 @@
 //!
 //! Figures, not pass/fail: nothing here asserts a speed.
 
-use chore::queue::filesystem::FilesystemQueue;
+use chore::FilesystemQueue;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

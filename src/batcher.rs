@@ -67,10 +67,6 @@ impl<T: AsRef<Delivery> + AsMut<Delivery>> Batcher<T> {
         self.queues.iter().map(|p| p.items.len()).sum()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     fn ready(&self, p: &Pending<T>, now: Instant) -> bool {
         match p.items.front() {
             None => false,

@@ -14,21 +14,29 @@
 //! * `settle` and `backoff` — pure: what happens to a message after an attempt;
 //! * `enqueue` — publishing from the command line; `logging` — tracing set-up.
 
-pub mod backoff;
-pub mod batcher;
-pub mod cli;
-pub mod config;
-pub mod consumer;
-pub mod dedupe;
-pub mod enqueue;
-pub mod hooks;
-pub mod launch;
-pub mod logging;
-pub mod master;
-pub mod protocol;
-pub mod queue;
-pub mod settle;
-pub mod worker;
+mod backoff;
+mod batcher;
+mod cli;
+mod config;
+mod consumer;
+mod dedupe;
+mod enqueue;
+mod hooks;
+mod launch;
+mod logging;
+mod master;
+mod protocol;
+mod queue;
+mod settle;
+mod worker;
+
+/// Publishing to a filesystem queue from Rust, in Ruby Chore's file format.
+pub use queue::filesystem::FilesystemQueue;
+
+/// `chore work`: run one batch as a worker child of the master. Returns the exit status.
+pub fn run_worker() -> i32 {
+    worker::main()
+}
 
 /// The `chore` command: parse the command line and run what it asks. Returns the exit
 /// status (2 for any usage or configuration mistake, before anything starts).

@@ -3,7 +3,7 @@
 
 fn main() {
     if std::env::args_os().nth(1).is_some_and(|a| a == "work") {
-        std::process::exit(chore::worker::main());
+        std::process::exit(chore::run_worker());
     }
     std::process::exit(chore::run_cli());
 }

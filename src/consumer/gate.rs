@@ -110,10 +110,6 @@ impl Credits {
         self.n
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.n == 0
-    }
-
     /// Split one credit off, for one message to carry (None when none is left).
     pub fn split_one(&mut self) -> Option<Credits> {
         self.n = self.n.checked_sub(1)?;
@@ -160,7 +156,7 @@ mod tests {
         let mut c = gate.take(1).unwrap();
         let one = c.split_one().unwrap();
         assert!(c.split_one().is_none());
-        assert!(c.is_empty());
+        assert_eq!(c.len(), 0);
         drop((c, one));
         assert_eq!(gate.free(), 2);
     }

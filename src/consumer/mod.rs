@@ -310,6 +310,59 @@ pub fn classify(body: &str) -> Result<Option<String>, serde_json::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::memory::{MemoryQueue, Op, delivery};
+
+    #[test]
+    fn bodies_that_cannot_run_are_dead_lettered_through_the_settler_and_hold_no_credit() {
+        let queue = Arc::new(MemoryQueue::new("jobs", Duration::from_secs(60), false));
+        let now = Instant::now();
+        let mut bad = delivery("bad", 1, None, now);
+        bad.body = "{not json".into();
+        let mut routed = delivery("routed", 1, None, now);
+        routed.body = r#"{"class":"Known","args":[]}"#.into();
+        let mut unrouted = delivery("unrouted", 1, None, now);
+        unrouted.body = r#"{"class":"Other","args":[]}"#.into();
+        for d in [bad, routed, unrouted] {
+            queue.push(d);
+        }
+        let handler: crate::config::Handler =
+            serde_json::from_str(r#"{"command":["true"],"mode":"message","dir":null}"#).unwrap();
+        let mut qc = crate::queue::memory::queue_config();
+        qc.classes.insert("Known".into(), handler);
+        let gate = Gate::new(10);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let shared = Shared {
+            gate: gate.clone(),
+            stop: Arc::new(Stop::new().unwrap()),
+            to_master: tx,
+            polling_size: 5,
+            dedupe: None,
+        };
+        let settler = Settler {
+            queue: queue.clone(),
+            on_permanent_failure: None,
+            hooks: Default::default(),
+            dedupe: None,
+        };
+        let threads = spawn(0, &qc, &settler, 1, &shared).unwrap();
+        let b = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        let ids: Vec<&str> = b.messages.iter().map(|h| h.delivery.id.as_str()).collect();
+        assert_eq!(ids, ["routed"]);
+        assert_eq!(b.messages[0].delivery.class.as_deref(), Some("Known"));
+        let ops = queue.ops();
+        assert!(
+            matches!(&ops[0], Op::DeadLetter(id, why) if id == "bad" && why.contains("not valid JSON"))
+        );
+        assert!(
+            matches!(&ops[1], Op::DeadLetter(id, why) if id == "unrouted" && why.contains("no handler for job class `Other`"))
+        );
+        gate.stop();
+        drop(b);
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(gate.free(), 10, "every credit came back");
+    }
 
     #[test]
     fn classify_bodies() {

@@ -27,8 +27,6 @@ mod startup;
 #[cfg(test)]
 mod tests;
 
-pub use startup::StartError;
-
 use crate::batcher::Batcher;
 use crate::config::{Config, LogFormat, QueueConfig};
 use crate::consumer::{Batchlet, Gate, Held};

@@ -5,12 +5,11 @@
 
 use super::pool::{Launch, Pool, WorkerEvent, WorkerId};
 use super::{Master, Phase};
-use crate::backoff::Backoff;
-use crate::config::{Backend, Config, LogFormat, QueueConfig};
+use crate::config::{Config, LogFormat, QueueConfig};
 use crate::consumer::{Batchlet, Gate, Held};
 use crate::hooks::Hooks;
 use crate::protocol::{Report, Verdict};
-use crate::queue::memory::{MemoryQueue, Op, delivery};
+use crate::queue::memory::{MemoryQueue, Op, delivery, queue_config};
 use crate::queue::{Delivery, Stop};
 use crate::settle::Settler;
 use signal_hook::consts::SIGTERM;
@@ -53,25 +52,6 @@ struct Rig {
     t0: Instant,
 }
 
-fn queue_config(max_attempts: Option<u32>) -> QueueConfig {
-    QueueConfig {
-        name: "jobs".into(),
-        full_name: "jobs".into(),
-        backend: Backend::Filesystem,
-        handler: None,
-        classes: Default::default(),
-        timeout: Some(Duration::from_secs(60)),
-        backoff: Backoff::parse("attempt * 10").unwrap(),
-        max_attempts,
-        url: None,
-        sqs: Default::default(),
-        pass_aws_credentials: false,
-        on_permanent_failure: None,
-        dedupe: false,
-        dedupe_key: None,
-    }
-}
-
 fn config(concurrency: usize, batch_size: usize, qc: QueueConfig) -> Config {
     Config {
         concurrency,
@@ -104,7 +84,10 @@ fn config(concurrency: usize, batch_size: usize, qc: QueueConfig) -> Config {
 }
 
 fn rig(concurrency: usize, batch_size: usize, ordered: bool, max_attempts: Option<u32>) -> Rig {
-    let qc = queue_config(max_attempts);
+    let qc = QueueConfig {
+        max_attempts,
+        ..queue_config()
+    };
     let queue = Arc::new(MemoryQueue::new("jobs", Duration::from_secs(60), ordered));
     let gate = Gate::new(CAPACITY);
     let launched = Arc::new(Mutex::new(Launched::default()));
@@ -324,7 +307,10 @@ fn fifo_a_group_never_runs_in_two_workers_and_a_retry_holds_back_the_rest() {
     r.receive(vec![g1a, g1b, g2], true);
     r.master.dispatch(r.at(0));
     let started: Vec<_> = r.batches().into_iter().map(|(_, ids)| ids).collect();
-    assert_eq!(started, vec![vec!["g1a".to_string()], vec!["g2".to_string()]]);
+    assert_eq!(
+        started,
+        vec![vec!["g1a".to_string()], vec!["g2".to_string()]]
+    );
     // g1a fails: g1b, waiting behind it, goes back to the queue behind it.
     r.report(1, 0, Verdict::Fail);
     assert_eq!(
@@ -371,7 +357,10 @@ fn a_drain_gives_back_what_waits_and_finishes_what_runs() {
     r.report(1, 0, Verdict::Ok);
     r.exit(1, 0);
     assert!(r.master.turn(r.at(3), true), "drained");
-    assert_eq!(r.queue.ops()[3..], [Op::GiveBack("d".into()), Op::Complete("a".into())]);
+    assert_eq!(
+        r.queue.ops()[3..],
+        [Op::GiveBack("d".into()), Op::Complete("a".into())]
+    );
     assert!(r.all_credits_back());
 }
 

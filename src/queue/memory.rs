@@ -62,6 +62,27 @@ impl MemoryQueue {
     }
 }
 
+/// A Chorefile's declaration of the queue `jobs`: no handler, a 60 s timeout, backoff
+/// `attempt * 10`, unlimited attempts.
+pub fn queue_config() -> crate::config::QueueConfig {
+    crate::config::QueueConfig {
+        name: "jobs".into(),
+        full_name: "jobs".into(),
+        backend: crate::config::Backend::Filesystem,
+        handler: None,
+        classes: Default::default(),
+        timeout: Some(Duration::from_secs(60)),
+        backoff: crate::backoff::Backoff::parse("attempt * 10").expect("a valid backoff"),
+        max_attempts: None,
+        url: None,
+        sqs: Default::default(),
+        pass_aws_credentials: false,
+        on_permanent_failure: None,
+        dedupe: false,
+        dedupe_key: None,
+    }
+}
+
 /// A message as a backend would deliver it: attempt `attempt`, received at `now`.
 pub fn delivery(id: &str, attempt: u32, group: Option<&str>, now: Instant) -> Delivery {
     Delivery {

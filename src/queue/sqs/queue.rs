@@ -80,14 +80,6 @@ impl SqsQueue {
         })
     }
 
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
-    pub fn is_fifo(&self) -> bool {
-        self.fifo
-    }
-
     fn send(&self, op: Op) -> io::Result<()> {
         self.settle
             .send(op)
