@@ -110,3 +110,112 @@ fn check_config(flags: cli::Flags) -> i32 {
         }
     }
 }
+
+#[cfg(test)]
+mod layering {
+    //! ARCHITECTURE.md's module map, kept true: a module uses only modules listed before
+    //! it. Read from the sources, outside their own unit tests.
+
+    /// Bottom-up, as in ARCHITECTURE.md.
+    const ORDER: [&str; 15] = [
+        "backoff", "cli", "config", "logging", "protocol", "queue", "dedupe", "launch", "hooks",
+        "settle", "consumer", "batcher", "master", "worker", "enqueue",
+    ];
+
+    fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    /// The top-level modules `code` names after `crate::`, in paths and in `use crate::{…}`.
+    fn uses(code: &str) -> Vec<String> {
+        let ident = |s: &str| -> String {
+            s.trim_start()
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect()
+        };
+        let mut out = Vec::new();
+        for (i, _) in code.match_indices("crate::") {
+            let rest = &code[i + 7..];
+            match rest.strip_prefix('{') {
+                // Each item of the group, at its top level.
+                Some(group) => {
+                    let mut depth = 0;
+                    let mut start = 0;
+                    for (j, c) in group.char_indices() {
+                        match c {
+                            '{' => depth += 1,
+                            '}' if depth == 0 => {
+                                out.push(ident(&group[start..j]));
+                                break;
+                            }
+                            '}' => depth -= 1,
+                            ',' if depth == 0 => {
+                                out.push(ident(&group[start..j]));
+                                start = j + 1;
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                None => out.push(ident(rest)),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_scan_sees_paths_and_groups() {
+        let code = "use crate::a::B;\nuse crate::{c::{D, E}, f};\nlet x = crate::g::h();";
+        assert_eq!(uses(code), ["a", "c", "f", "g"]);
+    }
+
+    #[test]
+    fn no_module_uses_one_listed_after_it() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        sources(&src, &mut files);
+        let rank = |m: &str| ORDER.iter().position(|o| *o == m);
+        let mut wrong = Vec::new();
+        for file in files {
+            let rel = file
+                .strip_prefix(&src)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            let module = rel.split(['/', '.']).next().unwrap().to_string();
+            let Some(own) = rank(&module) else {
+                assert!(
+                    ["lib", "main"].contains(&module.as_str()),
+                    "{rel} is not in ORDER"
+                );
+                continue;
+            };
+            let text = std::fs::read_to_string(&file).unwrap();
+            // Unit tests may reach anywhere.
+            let code = text.split("#[cfg(test)]").next().unwrap();
+            if rel.ends_with("tests.rs") {
+                continue;
+            }
+            for used in uses(code) {
+                if rank(&used).is_some_and(|r| r > own) {
+                    wrong.push(format!("{rel} uses crate::{used}"));
+                }
+            }
+        }
+        wrong.sort();
+        wrong.dedup();
+        assert!(
+            wrong.is_empty(),
+            "modules used above their layer:\n{}",
+            wrong.join("\n")
+        );
+    }
+}
