@@ -32,9 +32,11 @@ JSONL
 
 cat <<'EOF'
 ==> starting: target/release/chore -c Chorefile.example
-    Watch the jobs run below. The Grace greeting is retried after 2 s and 4 s; the
-    anonymous one ends in tmp/example-queues/greetings/dead/. Enqueue more from another
-    terminal with, for example:
+    Watch the jobs run below. The Grace greeting fails twice and succeeds on its third
+    attempt: the greetings queue's backoff, "2 ^ attempt", retries it 2 s after its first
+    attempt and 4 s after its second (a filesystem retry comes back within a second or
+    two after its delay). The anonymous one ends in tmp/example-queues/greetings/dead/.
+    Enqueue more from another terminal with, for example:
         target/release/chore enqueue -c Chorefile.example greetings '{"name":"you"}'
     Press Ctrl-C to drain and exit.
 EOF
