@@ -27,7 +27,8 @@ pub fn check_config(flags: Flags) -> i32 {
     let path_var = std::env::var_os("PATH");
     let errors = environment(&loaded, path_var.as_deref());
     if !errors.is_empty() {
-        eprintln!("chore: {}", ConfigErrors(errors));
+        let files = &loaded.config.files;
+        eprintln!("chore: {}", ConfigErrors::in_order(errors, files));
         return 2;
     }
     for line in printout::lines(&loaded, path_var.as_deref()) {

@@ -126,8 +126,15 @@ impl std::error::Error for ConfigError {}
 pub struct ConfigErrors(pub Vec<ConfigError>);
 
 impl ConfigErrors {
-    pub fn one(e: ConfigError) -> Self {
-        ConfigErrors(vec![e])
+    /// `errors` in reading order: the Chorefiles in the order given (`files`), each line by
+    /// line, then the command line, then what has no single place.
+    pub fn in_order(mut errors: Vec<ConfigError>, files: &[PathBuf]) -> Self {
+        errors.sort_by_key(|e| match &e.origin {
+            Some(Origin::File { path, line }) => (0, files.iter().position(|f| f == path), *line),
+            Some(Origin::CommandLine) => (1, None, None),
+            _ => (2, None, None),
+        });
+        ConfigErrors(errors)
     }
 }
 

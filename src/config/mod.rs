@@ -210,15 +210,7 @@ fn load_traced(cli: Flags) -> Result<Loaded, ConfigErrors> {
         }),
         result => {
             errors.extend(result.err().unwrap_or_default());
-            // In reading order: file by file, line by line, then the command line.
-            errors.sort_by_key(|e| match &e.origin {
-                Some(Origin::File { path, line }) => {
-                    (0, files.iter().position(|f| f == path), *line)
-                }
-                Some(Origin::CommandLine) => (1, None, None),
-                _ => (2, None, None),
-            });
-            Err(ConfigErrors(errors))
+            Err(ConfigErrors::in_order(errors, &files))
         }
     }
 }
