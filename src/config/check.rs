@@ -10,8 +10,9 @@
 //! status is 2; nothing goes to standard output then. An SQS queue is not looked up: its
 //! existence and credentials are checked when the master starts.
 
+use super::chorefile::QueueTable;
 use super::error::{ConfigError, ConfigErrors, Origin};
-use super::{Backend, Loaded, load, load_traced, printout, probe, suggest};
+use super::{Backend, Handler, Loaded, QueueConfig, load, load_traced, printout, probe, suggest};
 use crate::cli::{EnqueueArgs, Flags};
 use std::ffi::OsStr;
 
@@ -65,60 +66,75 @@ fn environment(l: &Loaded, path_var: Option<&OsStr>) -> Vec<ConfigError> {
     {
         errors.push(ConfigError::at(&origin(l, "log-file"), "log-file", m));
     }
-    let root = std::path::absolute(&c.fs_queue_root).unwrap_or_else(|_| c.fs_queue_root.clone());
     for q in c.selected_queues() {
         let table = l.tables.iter().find(|t| t.name == q.name);
-        let key_origin = |key: &str| {
-            table
-                .and_then(|t| t.keys.get(key))
-                .map_or(Origin::Default, |k| k.origin.clone())
-        };
         if q.backend == Backend::Filesystem {
-            let dir = root.join(&q.full_name);
-            // The master creates and must write these three at start.
-            let unwritable = ["new", "inprogress", "dead"]
-                .iter()
-                .find_map(|sub| probe::writable_dir(&dir.join(sub)).err());
-            if let Some(m) = unwritable {
-                let message = format!("queue `{}`: {m}", q.name);
-                errors.push(ConfigError::at(
-                    &origin(l, "fs-queue-root"),
-                    "fs-queue-root",
-                    message,
-                ));
-            }
-            if let Err(m) = probe::config_timeout(&dir) {
-                let table_origin = table.map_or(Origin::Default, |t| t.origin.clone());
-                errors.push(ConfigError::at(
-                    &table_origin,
-                    format!("queues.{}", q.name),
-                    m,
-                ));
-            }
+            errors.extend(queue_directory(l, q, table));
         }
-        let classes = q.classes.iter().map(|(class, h)| {
-            let o = table
-                .and_then(|t| t.keys.get("classes"))
-                .map(|k| k.inner.get(class).unwrap_or(&k.origin).clone())
-                .unwrap_or(Origin::Default);
-            (format!("classes.{class}"), o, h)
-        });
-        let handlers = q
-            .handler
-            .iter()
-            .map(|h| ("handler".to_string(), key_origin("handler"), h))
-            .chain(classes)
-            .chain(q.on_permanent_failure.iter().map(|h| {
-                let key = "on-permanent-failure";
-                (key.to_string(), key_origin(key), h)
-            }));
-        for (key, o, h) in handlers {
+        for (key, o, h) in commands(q, table) {
             if let Err(m) = probe::program(h, path_var) {
                 errors.push(ConfigError::at(&o, format!("queues.{}.{key}", q.name), m));
             }
         }
     }
     errors
+}
+
+/// What the master will find when it opens a filesystem queue's directory.
+fn queue_directory(l: &Loaded, q: &QueueConfig, table: Option<&QueueTable>) -> Vec<ConfigError> {
+    let c = &l.config;
+    let root = std::path::absolute(&c.fs_queue_root).unwrap_or_else(|_| c.fs_queue_root.clone());
+    let dir = root.join(&q.full_name);
+    let mut errors = Vec::new();
+    // The master creates and must write these three at start.
+    let unwritable = ["new", "inprogress", "dead"]
+        .iter()
+        .find_map(|sub| probe::writable_dir(&dir.join(sub)).err());
+    if let Some(m) = unwritable {
+        let message = format!("queue `{}`: {m}", q.name);
+        errors.push(ConfigError::at(
+            &origin(l, "fs-queue-root"),
+            "fs-queue-root",
+            message,
+        ));
+    }
+    if let Err(m) = probe::config_timeout(&dir) {
+        let table_origin = table.map_or(Origin::Default, |t| t.origin.clone());
+        errors.push(ConfigError::at(
+            &table_origin,
+            format!("queues.{}", q.name),
+            m,
+        ));
+    }
+    errors
+}
+
+/// Every command a queue runs, with the key (under `queues.NAME.`) and the place it was
+/// written: `handler`, each `classes.CLASS`, `on-permanent-failure`.
+pub(super) fn commands<'a>(
+    q: &'a QueueConfig,
+    table: Option<&QueueTable>,
+) -> Vec<(String, Origin, &'a Handler)> {
+    let raw = |key: &str| table.and_then(|t| t.keys.get(key));
+    let at = |key: &str| raw(key).map_or(Origin::Default, |k| k.origin.clone());
+    let mut out = Vec::new();
+    if let Some(h) = &q.handler {
+        out.push(("handler".to_string(), at("handler"), h));
+    }
+    for (class, h) in &q.classes {
+        let o = raw("classes").map_or(Origin::Default, |k| {
+            k.inner.get(class).unwrap_or(&k.origin).clone()
+        });
+        out.push((format!("classes.{class}"), o, h));
+    }
+    if let Some(h) = &q.on_permanent_failure {
+        out.push((
+            "on-permanent-failure".to_string(),
+            at("on-permanent-failure"),
+            h,
+        ));
+    }
+    out
 }
 
 /// `chore enqueue QUEUE` with a Chorefile that does not declare QUEUE is most likely a typo

@@ -72,6 +72,29 @@ fn secs(d: Duration) -> String {
     d.as_secs_f64().to_string()
 }
 
+/// The lines of one queue, each value with where it came from.
+struct QueuePrint<'a> {
+    table: Option<&'a QueueTable>,
+    out: &'a mut Vec<String>,
+}
+
+impl QueuePrint<'_> {
+    /// Where `key` of the queue's table was set, else "default".
+    fn from(&self, key: &str) -> String {
+        self.table
+            .and_then(|t| t.keys.get(key))
+            .map_or_else(|| "default".to_string(), |k| k.origin.to_string())
+    }
+    fn line(&mut self, key: &str, value: String, note: String) {
+        self.out.push(format!("  {key} = {value}  # {note}"));
+    }
+    /// `key` with its value, noting where it was set.
+    fn set(&mut self, key: &str, value: String) {
+        let from = self.from(key);
+        self.line(key, value, from);
+    }
+}
+
 fn queue_lines(
     c: &Config,
     q: &QueueConfig,
@@ -79,96 +102,74 @@ fn queue_lines(
     path_var: Option<&OsStr>,
     out: &mut Vec<String>,
 ) {
-    let from = |key: &str| {
-        table
-            .and_then(|t| t.keys.get(key))
-            .map_or_else(|| "default".to_string(), |k| k.origin.to_string())
-    };
     let header = table.map(|t| t.origin.to_string()).unwrap_or_default();
     out.push(format!("queue {} ({})  # {header}", q.name, q.full_name));
-    let mut line = |key: &str, value: String, note: String| {
-        out.push(format!("  {key} = {value}  # {note}"));
-    };
+    let mut p = QueuePrint { table, out };
     match q.backend {
-        Backend::Filesystem => {
-            let root = std::path::absolute(&c.fs_queue_root).unwrap_or(c.fs_queue_root.clone());
-            let dir = root.join(&q.full_name);
-            line("backend", "filesystem".into(), from("backend"));
-            line(
-                "directory",
-                format!("{:?}", dir.display().to_string()),
-                "fs-queue-root + name".into(),
-            );
-            let (timeout, note) = match (q.timeout, probe::config_timeout(&dir)) {
-                (Some(t), _) => (secs(t), from("timeout")),
-                (None, Ok(Some(n))) => (n.to_string(), "config/timeout".into()),
-                (None, _) => (
-                    secs(c.default_queue_timeout),
-                    "default-queue-timeout".into(),
-                ),
-            };
-            line("timeout", timeout, note);
-        }
-        Backend::Sqs => {
-            line("backend", "sqs".into(), from("backend"));
-            let timeout = q.timeout.map_or(
-                "the SQS queue's visibility timeout, read at start".into(),
-                secs,
-            );
-            line("timeout", timeout, from("timeout"));
-            if let Some(url) = &q.url {
-                line("url", format!("{url:?}"), from("url"));
-            }
-            line("create", q.sqs.create.to_string(), from("create"));
-            let wait = q.sqs.wait.map_or("20".into(), secs);
-            line("wait-time", wait, from("wait-time"));
-            if let Some(dlq) = &q.sqs.dead_letter_queue {
-                line(
-                    "dead-letter-queue",
-                    format!("{dlq:?}"),
-                    from("dead-letter-queue"),
-                );
-            }
-        }
+        Backend::Filesystem => filesystem_lines(c, q, &mut p),
+        Backend::Sqs => sqs_lines(q, &mut p),
     }
-    if let Some(h) = &q.handler {
-        line("handler", argv(h), runs(h, path_var, &from("handler")));
-    }
-    for (class, h) in &q.classes {
-        let origin = table
-            .and_then(|t| t.keys.get("classes"))
-            .map(|k| k.inner.get(class).unwrap_or(&k.origin).to_string());
-        let note = runs(h, path_var, &origin.unwrap_or_default());
-        line(&format!("classes.{class}"), argv(h), note);
-    }
-    if let Some(h) = &q.on_permanent_failure {
-        let note = runs(h, path_var, &from("on-permanent-failure"));
-        line("on-permanent-failure", argv(h), note);
-    }
-    line("backoff", q.backoff.to_string(), from("backoff"));
+    handler_lines(q, path_var, &mut p);
+    p.set("backoff", q.backoff.to_string());
     let max = q.max_attempts.map_or("unlimited".into(), |m| m.to_string());
     let max_from = match table.and_then(|t| t.keys.get("max-attempts")) {
         Some(k) => k.origin.to_string(),
         None if q.max_attempts.is_some() => "top-level max-attempts".into(),
         None => "default".into(),
     };
-    line("max-attempts", max, max_from);
+    p.line("max-attempts", max, max_from);
     let dedupe = match (&q.dedupe, &q.dedupe_key) {
         (false, _) => "false".to_string(),
         (true, None) => "true (on the message id)".to_string(),
         (true, Some(k)) => format!("true (on the body's `{k}`)"),
     };
-    let dedupe_from = if table.is_some_and(|t| t.keys.contains_key("dedupe-key")) {
-        from("dedupe-key")
-    } else {
-        from("dedupe")
+    let dedupe_from = match table.is_some_and(|t| t.keys.contains_key("dedupe-key")) {
+        true => p.from("dedupe-key"),
+        false => p.from("dedupe"),
     };
-    line("dedupe", dedupe, dedupe_from);
-    line(
-        "pass-aws-credentials",
-        q.pass_aws_credentials.to_string(),
-        from("pass-aws-credentials"),
-    );
+    p.line("dedupe", dedupe, dedupe_from);
+    p.set("pass-aws-credentials", q.pass_aws_credentials.to_string());
+}
+
+/// Where a filesystem queue's messages are, and how long each may run.
+fn filesystem_lines(c: &Config, q: &QueueConfig, p: &mut QueuePrint) {
+    let root = std::path::absolute(&c.fs_queue_root).unwrap_or(c.fs_queue_root.clone());
+    let dir = root.join(&q.full_name);
+    p.set("backend", "filesystem".into());
+    let shown = format!("{:?}", dir.display().to_string());
+    p.line("directory", shown, "fs-queue-root + name".into());
+    let (timeout, note) = match (q.timeout, probe::config_timeout(&dir)) {
+        (Some(t), _) => (secs(t), p.from("timeout")),
+        (None, Ok(Some(n))) => (n.to_string(), "config/timeout".into()),
+        (None, _) => (
+            secs(c.default_queue_timeout),
+            "default-queue-timeout".into(),
+        ),
+    };
+    p.line("timeout", timeout, note);
+}
+
+/// An SQS queue's settings (the queue itself is looked up when the master starts).
+fn sqs_lines(q: &QueueConfig, p: &mut QueuePrint) {
+    p.set("backend", "sqs".into());
+    let read_at_start = "the SQS queue's visibility timeout, read at start";
+    p.set("timeout", q.timeout.map_or(read_at_start.into(), secs));
+    if let Some(url) = &q.url {
+        p.set("url", format!("{url:?}"));
+    }
+    p.set("create", q.sqs.create.to_string());
+    p.set("wait-time", q.sqs.wait.map_or("20".into(), secs));
+    if let Some(dlq) = &q.sqs.dead_letter_queue {
+        p.set("dead-letter-queue", format!("{dlq:?}"));
+    }
+}
+
+/// Every command the queue runs: argv, then where it came from and how it runs.
+fn handler_lines(q: &QueueConfig, path_var: Option<&OsStr>, p: &mut QueuePrint) {
+    for (key, origin, h) in super::check::commands(q, p.table) {
+        let note = runs(h, path_var, &origin.to_string());
+        p.line(&key, argv(h), note);
+    }
 }
 
 fn argv(h: &Handler) -> String {

@@ -49,29 +49,7 @@ pub fn resolve(t: &QueueTable, d: &QueueDefaults) -> Result<QueueConfig, Vec<Con
     let dedupe = get("dedupe").and_then(|k| r.read(k, "dedupe", boolean));
     let dedupe_key = get("dedupe-key").and_then(|k| r.read(k, "dedupe-key", string));
 
-    let full_name = format!("{}{}", d.prefix, t.name);
-    if let Err(m) = check_name(&t.name, &full_name, backend, url.is_some()) {
-        let from = match d.prefix_origin {
-            Origin::Default => String::new(),
-            o => format!("; queue-prefix `{}` comes from {o}", d.prefix),
-        };
-        r.errors.push(ConfigError::at(
-            &t.origin,
-            format!("queues.{}", t.name),
-            format!("{m}{from}"),
-        ));
-    }
-    if backend == Backend::Filesystem {
-        for k in QUEUE_KEYS.iter().filter(|k| k.sqs_only) {
-            if let Some(raw) = get(k.key) {
-                r.error(
-                    raw,
-                    k.key,
-                    "only SQS queues (backend = \"sqs\") take this key".into(),
-                );
-            }
-        }
-    }
+    let full_name = check_place(t, d, backend, url.is_some(), &mut r);
     // A handler that failed to read, or a mistyped key, has been reported already.
     let failed = (get("handler").is_some() && handler.is_none())
         || (get("classes").is_some() && classes.is_none())
@@ -113,6 +91,36 @@ pub fn resolve(t: &QueueTable, d: &QueueDefaults) -> Result<QueueConfig, Vec<Con
         dedupe: dedupe.unwrap_or(backend == Backend::Sqs) || dedupe_key.is_some(),
         dedupe_key,
     })
+}
+
+/// The queue's full name (prefix + name), checked for its backend, and no SQS-only key on
+/// a filesystem queue.
+fn check_place(
+    t: &QueueTable,
+    d: &QueueDefaults,
+    backend: Backend,
+    has_url: bool,
+    r: &mut Reader,
+) -> String {
+    let full_name = format!("{}{}", d.prefix, t.name);
+    if let Err(m) = check_name(&t.name, &full_name, backend, has_url) {
+        let from = match d.prefix_origin {
+            Origin::Default => String::new(),
+            o => format!("; queue-prefix `{}` comes from {o}", d.prefix),
+        };
+        let key = format!("queues.{}", t.name);
+        r.errors
+            .push(ConfigError::at(&t.origin, key, format!("{m}{from}")));
+    }
+    if backend == Backend::Filesystem {
+        for k in QUEUE_KEYS.iter().filter(|k| k.sqs_only) {
+            if let Some(raw) = t.keys.get(k.key) {
+                let m = "only SQS queues (backend = \"sqs\") take this key";
+                r.error(raw, k.key, m.into());
+            }
+        }
+    }
+    full_name
 }
 
 /// Reads keys of one table, collecting mistakes.

@@ -109,23 +109,10 @@ pub fn resolve(
         errors.push(e);
         Vec::new()
     });
-    let credentials = match (s.text("aws-access-key"), s.text("aws-secret-key")) {
-        (Some(k), Some(secret)) => Some((k, secret)),
-        (None, None) => None,
-        (k, _) => {
-            let key = if k.is_some() {
-                "aws-access-key"
-            } else {
-                "aws-secret-key"
-            };
-            errors.push(ConfigError::at(
-                &s.origin(key),
-                key,
-                "give both --aws-access-key and --aws-secret-key, or neither",
-            ));
-            None
-        }
-    };
+    let credentials = credentials(&s).unwrap_or_else(|e| {
+        errors.push(e);
+        None
+    });
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -173,6 +160,22 @@ pub fn resolve(
             .map(|o| o.help)
             .collect(),
     })
+}
+
+/// Static AWS credentials: both keys, or neither.
+fn credentials(s: &Settings) -> Result<Option<(String, String)>, ConfigError> {
+    match (s.text("aws-access-key"), s.text("aws-secret-key")) {
+        (Some(k), Some(secret)) => Ok(Some((k, secret))),
+        (None, None) => Ok(None),
+        (k, _) => {
+            let key = match k {
+                Some(_) => "aws-access-key",
+                None => "aws-secret-key",
+            };
+            let message = "give both --aws-access-key and --aws-secret-key, or neither";
+            Err(ConfigError::at(&s.origin(key), key, message))
+        }
+    }
 }
 
 /// Dalli's own fallback, then its default.
