@@ -148,6 +148,8 @@ fn arg(o: &'static Opt) -> Arg {
             .num_args(0..=1)
             .default_missing_value("")
             .value_parser(parse),
+        // `-q a -q b` is `-q a,b`.
+        Kind::List { .. } => a.action(ArgAction::Append).value_parser(parse),
         // So that `--shutdown-timeout -1` is a value out of range, not an unknown flag.
         Kind::Count { .. } | Kind::Seconds { .. } => {
             a.allow_negative_numbers(true).value_parser(parse)
@@ -186,6 +188,15 @@ impl FromArgMatches for Flags {
                         self.values.insert(o.key, Value::Count(n.into()));
                     }
                 },
+                Kind::List { .. } => {
+                    if let Some(lists) = m.get_many::<Value>(o.key) {
+                        let all = lists.flat_map(|v| match v {
+                            Value::List(l) => l.clone(),
+                            _ => Vec::new(),
+                        });
+                        self.values.insert(o.key, Value::List(all.collect()));
+                    }
+                }
                 _ => {
                     if let Some(v) = m.get_one::<Value>(o.key) {
                         self.values.insert(o.key, v.clone());
@@ -214,6 +225,8 @@ mod tests {
             "5",
             "--except",
             "x,y",
+            "-x",
+            "z",
             "-vv",
             "-r",
         ])
@@ -224,7 +237,7 @@ mod tests {
         assert_eq!(f.values["queue-polling-size"], Value::Count(5));
         assert_eq!(
             f.values["except-queues"],
-            Value::List(vec!["x".into(), "y".into()])
+            Value::List(vec!["x".into(), "y".into(), "z".into()])
         );
         assert_eq!(f.values["verbose"], Value::Count(2));
         assert_eq!(f.values["require"], Value::Text(String::new()));

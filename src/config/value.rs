@@ -100,6 +100,9 @@ impl Opt {
             (Kind::Count { min, max }, Value::Count(n)) if *n < min || *n > max => {
                 Err(format!("{n} is out of range: {}", count_range(min, max)))
             }
+            (Kind::Verbose, Value::Count(n)) if *n < 0 => {
+                Err(format!("{n} is out of range: must be at least 0"))
+            }
             (Kind::Seconds { min, above }, Value::Seconds(s)) => check_seconds(*s, min, above),
             (
                 Kind::List {
@@ -127,14 +130,19 @@ impl Opt {
         }
     }
 
-    /// The `--help` line: the help sentence and the default.
+    /// The `--help` line: the help sentence, the choices if any, and the default.
     pub fn help_line(&self) -> String {
         let default = match self.default {
             Default::Is("") => "empty".to_string(),
             Default::Is(v) => v.to_string(),
             Default::Otherwise(words) => words.replace('`', ""),
         };
-        format!("{} [default: {default}]", self.help)
+        match self.kind {
+            Kind::Choice { values, .. } => {
+                format!("{}: {} [default: {default}]", self.help, or_list(values))
+            }
+            _ => format!("{} [default: {default}]", self.help),
+        }
     }
 }
 
@@ -229,6 +237,7 @@ mod tests {
         );
         assert!(check("dedupe-servers", " , ").is_err());
         assert!(check("max-attempts", "-1").is_err());
+        assert!(check("verbose", "-1").is_err());
     }
 
     #[test]
@@ -257,6 +266,10 @@ mod tests {
         assert_eq!(
             option("concurrency").help_line(),
             "Largest number of worker processes running at once [default: 4]"
+        );
+        assert_eq!(
+            option("log-format").help_line(),
+            "Log line format: text or json [default: text]"
         );
         assert!(
             option("queue-prefix")
