@@ -15,6 +15,10 @@ use std::io::{self, BufRead, Write};
 
 /// Run the command; returns the exit status (2: bad usage or configuration, 1: failure).
 pub fn run(args: EnqueueArgs) -> i32 {
+    if let Some(why) = config::undeclared_queue(&args) {
+        eprintln!("chore enqueue: {why}");
+        return 2;
+    }
     let config = match config::load(args.flags.clone()) {
         Ok(c) => c,
         Err(e) => {

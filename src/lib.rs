@@ -53,7 +53,7 @@ pub fn run_cli() -> i32 {
     match cli.command {
         Some(cli::Command::Work) => worker::main(),
         Some(cli::Command::Enqueue(args)) => enqueue::run(args),
-        Some(cli::Command::CheckConfig(args)) => check_config(args.flags),
+        Some(cli::Command::CheckConfig(args)) => config::check_config(args.flags),
         None => {
             let config = match config::load(cli.flags) {
                 Ok(c) => c,
@@ -77,40 +77,6 @@ pub fn run_cli() -> i32 {
         }
     }
 }
-
-fn check_config(flags: cli::Flags) -> i32 {
-    match config::load(flags) {
-        Ok(c) => {
-            println!("concurrency = {}", c.concurrency);
-            println!("batch-size = {}", c.batch_size);
-            println!("batch-timeout = {}", c.batch_timeout.as_secs_f64());
-            println!(
-                "fs-queue-root = {:?}",
-                c.fs_queue_root.display().to_string()
-            );
-            for q in c.selected_queues() {
-                let handlers = q.handler.iter().chain(q.classes.values()).count();
-                println!(
-                    "queue {} ({}): {:?}, {} handler(s), backoff {}, max-attempts {}",
-                    q.name,
-                    q.full_name,
-                    q.backend,
-                    handlers,
-                    q.backoff,
-                    q.max_attempts
-                        .map(|m| m.to_string())
-                        .unwrap_or_else(|| "unlimited".into())
-                );
-            }
-            0
-        }
-        Err(e) => {
-            eprintln!("chore: {e}");
-            2
-        }
-    }
-}
-
 #[cfg(test)]
 mod layering {
     //! ARCHITECTURE.md's module map, kept true: a module uses only modules listed before

@@ -62,7 +62,6 @@ fn config(concurrency: usize, batch_size: usize, qc: QueueConfig) -> Config {
         queue_polling_size: 10,
         consumer_sleep_interval: Duration::from_secs(1),
         queue_prefix: String::new(),
-        max_attempts: None,
         default_queue_timeout: Duration::from_secs(60),
         shutdown_timeout: Duration::from_secs(30),
         fs_queue_root: "unused".into(),

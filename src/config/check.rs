@@ -1,0 +1,169 @@
+//! `chore check-config`: say no wherever the master would refuse to start, and where every
+//! message of a queue would fail; otherwise print everything resolved.
+//!
+//! The configuration is loaded exactly as the master loads it (so every value the master
+//! refuses is refused here, with the same line). Then what only the machine can tell is
+//! looked at, without changing anything (`probe`): that there is a queue to consume, that
+//! the queue directories and the log file can be written by this user, that each queue's
+//! `config/timeout` reads, and that every handler program can be started, found the way its
+//! worker will find it. Each mistake is one line, `chore: FILE:LINE: key `KEY`: …`, and the
+//! status is 2; nothing goes to standard output then. An SQS queue is not looked up: its
+//! existence and credentials are checked when the master starts.
+
+use super::chorefile::QueueTable;
+use super::error::{ConfigError, ConfigErrors, Origin};
+use super::{Backend, Handler, Loaded, QueueConfig, load, load_traced, printout, probe, suggest};
+use crate::cli::{EnqueueArgs, Flags};
+use std::ffi::OsStr;
+
+/// Run `chore check-config`; returns the exit status.
+pub fn check_config(flags: Flags) -> i32 {
+    let loaded = match load_traced(flags) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("chore: {e}");
+            return 2;
+        }
+    };
+    let path_var = std::env::var_os("PATH");
+    let errors = environment(&loaded, path_var.as_deref());
+    if !errors.is_empty() {
+        let files = &loaded.config.files;
+        eprintln!("chore: {}", ConfigErrors::in_order(errors, files));
+        return 2;
+    }
+    for line in printout::lines(&loaded, path_var.as_deref()) {
+        println!("{line}");
+    }
+    0
+}
+
+/// Where option `key` came from.
+fn origin(l: &Loaded, key: &str) -> Origin {
+    l.settings
+        .get(key)
+        .map_or(Origin::Default, |s| s.origin.clone())
+}
+
+/// What the machine says about a configuration that resolved.
+fn environment(l: &Loaded, path_var: Option<&OsStr>) -> Vec<ConfigError> {
+    let c = &l.config;
+    let mut errors = Vec::new();
+    if c.selected.is_empty() {
+        let (key, why) = match (c.declared.is_empty(), l.settings.contains_key("queues")) {
+            (true, _) => ("queues", "declare [queues.NAME] tables in the Chorefile"),
+            (false, true) => ("queues", "--queues names none of them"),
+            (false, false) => (
+                "except-queues",
+                "--except-queues excludes every declared queue",
+            ),
+        };
+        let message = format!("no queues to consume: {why}");
+        errors.push(ConfigError::at(&origin(l, key), key, message));
+    }
+    if let Some(file) = &c.log_file
+        && let Err(m) = probe::writable_file(file)
+    {
+        errors.push(ConfigError::at(&origin(l, "log-file"), "log-file", m));
+    }
+    for q in c.selected_queues() {
+        let table = l.tables.iter().find(|t| t.name == q.name);
+        if q.backend == Backend::Filesystem {
+            errors.extend(queue_directory(l, q, table));
+        }
+        for (key, o, h) in commands(q, table) {
+            if let Err(m) = probe::program(h, path_var) {
+                errors.push(ConfigError::at(&o, format!("queues.{}.{key}", q.name), m));
+            }
+        }
+    }
+    errors
+}
+
+/// What the master will find when it opens a filesystem queue's directory.
+fn queue_directory(l: &Loaded, q: &QueueConfig, table: Option<&QueueTable>) -> Vec<ConfigError> {
+    let c = &l.config;
+    let root = std::path::absolute(&c.fs_queue_root).unwrap_or_else(|_| c.fs_queue_root.clone());
+    let dir = root.join(&q.full_name);
+    let mut errors = Vec::new();
+    // The master creates and must write these three at start.
+    let unwritable = ["new", "inprogress", "dead"]
+        .iter()
+        .find_map(|sub| probe::writable_dir(&dir.join(sub)).err());
+    if let Some(m) = unwritable {
+        let message = format!("queue `{}`: {m}", q.name);
+        errors.push(ConfigError::at(
+            &origin(l, "fs-queue-root"),
+            "fs-queue-root",
+            message,
+        ));
+    }
+    if let Err(m) = probe::config_timeout(&dir) {
+        let table_origin = table.map_or(Origin::Default, |t| t.origin.clone());
+        errors.push(ConfigError::at(
+            &table_origin,
+            format!("queues.{}", q.name),
+            m,
+        ));
+    }
+    errors
+}
+
+/// Every command a queue runs, with the key (under `queues.NAME.`) and the place it was
+/// written: `handler`, each `classes.CLASS`, `on-permanent-failure`.
+pub(super) fn commands<'a>(
+    q: &'a QueueConfig,
+    table: Option<&QueueTable>,
+) -> Vec<(String, Origin, &'a Handler)> {
+    let raw = |key: &str| table.and_then(|t| t.keys.get(key));
+    let at = |key: &str| raw(key).map_or(Origin::Default, |k| k.origin.clone());
+    let mut out = Vec::new();
+    if let Some(h) = &q.handler {
+        out.push(("handler".to_string(), at("handler"), h));
+    }
+    for (class, h) in &q.classes {
+        let o = raw("classes").map_or(Origin::Default, |k| {
+            k.inner.get(class).unwrap_or(&k.origin).clone()
+        });
+        out.push((format!("classes.{class}"), o, h));
+    }
+    if let Some(h) = &q.on_permanent_failure {
+        out.push((
+            "on-permanent-failure".to_string(),
+            at("on-permanent-failure"),
+            h,
+        ));
+    }
+    out
+}
+
+/// `chore enqueue QUEUE` with a Chorefile that does not declare QUEUE is most likely a typo
+/// that would publish where nobody consumes: the reason why, unless `--force` is given or
+/// no Chorefile is (a producer needs none). A configuration that does not load is left
+/// for `enqueue` itself to report.
+pub fn undeclared_queue(args: &EnqueueArgs) -> Option<String> {
+    if args.force || args.flags.config_file.is_empty() {
+        return None;
+    }
+    let config = load(args.flags.clone()).ok()?;
+    if config.queue(&args.queue).is_some() {
+        return None;
+    }
+    let names: Vec<&str> = config.declared.iter().map(|q| q.name.as_str()).collect();
+    let files: Vec<String> = config
+        .files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect();
+    Some(format!(
+        "queue `{}` is not declared in {}{} (declared: {}); give --force to publish to it anyway",
+        args.queue,
+        files.join(", "),
+        suggest::hint(&args.queue, names.iter().copied()),
+        if names.is_empty() {
+            "none".into()
+        } else {
+            names.join(", ")
+        },
+    ))
+}

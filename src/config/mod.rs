@@ -1,0 +1,239 @@
+//! Configuration: the Chorefile(s) and the command line, resolved into one `Config`.
+//!
+//! Precedence is defaults < Chorefiles (in the order given) < command line
+//! (docs/decisions/0009-the-chorefile-is-toml.md). The parts, by role:
+//!
+//! * `options` — the table of every option (name, type, bounds, default, help), which the
+//!   command line, the reader, `resolve`, `check-config` and the documentation follow
+//!   (`value` reads and checks a value, `doc_tables` holds the documentation to the table);
+//! * `chorefile` — reading one Chorefile (TOML; `ruby` for Ruby Chore's `--flag value`
+//!   lines), each value with its line;
+//! * `resolve` (with `queue` for one queue table, `handler` for a handler) — checking every
+//!   value once and building the `Config`;
+//! * `check` (with `probe` and `printout`) — `chore check-config`, which also looks at the
+//!   filesystem the way the master and its workers will.
+//!
+//! Every mistake is one `ConfigError` line naming the file, the line and the key (or the
+//! command line), all of them are reported, and the binary exits 2 before anything starts.
+
+mod check;
+mod chorefile;
+#[cfg(test)]
+mod doc_tables;
+mod error;
+mod handler;
+pub mod options;
+mod printout;
+mod probe;
+mod queue;
+mod resolve;
+mod ruby;
+mod suggest;
+mod value;
+
+pub use check::{check_config, undeclared_queue};
+pub use error::{ConfigErrors, Origin};
+pub use options::MAX_SECONDS;
+
+use crate::backoff::Backoff;
+use crate::cli::Flags;
+use chorefile::QueueTable;
+use options::Value;
+use resolve::Setting;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How a log line is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where a queue lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Filesystem,
+    Sqs,
+}
+
+/// How a handler command is run for a batch (see docs/handlers.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HandlerMode {
+    /// One process per message: body on stdin, outcome in the exit status.
+    Message,
+    /// One process per batch: JSON Lines in, one result line per message out.
+    Batch,
+}
+
+/// A command that runs jobs. No shell stands between chore and it: `command` is the argv.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Handler {
+    pub command: Vec<String>,
+    pub mode: HandlerMode,
+    /// Extra environment variables for the command.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory of the command (defaults to the Chorefile's directory).
+    pub dir: Option<PathBuf>,
+}
+
+/// One declared queue, resolved.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// The name it was declared under (`[queues.NAME]`), unprefixed.
+    pub name: String,
+    /// `queue-prefix` + name: the name on disk or in SQS.
+    pub full_name: String,
+    pub backend: Backend,
+    /// The queue's handler, used for bodies with no class or a class not in `classes`.
+    pub handler: Option<Handler>,
+    /// Handlers by Ruby Chore job class (docs/decisions/0008-message-bodies-are-json.md).
+    /// Empty means no routing.
+    pub classes: BTreeMap<String, Handler>,
+    /// How long one message may run; None = ask the backend (config/timeout, default).
+    pub timeout: Option<Duration>,
+    pub backoff: Backoff,
+    /// None = unlimited.
+    pub max_attempts: Option<u32>,
+    /// SQS: the queue's URL, when given instead of looking the name up.
+    pub url: Option<String>,
+    /// SQS: creation, long-poll wait and dead-letter queue.
+    pub sqs: crate::queue::sqs::SqsQueueOptions,
+    /// Let this queue's workers see the AWS credentials in the environment.
+    pub pass_aws_credentials: bool,
+    /// A command told about each message that is dead-lettered (body on stdin).
+    pub on_permanent_failure: Option<Handler>,
+    /// Catch duplicate deliveries through memcached (on by default for SQS queues).
+    pub dedupe: bool,
+    /// Dedupe on this top-level field of the body instead of the message id.
+    pub dedupe_key: Option<String>,
+}
+
+/// Everything the master runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub concurrency: usize,
+    pub batch_size: usize,
+    pub batch_timeout: Duration,
+    pub strict_batching: bool,
+    pub threads_per_queue: usize,
+    pub queue_polling_size: usize,
+    pub consumer_sleep_interval: Duration,
+    pub queue_prefix: String,
+    pub default_queue_timeout: Duration,
+    pub shutdown_timeout: Duration,
+    pub fs_queue_root: PathBuf,
+    pub fs_claim_lease: Duration,
+    pub sqs: crate::queue::sqs::SqsSettings,
+    pub dedupe: crate::dedupe::DedupeSettings,
+    pub log_file: Option<PathBuf>,
+    pub log_format: LogFormat,
+    pub log_level: tracing::Level,
+    /// Every declared queue (enqueue may name any of them).
+    pub declared: Vec<QueueConfig>,
+    /// Indexes into `declared` of the queues this run consumes (after --queues/--except).
+    pub selected: Vec<usize>,
+    /// The Chorefiles read, in order.
+    pub files: Vec<PathBuf>,
+    /// Ruby Chore options given that do nothing here (logged as ignored at start).
+    pub ignored_options: Vec<&'static str>,
+}
+
+impl Config {
+    pub fn selected_queues(&self) -> impl Iterator<Item = &QueueConfig> {
+        self.selected.iter().map(|&i| &self.declared[i])
+    }
+    pub fn queue(&self, name: &str) -> Option<&QueueConfig> {
+        self.declared.iter().find(|q| q.name == name)
+    }
+}
+
+/// Resolve the command line, reading every Chorefile it names.
+pub fn load(cli: Flags) -> Result<Config, ConfigErrors> {
+    load_traced(cli).map(|l| l.config)
+}
+
+/// A `Config`, and where each of its settings came from (for `check-config`).
+struct Loaded {
+    config: Config,
+    settings: BTreeMap<&'static str, Setting>,
+    tables: Vec<QueueTable>,
+}
+
+fn load_traced(cli: Flags) -> Result<Loaded, ConfigErrors> {
+    let mut settings = BTreeMap::new();
+    let mut tables: Vec<QueueTable> = Vec::new();
+    let (mut errors, mut unreadable) = (Vec::new(), false);
+    for file in &cli.config_file {
+        let (layer, e) = chorefile::read(file);
+        errors.extend(e);
+        unreadable |= layer.unreadable;
+        for (key, value, origin) in layer.options {
+            set(&mut settings, key, value, origin);
+        }
+        for t in layer.queues {
+            match tables.iter_mut().find(|q| q.name == t.name) {
+                // A queue declared in two files gets the keys of both, the later file
+                // winning for a key set in both.
+                Some(q) => {
+                    q.keys.extend(t.keys);
+                    q.unknown.extend(t.unknown);
+                }
+                None => tables.push(t),
+            }
+        }
+    }
+    // Nothing more can be said of a configuration whose files could not all be read.
+    if unreadable {
+        return Err(ConfigErrors(errors));
+    }
+    // The command line's selection replaces the Chorefile's, whichever form each used.
+    if cli.values.contains_key("queues") {
+        settings.remove("except-queues");
+    }
+    if cli.values.contains_key("except-queues") {
+        settings.remove("queues");
+    }
+    for (key, value) in cli.values {
+        set(&mut settings, key, value, Origin::CommandLine);
+    }
+    let files = cli.config_file.clone();
+    match resolve::resolve(&settings, &tables, cli.config_file) {
+        Ok(config) if errors.is_empty() => Ok(Loaded {
+            config,
+            settings,
+            tables,
+        }),
+        result => {
+            errors.extend(result.err().unwrap_or_default());
+            Err(ConfigErrors::in_order(errors, &files))
+        }
+    }
+}
+
+/// Put a setting over what an earlier source said; `-v` counts add up instead.
+fn set(
+    settings: &mut BTreeMap<&'static str, Setting>,
+    key: &'static str,
+    value: Value,
+    origin: Origin,
+) {
+    let value = match (key, &value, settings.get(key)) {
+        (
+            "verbose",
+            Value::Count(n),
+            Some(Setting {
+                value: Value::Count(m),
+                ..
+            }),
+        ) => Value::Count(n.saturating_add(*m)),
+        _ => value,
+    };
+    settings.insert(key, Setting { value, origin });
+}
+
+#[cfg(test)]
+mod tests;
