@@ -17,6 +17,7 @@
 //! attempt fails and will be retried, the master `forget`s the key (on a background
 //! thread) so the retry is not mistaken for a duplicate.
 
+use crate::config::DedupeSettings;
 use crossbeam_channel::Sender;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,17 +33,6 @@ const TIMEOUT: Duration = Duration::from_millis(500);
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// memcached's longest key.
 const MAX_KEY: usize = 250;
-
-/// Dedupe settings from the Chorefile.
-#[derive(Debug, Clone)]
-pub struct DedupeSettings {
-    /// `host:port` of each server (a bare host means port 11211).
-    pub servers: Vec<String>,
-    /// Treat a message as a duplicate when memcached cannot be asked.
-    pub dupe_on_cache_failure: bool,
-    /// Joined before every key.
-    pub prefix: String,
-}
 
 /// What a check found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

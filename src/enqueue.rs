@@ -6,11 +6,12 @@
 //! up to ten messages. With `--class`, each body is the job's arguments, wrapped as Ruby
 //! Chore's wire format `{"class":…,"args":[…]}`.
 
-use crate::cli::EnqueueArgs;
+use crate::config::SqsQueueOptions;
+use crate::config::cli::EnqueueArgs;
 use crate::config::{self, Backend, Config};
 use crate::consumer::classify;
 use crate::queue::filesystem::FilesystemQueue;
-use crate::queue::sqs::{MAX_BATCH, MAX_PAYLOAD, Outgoing, Sqs, SqsQueueOptions};
+use crate::queue::sqs::{MAX_BATCH, MAX_PAYLOAD, Outgoing, Sqs};
 use std::io::{self, BufRead, Write};
 
 /// Run the command; returns the exit status (2: bad usage or configuration, 1: failure).

@@ -16,7 +16,6 @@
 
 mod backoff;
 mod batcher;
-mod cli;
 mod config;
 mod consumer;
 mod dedupe;
@@ -42,7 +41,7 @@ pub fn run_worker() -> i32 {
 /// status (2 for any usage or configuration mistake, before anything starts).
 pub fn run_cli() -> i32 {
     use clap::Parser;
-    let cli = match cli::Cli::try_parse() {
+    let cli = match config::cli::Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
@@ -51,9 +50,9 @@ pub fn run_cli() -> i32 {
         }
     };
     match cli.command {
-        Some(cli::Command::Work) => worker::main(),
-        Some(cli::Command::Enqueue(args)) => enqueue::run(args),
-        Some(cli::Command::CheckConfig(args)) => config::check_config(args.flags),
+        Some(config::cli::Command::Work) => worker::main(),
+        Some(config::cli::Command::Enqueue(args)) => enqueue::run(args),
+        Some(config::cli::Command::CheckConfig(args)) => config::check_config(args.flags),
         None => {
             let config = match config::load(cli.flags) {
                 Ok(c) => c,
@@ -83,9 +82,9 @@ mod layering {
     //! it. Read from the sources, outside their own unit tests.
 
     /// Bottom-up, as in ARCHITECTURE.md.
-    const ORDER: [&str; 15] = [
-        "backoff", "cli", "config", "logging", "protocol", "queue", "dedupe", "launch", "hooks",
-        "settle", "consumer", "batcher", "master", "worker", "enqueue",
+    const ORDER: [&str; 14] = [
+        "backoff", "config", "logging", "protocol", "queue", "dedupe", "launch", "hooks", "settle",
+        "consumer", "batcher", "master", "worker", "enqueue",
     ];
 
     fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {

@@ -13,7 +13,7 @@
 use super::chorefile::QueueTable;
 use super::error::{ConfigError, ConfigErrors, Origin};
 use super::{Backend, Handler, Loaded, QueueConfig, load, load_traced, printout, probe, suggest};
-use crate::cli::{EnqueueArgs, Flags};
+use crate::config::cli::{EnqueueArgs, Flags};
 use std::ffi::OsStr;
 
 /// Run `chore check-config`; returns the exit status.

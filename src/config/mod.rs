@@ -16,8 +16,10 @@
 //! Every mistake is one `ConfigError` line naming the file, the line and the key (or the
 //! command line), all of them are reported, and the binary exits 2 before anything starts.
 
+mod backends;
 mod check;
 mod chorefile;
+pub mod cli;
 #[cfg(test)]
 mod doc_tables;
 mod error;
@@ -31,12 +33,13 @@ mod ruby;
 mod suggest;
 mod value;
 
+pub use backends::{DedupeSettings, SqsQueueOptions, SqsSettings};
 pub use check::{check_config, undeclared_queue};
 pub use error::{ConfigErrors, Origin};
 pub use options::MAX_SECONDS;
 
 use crate::backoff::Backoff;
-use crate::cli::Flags;
+use crate::config::cli::Flags;
 use chorefile::QueueTable;
 use options::Value;
 use resolve::Setting;
@@ -101,7 +104,7 @@ pub struct QueueConfig {
     /// SQS: the queue's URL, when given instead of looking the name up.
     pub url: Option<String>,
     /// SQS: creation, long-poll wait and dead-letter queue.
-    pub sqs: crate::queue::sqs::SqsQueueOptions,
+    pub sqs: crate::config::SqsQueueOptions,
     /// Let this queue's workers see the AWS credentials in the environment.
     pub pass_aws_credentials: bool,
     /// A command told about each message that is dead-lettered (body on stdin).
@@ -127,8 +130,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub fs_queue_root: PathBuf,
     pub fs_claim_lease: Duration,
-    pub sqs: crate::queue::sqs::SqsSettings,
-    pub dedupe: crate::dedupe::DedupeSettings,
+    pub sqs: crate::config::SqsSettings,
+    pub dedupe: crate::config::DedupeSettings,
     pub log_file: Option<PathBuf>,
     pub log_format: LogFormat,
     pub log_level: tracing::Level,

@@ -81,7 +81,7 @@ pub fn resolve(t: &QueueTable, d: &QueueDefaults) -> Result<QueueConfig, Vec<Con
         backoff: backoff.unwrap_or_default(),
         max_attempts: max_attempts.or(d.max_attempts),
         url,
-        sqs: crate::queue::sqs::SqsQueueOptions {
+        sqs: crate::config::SqsQueueOptions {
             create: create.unwrap_or(false),
             wait,
             dead_letter_queue: dlq,

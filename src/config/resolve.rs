@@ -130,12 +130,12 @@ pub fn resolve(
         shutdown_timeout: s.secs("shutdown-timeout"),
         fs_queue_root: PathBuf::from(s.text("fs-queue-root").unwrap_or_default()),
         fs_claim_lease: s.secs("fs-claim-lease"),
-        sqs: crate::queue::sqs::SqsSettings {
+        sqs: crate::config::SqsSettings {
             endpoint: s.text("sqs-endpoint"),
             region: s.text("aws-region"),
             credentials,
         },
-        dedupe: crate::dedupe::DedupeSettings {
+        dedupe: crate::config::DedupeSettings {
             servers: s.list("dedupe-servers").unwrap_or_else(memcache_servers),
             dupe_on_cache_failure: s.flag("dupe-on-cache-failure"),
             prefix: s.text("dedupe-prefix").unwrap_or_default(),

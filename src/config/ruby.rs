@@ -8,7 +8,7 @@ use super::chorefile::FileLayer;
 use super::error::{ConfigError, Origin};
 use super::options::{self, OPTIONS};
 use super::suggest;
-use crate::cli::Flags;
+use crate::config::cli::Flags;
 use std::path::Path;
 
 /// Ruby Chore's Chorefile: command-line options, each line parsed on its own so that a

@@ -67,7 +67,7 @@ fn config(concurrency: usize, batch_size: usize, qc: QueueConfig) -> Config {
         fs_queue_root: "unused".into(),
         fs_claim_lease: Duration::from_secs(60),
         sqs: Default::default(),
-        dedupe: crate::dedupe::DedupeSettings {
+        dedupe: crate::config::DedupeSettings {
             servers: Vec::new(),
             dupe_on_cache_failure: false,
             prefix: String::new(),

@@ -4,6 +4,7 @@
 //! answer maps back to the messages are pure functions, tested here.
 
 use super::MAX_WAIT;
+use crate::config::SqsSettings;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{
@@ -19,16 +20,6 @@ use std::time::Duration;
 pub struct Sqs {
     pub client: Client,
     rt: Arc<tokio::runtime::Runtime>,
-}
-
-/// Connection settings: the standard AWS chain, optionally overridden.
-#[derive(Debug, Clone, Default)]
-pub struct SqsSettings {
-    /// Endpoint URL; None = `AWS_ENDPOINT_URL_SQS` / `AWS_ENDPOINT_URL` / AWS.
-    pub endpoint: Option<String>,
-    pub region: Option<String>,
-    /// Static credentials (Ruby Chore's `--aws-access-key` / `--aws-secret-key`).
-    pub credentials: Option<(String, String)>,
 }
 
 /// Why a queue could not be opened.

@@ -1,7 +1,8 @@
 //! The lazy opener: `LazySqsQueue` stands for an SQS queue that SQS did not answer for at
 //! start, opens it on first use (one opener at a time), then passes everything through.
 
-use super::{Sqs, SqsQueue, SqsQueueOptions};
+use super::{Sqs, SqsQueue};
+use crate::config::SqsQueueOptions;
 use crate::queue::{Consume, Delivery, Queue, Received, Stop};
 use std::io;
 use std::sync::{Arc, Mutex, OnceLock};

@@ -36,9 +36,9 @@ mod receive;
 mod settler;
 mod visibility;
 
-pub use client::{OpenError, Outgoing, Sqs, SqsSettings};
+pub use client::{OpenError, Outgoing, Sqs};
 pub use lazy::LazySqsQueue;
-pub use queue::{SqsQueue, SqsQueueOptions};
+pub use queue::SqsQueue;
 
 use std::time::Duration;
 

@@ -7,6 +7,7 @@ use super::pending::Op;
 use super::receive::SqsConsumer;
 use super::visibility::{heartbeat, retry_secs};
 use super::{MAX_WAIT, OpenError, Sqs, calls, settler};
+use crate::config::SqsQueueOptions;
 use crate::queue::{Consume, Delivery, Queue};
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::QueueAttributeName;
@@ -29,17 +30,6 @@ pub struct SqsQueue {
     sqs: Sqs,
     settle: Sender<Op>,
     settler: Mutex<Option<JoinHandle<()>>>,
-}
-
-/// A queue's options from the Chorefile.
-#[derive(Debug, Clone, Default)]
-pub struct SqsQueueOptions {
-    /// Create the queue (and its dead-letter queue) when missing.
-    pub create: bool,
-    /// Long-poll wait (≤ 20 s).
-    pub wait: Option<Duration>,
-    /// Dead-letter queue name or URL.
-    pub dead_letter_queue: Option<String>,
 }
 
 impl SqsQueue {
