@@ -1,18 +1,21 @@
 //! chore: a forking, multi-backend job processor (the Rust successor of Tapjoy's Chore).
 //!
-//! Modules in the order a message meets them (ARCHITECTURE.md walks one through):
+//! The library behind the `chore` binary: its API is `run_cli`, `run_worker` and
+//! `FilesystemQueue` (publishing from Rust); everything else is private. ARCHITECTURE.md
+//! maps the modules (bottom-up: each uses only those before it, as the `layering` test
+//! checks) and walks one message through them:
 //!
-//! * `config` — Chorefile(s) and flags resolved into one `Config` (`cli` is the flags);
-//! * `queue` — the `Queue` trait and its backends (`queue::filesystem`, `queue::sqs`);
-//! * `consumer` — threads that receive under flow control and check bodies;
+//! * `backoff` — pure: the delay after attempt N;
+//! * `config` — the option table, the command line, Chorefiles, one validated `Config`;
+//! * `logging` — tracing set-up; `protocol` — the master↔worker lines;
+//! * `queue` — the `Queue` trait, `queue::open`, the backends;
 //! * `dedupe` — duplicate deliveries caught through memcached;
+//! * `launch` and `hooks` — starting users' programs; `on-permanent-failure` commands;
+//! * `settle` — what an attempt means for a message, and the one place it is carried out;
+//! * `consumer` — threads that receive under the credit gate and check bodies;
 //! * `batcher` — pure: when waiting messages make a batch;
-//! * `master` — the loop that owns held messages (`master::pool` spawns and kills
-//!   workers, `master::signals` turns signals into events);
-//! * `protocol` — the master↔worker lines;
-//! * `worker` — the child that runs a batch (`worker::handler` runs commands);
-//! * `settle` and `backoff` — pure: what happens to a message after an attempt;
-//! * `enqueue` — publishing from the command line; `logging` — tracing set-up.
+//! * `master` — the loop that owns held messages, the worker pool, signals, start-up;
+//! * `worker` — the child that runs a batch; `enqueue` — publishing from the command line.
 
 mod backoff;
 mod batcher;
