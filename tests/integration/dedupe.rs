@@ -1,266 +1,24 @@
-//! Dedupe through memcached (issue 5): the real `chore` binary against a real memcached
-//! (and moto for SQS), on loopback.
+//! Dedupe through memcached: the real `chore` binary against a real memcached (and moto
+//! for SQS), on loopback.
 //!
-//! Each test starts its own memcached (here, not through `services`, so that it can be
-//! stopped and restarted on the same port: an outage and a recovery) and, for SQS, its own
-//! moto. The tests write and read keys themselves over memcached's text protocol:
-//! `add KEY 0 TTL 1` / `1` is what Ruby Chore's Dalli-shaped `add(id, "1", ttl)` amounts
-//! to, so a key written that way stands for another consumer (Ruby Chore, or a second
-//! chore) that has already taken the message. chore itself speaks the binary protocol;
-//! both see the same keys.
+//! Each test starts its own memcached (`support::memcached`, which can stop it and start
+//! it again on the same port: an outage and a recovery) and, for SQS, its own moto. A key
+//! the test writes itself is written the way Ruby Chore writes it, so it stands for
+//! another consumer (Ruby Chore, or a second chore) that has already taken the message.
 //!
 //! What is asserted holds on real SQS too: one receiver per queue, timings with margins.
 
 use crate::harness::*;
-use crate::services::{self, Service};
+use crate::support::memcached::Memcached;
+use crate::support::moto::Moto;
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-// ---------------------------------------------------------------------------------------
-// memcached: a server this test owns, and a text-protocol client.
-
-/// A memcached this test started, which it can stop and start again on the same port.
-struct Memcached {
-    port: u16,
-    child: Option<Child>,
-}
-
-fn memcached_program() -> PathBuf {
-    if let Some(p) = std::env::var_os("CHORE_TEST_MEMCACHED").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|d| d.join("memcached"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/memcached"))
-}
-
-impl Memcached {
-    /// On a free loopback port.
-    fn start() -> Memcached {
-        for _ in 0..3 {
-            let mut mc = Memcached {
-                port: services::free_port(),
-                child: None,
-            };
-            match mc.spawn() {
-                Ok(()) => return mc,
-                Err(out) if out.contains("in use") => continue,
-                Err(out) => panic!("memcached did not start on port {}: {out}", mc.port),
-            }
-        }
-        panic!("memcached: no free port in three tries");
-    }
-
-    /// `127.0.0.1:PORT`
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// Start the server on `self.port`; wait until it accepts connections.
-    fn spawn(&mut self) -> Result<(), String> {
-        let program = memcached_program();
-        assert!(
-            program.is_file(),
-            "memcached is needed by this test but {} does not exist; install it with \
-             `apt-get install -y memcached` or run scripts/test.sh",
-            program.display()
-        );
-        let port = self.port.to_string();
-        let mut args = Vec::new();
-        let root = {
-            use std::os::unix::fs::MetadataExt;
-            std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
-        };
-        if root {
-            // memcached refuses to run as root unless told which user to be.
-            args.extend(["-u", "root"]);
-        }
-        args.extend(["-l", "127.0.0.1", "-p", &port, "-U", "0", "-m", "64"]);
-        let mut child = Command::new(&program)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
-        let start = Instant::now();
-        loop {
-            if TcpStream::connect(self.addr()).is_ok() {
-                self.child = Some(child);
-                return Ok(());
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                let mut err = String::new();
-                if let Some(mut e) = child.stderr.take() {
-                    let _ = e.read_to_string(&mut err);
-                }
-                return Err(format!("exited with {status}: {err}"));
-            }
-            if start.elapsed() > Duration::from_secs(10) {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err("did not listen within 10 s".into());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Kill the server (an outage): connections drop, new ones are refused.
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        assert!(
-            TcpStream::connect(self.addr()).is_err(),
-            "memcached still answers on port {} after it was stopped",
-            self.port
-        );
-    }
-
-    /// Start it again on the same port, empty (memcached keeps nothing across restarts).
-    fn restart(&mut self) {
-        assert!(self.child.is_none(), "restart a memcached that is stopped");
-        let start = Instant::now();
-        loop {
-            match self.spawn() {
-                Ok(()) => return,
-                // Something (another test's client) holds the port for a moment.
-                Err(out) if out.contains("in use") && start.elapsed() < Duration::from_secs(10) => {
-                    std::thread::sleep(Duration::from_millis(200))
-                }
-                Err(out) => panic!("memcached did not restart on port {}: {out}", self.port),
-            }
-        }
-    }
-}
-
-impl Drop for Memcached {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// Send one text-protocol request; read the reply until it is complete.
-fn mc(addr: &str, request: &str) -> String {
-    let mut s = TcpStream::connect(addr)
-        .unwrap_or_else(|e| panic!("cannot connect to memcached at {addr}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(request.as_bytes()).unwrap();
-    let complete = |r: &str| {
-        [
-            "STORED\r\n",
-            "END\r\n",
-            "DELETED\r\n",
-            "NOT_FOUND\r\n",
-            "EN\r\n",
-        ]
-        .iter()
-        .any(|t| r.ends_with(t))
-            || (r.starts_with("HD") && r.ends_with("\r\n"))
-            || (r.contains("ERROR") && r.ends_with("\r\n"))
-    };
-    let mut reply = Vec::new();
-    let mut buf = [0u8; 16384];
-    while !complete(&String::from_utf8_lossy(&reply)) {
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => reply.extend_from_slice(&buf[..n]),
-            Err(e) => panic!(
-                "memcached at {addr} did not answer {request:?} ({e}); so far: {:?}",
-                String::from_utf8_lossy(&reply)
-            ),
-        }
-    }
-    String::from_utf8_lossy(&reply).into_owned()
-}
-
-/// Ruby Chore's `add(key, "1", ttl)` through the text protocol: true when stored, false
-/// when the key was already there.
-fn ruby_add(addr: &str, key: &str, ttl: u32) -> bool {
-    match mc(addr, &format!("add {key} 0 {ttl} 1\r\n1\r\n")).as_str() {
-        "STORED\r\n" => true,
-        "NOT_STORED\r\n" => false,
-        other => panic!("add {key}: memcached said {other:?}"),
-    }
-}
-
-/// The value of `key` (None when it is not there).
-fn mc_get(addr: &str, key: &str) -> Option<String> {
-    let reply = mc(addr, &format!("get {key}\r\n"));
-    if reply == "END\r\n" {
-        return None;
-    }
-    let mut lines = reply.split("\r\n");
-    let head = lines.next().unwrap_or_default();
-    assert!(
-        head.starts_with(&format!("VALUE {key} ")),
-        "get {key}: memcached said {reply:?}"
-    );
-    Some(lines.next().unwrap_or_default().to_string())
-}
-
-/// Seconds `key` has left to live (meta get with the `t` flag); None when it is not there.
-fn mc_ttl(addr: &str, key: &str) -> Option<i64> {
-    let reply = mc(addr, &format!("mg {key} t\r\n"));
-    if reply == "EN\r\n" {
-        return None;
-    }
-    let t = reply
-        .split_whitespace()
-        .find_map(|f| f.strip_prefix('t'))
-        .unwrap_or_else(|| panic!("mg {key} t: memcached said {reply:?}"));
-    Some(t.parse().unwrap())
-}
-
-/// The server's counters.
-fn mc_stats(addr: &str) -> BTreeMap<String, u64> {
-    mc(addr, "stats\r\n")
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.strip_prefix("STAT ")?.split_whitespace();
-            Some((f.next()?.to_string(), f.next()?.parse().ok()?))
-        })
-        .collect()
-}
-
-/// Requests of any kind that touch a key: gets, adds/sets, touches, meta commands, deletes,
-/// increments (memcached counts an `add` in `cmd_set`).
-fn mc_requests(stats: &BTreeMap<String, u64>) -> u64 {
-    [
-        "cmd_get",
-        "cmd_set",
-        "cmd_touch",
-        "cmd_meta",
-        "delete_hits",
-        "delete_misses",
-        "incr_hits",
-        "incr_misses",
-        "decr_hits",
-        "decr_misses",
-        "cas_hits",
-        "cas_misses",
-        "cas_badval",
-    ]
-    .iter()
-    .map(|k| stats.get(*k).copied().unwrap_or(0))
-    .sum()
-}
 
 // ---------------------------------------------------------------------------------------
 // Dalli's ring, written from Dalli's Ruby (Dalli::Ring), to check where chore puts keys.
@@ -305,96 +63,32 @@ fn dalli_server_for(servers: &[String], key: &str) -> usize {
 }
 
 // ---------------------------------------------------------------------------------------
-// moto: a tiny client for what the tests need beyond chore.
+// chore on moto.
 
-/// One call of moto's SQS JSON API (moto checks no signature, but routes on the header).
-fn sqs_call(moto: &Service, action: &str, input: &Value) -> Value {
-    let body = input.to_string();
-    let request = format!(
-        "POST / HTTP/1.0\r\nHost: {}\r\nContent-Type: application/x-amz-json-1.0\r\n\
-         X-Amz-Target: AmazonSQS.{action}\r\n\
-         Authorization: AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/sqs/aws4_request, \
-         SignedHeaders=host, Signature=0\r\nContent-Length: {}\r\n\r\n{body}",
-        moto.addr(),
-        body.len()
-    );
-    let mut s = TcpStream::connect(moto.addr()).expect("connect to moto");
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    s.write_all(request.as_bytes()).unwrap();
-    let mut reply = Vec::new();
-    s.read_to_end(&mut reply).expect("moto answers");
-    let reply = String::from_utf8_lossy(&reply);
-    let (head, body) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));
-    assert!(
-        head.lines().next().is_some_and(|l| l.contains(" 200 ")),
-        "{action} {input}: moto said {reply}"
-    );
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("{action}: not JSON ({e}): {body}"))
-}
-
-/// Create a standard queue with this visibility timeout; its URL.
-fn sqs_create(moto: &Service, name: &str, visibility: u32) -> String {
-    let out = sqs_call(
-        moto,
-        "CreateQueue",
-        &json!({"QueueName": name, "Attributes": {"VisibilityTimeout": visibility.to_string()}}),
-    );
-    out["QueueUrl"].as_str().unwrap().to_string()
-}
-
-/// Messages visible, in flight and delayed.
-fn sqs_counts(moto: &Service, url: &str) -> (u64, u64, u64) {
-    let out = sqs_call(
-        moto,
-        "GetQueueAttributes",
-        &json!({"QueueUrl": url, "AttributeNames": ["All"]}),
-    );
-    let n = |k: &str| -> u64 {
-        out["Attributes"][k]
-            .as_str()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (
-        n("ApproximateNumberOfMessages"),
-        n("ApproximateNumberOfMessagesNotVisible"),
-        n("ApproximateNumberOfMessagesDelayed"),
-    )
-}
-
-/// A Chorefile for SQS queues on `moto` that dedupe through `servers`, then `text`.
-fn sqs_chorefile(sb: &Sandbox, moto: &Service, servers: &str, text: &str) {
+/// A Chorefile for SQS queues on `moto` that dedupe through `servers`, then `text`. The
+/// credentials are the Chorefile's (Ruby Chore's `aws-access-key` / `aws-secret-key`),
+/// not the environment's: these tests are where that path runs.
+fn sqs_chorefile(sb: &Sandbox, moto: &Moto, servers: &str, text: &str) {
     sb.chorefile(&format!(
         "sqs-endpoint = {:?}\naws-region = \"us-east-1\"\naws-access-key = \"test\"\n\
          aws-secret-key = \"test\"\ndedupe-servers = {servers:?}\n{text}",
-        moto.url()
+        moto.endpoint()
     ));
 }
 
+/// No instance-metadata lookups: all the AWS environment chore gets here.
+const NO_METADATA: [(&str, &str); 1] = [("AWS_EC2_METADATA_DISABLED", "true")];
+
 /// `chore enqueue` to an SQS queue: the MessageId it printed.
 fn sqs_enqueue(sb: &Sandbox, queue: &str, body: &str) -> String {
-    let cf = sb.chorefile_path();
-    let out = sb
-        .command(&["enqueue", "-c", cf.to_str().unwrap(), queue, body])
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .output()
-        .expect("chore enqueue runs");
-    assert!(
-        out.status.success(),
-        "chore enqueue failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    assert!(
-        !id.is_empty() && !id.contains('\n'),
-        "enqueue printed {id:?}"
-    );
-    id
+    let ids = sb.enqueue_lines(&[queue, body], None, &NO_METADATA);
+    assert_eq!(ids.len(), 1, "enqueue printed {ids:?}");
+    ids.into_iter().next().unwrap()
 }
 
 /// Start the master (no instance-metadata lookups).
 fn start(sb: &Sandbox) -> Master {
-    sb.start_with_env("master", &[], &[("AWS_EC2_METADATA_DISABLED", "true")])
+    sb.start_with_env("master", &[], &NO_METADATA)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -463,11 +157,11 @@ fn dedupe_sqs_a_message_delivered_twice_runs_once() {
     // as Ruby Chore does; SQS then delivers it to chore too. chore must not run it while the
     // key lives, must leave it in flight (not delete it, not change its visibility), and
     // must run it once SQS delivers it again after the key has expired.
-    let moto = services::moto();
+    let moto = Moto::start();
     let mc = Memcached::start();
     let sb = Sandbox::new("dedupe-sqs-twice");
     // Visibility 3 s: chore's own keys get the shortest TTL (3 - 10 → 1 s).
-    let url = sqs_create(&moto, "twice", 3);
+    let url = moto.create("twice", json!({"VisibilityTimeout": "3"}));
     let h = sb.recorder("job.sh", "runs.txt", "");
     sqs_chorefile(
         &sb,
@@ -476,7 +170,7 @@ fn dedupe_sqs_a_message_delivered_twice_runs_once() {
         &format!("[queues.twice]\nbackend = \"sqs\"\nhandler = [{h:?}]\nwait-time = 1\n"),
     );
     let id = sqs_enqueue(&sb, "twice", "{\"n\":1}");
-    assert!(ruby_add(&mc.addr(), &id, 5), "the key was free");
+    assert!(mc.ruby_add(&id, 5), "the key was free");
     let added = unix_now();
     let mut master = start(&sb);
 
@@ -486,7 +180,7 @@ fn dedupe_sqs_a_message_delivered_twice_runs_once() {
     let line = log_lines(&master, &["duplicate delivery; not run", &id]).remove(0);
     assert!(names_queue(&line, "twice"), "queue in {line:?}");
     // Left in flight: SQS still holds it, invisible, and nothing ran it.
-    let (visible, in_flight, _) = sqs_counts(&moto, &url);
+    let (visible, in_flight, _) = moto.counts(&url);
     assert_eq!((visible, in_flight), (0, 1), "left in flight");
     assert!(sb.runs("runs.txt").is_empty(), "a duplicate ran");
 
@@ -503,13 +197,13 @@ fn dedupe_sqs_a_message_delivered_twice_runs_once() {
         waited >= 3.9,
         "the key lived 5 s but the message ran {waited:.2}s after it was added"
     );
-    master.wait("the queue to empty", || {
-        sqs_counts(&moto, &url) == (0, 0, 0)
-    });
+    master.wait("the queue to empty", || moto.is_empty(&url));
     // Past one more visibility timeout: nothing comes back, nothing runs again.
-    std::thread::sleep(Duration::from_secs(4));
+    master.assert_for(Duration::from_secs(4), "one run and an empty queue", || {
+        sb.runs("runs.txt").len() == 1 && moto.is_empty(&url)
+    });
     assert_eq!(sb.runs("runs.txt").len(), 1, "{:?}", sb.runs("runs.txt"));
-    assert_eq!(sqs_counts(&moto, &url), (0, 0, 0));
+    assert_eq!(moto.counts(&url), (0, 0, 0));
 
     let status = dedupe_status(&master);
     assert!(status["duplicates"] >= 1, "{status:?}");
@@ -523,10 +217,10 @@ fn dedupe_sqs_a_message_delivered_twice_runs_once() {
 fn dedupe_sqs_a_failed_attempt_is_retried_not_held_as_a_duplicate() {
     // Visibility 30 s: keys live 20 s. Attempt 1 fails with a 1 s backoff; its key must be
     // removed, or attempt 2 would be caught as a duplicate and wait out 30 s.
-    let moto = services::moto();
+    let moto = Moto::start();
     let mc = Memcached::start();
     let sb = Sandbox::new("dedupe-sqs-retry");
-    let url = sqs_create(&moto, "flaky", 30);
+    let url = moto.create("flaky", json!({"VisibilityTimeout": "30"}));
     let h = sb.recorder(
         "job.sh",
         "runs.txt",
@@ -555,13 +249,11 @@ fn dedupe_sqs_a_failed_attempt_is_retried_not_held_as_a_duplicate() {
         log_lines(&master, &["duplicate delivery"]).is_empty(),
         "the retry was taken for a duplicate"
     );
-    master.wait("the queue to empty", || {
-        sqs_counts(&moto, &url) == (0, 0, 0)
-    });
+    master.wait("the queue to empty", || moto.is_empty(&url));
     // A success leaves its key: value 1, TTL = visibility 30 - 10 (less whole seconds
     // waited since the receive).
-    assert_eq!(mc_get(&mc.addr(), &id).as_deref(), Some("1"));
-    let ttl = mc_ttl(&mc.addr(), &id).unwrap();
+    assert_eq!(mc.get(&id).as_deref(), Some("1"));
+    let ttl = mc.ttl(&id).unwrap();
     assert!((15..=20).contains(&ttl), "key TTL {ttl}");
     assert_eq!(master.stop().code(), Some(0));
 }
@@ -582,7 +274,7 @@ fn dedupe_key_field_holds_a_second_job_with_the_same_key() {
     ));
     let q = sb.queue("orders");
     // Another consumer (Ruby Chore's dedupe_lambda) has this order: its key is there.
-    assert!(ruby_add(&mc.addr(), "order-ruby", 6));
+    assert!(mc.ruby_add("order-ruby", 6));
     let first = sb.enqueue_id("orders", r#"{"order":"o-1","n":1}"#);
     let second = sb.enqueue_id("orders", r#"{"order":"o-1","n":2}"#);
     let missing = sb.enqueue_id("orders", r#"{"n":3}"#);
@@ -600,7 +292,11 @@ fn dedupe_key_field_holds_a_second_job_with_the_same_key() {
         log_lines(&master, &["duplicate delivery; not run"]).len() >= 2
     });
     // Give a wrongly released copy time to show up (well inside the keys' 6 s).
-    std::thread::sleep(Duration::from_millis(1500));
+    master.assert_for(
+        Duration::from_millis(1500),
+        "one o-1 job run and the Ruby one held",
+        || runs_of(&sb, 1).len() + runs_of(&sb, 2).len() == 1 && runs_of(&sb, 6).is_empty(),
+    );
     let ran_o1: Vec<u64> = [1, 2]
         .into_iter()
         .filter(|&n| !runs_of(&sb, n).is_empty())
@@ -624,10 +320,10 @@ fn dedupe_key_field_holds_a_second_job_with_the_same_key() {
     }
     assert_eq!(sb.runs("runs.txt").len(), 5, "{:?}", sb.runs("runs.txt"));
     // Keys are the field's value, raw, holding 1; jobs without a key were never checked.
-    assert_eq!(mc_get(&mc.addr(), "o-1").as_deref(), Some("1"));
-    assert_eq!(mc_get(&mc.addr(), "42").as_deref(), Some("1"));
+    assert_eq!(mc.get("o-1").as_deref(), Some("1"));
+    assert_eq!(mc.get("42").as_deref(), Some("1"));
     for id in [&missing, &empty, &null] {
-        assert_eq!(mc_get(&mc.addr(), id), None, "{id} was checked by id");
+        assert_eq!(mc.get(id), None, "{id} was checked by id");
     }
     let status = dedupe_status(&master);
     assert!(status["duplicates"] >= 2, "{status:?}");
@@ -679,9 +375,9 @@ fn dedupe_a_failed_attempt_on_a_filesystem_queue_is_retried_not_held() {
         "the retry was taken for a duplicate"
     );
     let key = format!("chore:{id}");
-    assert_eq!(mc_get(&mc.addr(), &key).as_deref(), Some("1"), "{key}");
-    assert_eq!(mc_get(&mc.addr(), &id), None, "the prefix is used");
-    let ttl = mc_ttl(&mc.addr(), &key).unwrap();
+    assert_eq!(mc.get(&key).as_deref(), Some("1"), "{key}");
+    assert_eq!(mc.get(&id), None, "the prefix is used");
+    let ttl = mc.ttl(&key).unwrap();
     assert!((15..=20).contains(&ttl), "key TTL {ttl}");
     assert_eq!(master.stop().code(), Some(0));
 }
@@ -705,10 +401,11 @@ fn dedupe_memcached_down_jobs_still_run_and_dedupe_resumes_when_it_is_back() {
     let mut master = sb.start(&[]);
     sb.enqueue("jobs", r#"{"k":"before","n":0}"#);
     master.wait("the first job", || runs_of(&sb, 0).len() == 1);
-    assert_eq!(mc_get(&mc.addr(), "before").as_deref(), Some("1"));
+    assert_eq!(mc.get("before").as_deref(), Some("1"));
 
     // Down: jobs keep running (dupe-on-cache-failure = false), spread over a few seconds
-    // so that several reconnection probes fail; the outage is logged once.
+    // so that several reconnection probes (one a second at most) fail; the outage is
+    // logged once. The spacing is the scenario, not a wait for anything.
     mc.stop();
     let down_at = Instant::now();
     for n in 1..=8u64 {
@@ -731,20 +428,17 @@ fn dedupe_memcached_down_jobs_still_run_and_dedupe_resumes_when_it_is_back() {
     mc.restart();
     let mut n = 100;
     let back = Instant::now();
-    loop {
-        n += 1;
-        let key = format!("probe-{n}");
-        sb.enqueue("jobs", &format!(r#"{{"k":"{key}","n":{n}}}"#));
-        master.wait("a probe job", || runs_of(&sb, n).len() == 1);
-        if mc_get(&mc.addr(), &key).is_some() {
-            break;
-        }
-        assert!(
-            back.elapsed() < Duration::from_secs(15),
-            "chore did not reconnect to memcached within 15 s"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    master.wait_for(
+        "chore to reconnect to memcached (a probe job's key stored)",
+        Duration::from_secs(15),
+        || {
+            n += 1;
+            let key = format!("probe-{n}");
+            sb.enqueue("jobs", &format!(r#"{{"k":"{key}","n":{n}}}"#));
+            master.wait("a probe job", || runs_of(&sb, n).len() == 1);
+            mc.get(&key).is_some()
+        },
+    );
     eprintln!(
         "dedupe outage: reconnected {:.2}s after memcached came back",
         back.elapsed().as_secs_f64()
@@ -752,17 +446,17 @@ fn dedupe_memcached_down_jobs_still_run_and_dedupe_resumes_when_it_is_back() {
     master.wait_log("memcached is back");
 
     // Dedupe works again: a key taken by another consumer holds its job back.
-    assert!(ruby_add(&mc.addr(), "taken", 30));
+    assert!(mc.ruby_add("taken", 30));
     let blocked = sb.enqueue_id("jobs", r#"{"k":"taken","n":200}"#);
     sb.enqueue("jobs", r#"{"k":"after","n":201}"#);
     master.wait("a job after the recovery", || runs_of(&sb, 201).len() == 1);
     master.wait("the blocked job to be held", || {
         !log_lines(&master, &["duplicate delivery; not run", &blocked]).is_empty()
     });
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(
-        runs_of(&sb, 200).is_empty(),
-        "a duplicate ran after the recovery"
+    master.assert_for(
+        Duration::from_millis(500),
+        "the duplicate not run after the recovery",
+        || runs_of(&sb, 200).is_empty(),
     );
     assert!(q.holds(&blocked));
     let errors_after_recovery = error_lines(&master);
@@ -833,11 +527,10 @@ fn dedupe_memcached_down_with_dupe_on_cache_failure_holds_jobs_until_it_is_back(
         })
     });
     // Held through at least one return to the queue (hold 3 s, recovery each second).
-    std::thread::sleep(Duration::from_secs(5));
-    assert!(
-        (1..=4).all(|n| runs_of(&sb, n).is_empty()),
-        "a job ran while memcached was down: {:?}",
-        sb.runs("runs.txt")
+    master.assert_for(
+        Duration::from_secs(5),
+        "no job run while memcached is down",
+        || (1..=4).all(|n| runs_of(&sb, n).is_empty()),
     );
     for id in &ids {
         assert!(q.holds(id), "held, not lost: {id}");
@@ -857,7 +550,11 @@ fn dedupe_memcached_down_with_dupe_on_cache_failure_holds_jobs_until_it_is_back(
         back.elapsed().as_secs_f64()
     );
     master.wait("the queue to empty", || q.is_idle());
-    std::thread::sleep(Duration::from_millis(500));
+    master.assert_for(
+        Duration::from_millis(500),
+        "every job run once, none again",
+        || (0..=4).all(|n| runs_of(&sb, n).len() == 1),
+    );
     for n in 0..=4 {
         assert_eq!(runs_of(&sb, n).len(), 1, "job {n}: {:?}", runs_of(&sb, n));
     }
@@ -892,21 +589,11 @@ fn dedupe_keys_spread_over_two_servers_on_dallis_ring() {
         a.addr(),
         b.addr()
     ));
-    let cf = sb.chorefile_path();
     let lines: String = (0..50).map(|n| format!("{{\"n\":{n}}}\n")).collect();
-    let out = sb.run_with_stdin(
-        &["enqueue", "-c", cf.to_str().unwrap(), "jobs", "-"],
-        Some(&lines),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let ids: Vec<String> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(id_of)
+    let ids: Vec<String> = sb
+        .enqueue_lines(&["jobs", "-"], Some(&lines), &[])
+        .iter()
+        .map(|n| id_of(n))
         .collect();
     assert_eq!(ids.len(), 50);
     let mut master = sb.start(&[]);
@@ -917,10 +604,7 @@ fn dedupe_keys_spread_over_two_servers_on_dallis_ring() {
     let names = [a.addr(), b.addr()];
     let mut on = [0usize; 2];
     for id in &ids {
-        let held = [
-            mc_get(&names[0], id).is_some(),
-            mc_get(&names[1], id).is_some(),
-        ];
+        let held = [a.get(id).is_some(), b.get(id).is_some()];
         assert!(
             held[0] ^ held[1],
             "{id} must be on exactly one server: on {}: {}, on {}: {}",
@@ -1072,7 +756,6 @@ fn dedupe_overhead_is_at_most_one_memcached_request_per_message() {
          [queues.keyed]\n{handler}\ndedupe-key = \"k\"\n",
         mc.addr()
     ));
-    let cf = sb.chorefile_path();
     let mut round = 0;
     // One run: JOBS fresh messages, then the master on that queue alone (with `extra`
     // flags); the seconds from its start to the last job done, the batches, and the
@@ -1082,18 +765,10 @@ fn dedupe_overhead_is_at_most_one_memcached_request_per_message() {
         let lines: String = (0..JOBS)
             .map(|n| format!("{{\"k\":\"r{round}-{n}\",\"n\":{n}}}\n"))
             .collect();
-        let out = sb.run_with_stdin(
-            &["enqueue", "-c", cf.to_str().unwrap(), queue, "-"],
-            Some(&lines),
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        sb.enqueue_lines(&[queue, "-"], Some(&lines), &[]);
         let _ = std::fs::remove_file(sb.file(&format!("done-{queue}.txt")));
         let _ = std::fs::remove_file(sb.file(&format!("batches-{queue}.txt")));
-        let before = mc_requests(&mc_stats(&mc.addr()));
+        let before = mc.key_requests();
         let t0 = Instant::now();
         let mut flags = vec!["-q", queue];
         flags.extend_from_slice(extra);
@@ -1103,7 +778,7 @@ fn dedupe_overhead_is_at_most_one_memcached_request_per_message() {
         });
         let secs = t0.elapsed().as_secs_f64();
         assert_eq!(master.stop().code(), Some(0));
-        let requests = mc_requests(&mc_stats(&mc.addr())) - before;
+        let requests = mc.key_requests() - before;
         assert_eq!(sb.lines(&format!("done-{queue}.txt")).len(), JOBS);
         (
             secs,
@@ -1125,7 +800,7 @@ fn dedupe_overhead_is_at_most_one_memcached_request_per_message() {
     // memcached's own round trip from here, for scale.
     let t0 = Instant::now();
     for i in 0..JOBS {
-        ruby_add(&mc.addr(), &format!("scale-{i}"), 60);
+        mc.ruby_add(&format!("scale-{i}"), 60);
     }
     let rtt_us = t0.elapsed().as_secs_f64() * 1e6 / JOBS as f64;
     let on_wire: u64 = wire.values().sum();

@@ -6,39 +6,27 @@
 //! `Master` kills its whole family (the master, its workers and their handlers) when it is
 //! dropped, so a failing test never leaves processes behind. A failing test keeps its
 //! directory and prints where it is, so its log can be read.
+//!
+//! Waiting and `/proc` helpers live in `tests/support` (shared with the bench); they are
+//! re-exported here so that a test needs only `use crate::harness::*`.
 
+use crate::support::poll::poll_until;
+pub use crate::support::poll::{PATIENCE, assert_for, wait_until};
+use crate::support::procs::consumers_settled;
+pub use crate::support::procs::{ConsumerWait, cmdline, family_of, pgrp, pid_gone, workers_of};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use std::cell::{Cell, RefCell};
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The binary under test.
 pub const CHORE: &str = env!("CARGO_BIN_EXE_chore");
-
-/// How long any wait lasts before the test fails: generous, for a loaded 2-core machine.
-pub const PATIENCE: Duration = Duration::from_secs(20);
-
-/// How often a wait looks again.
-const POLL: Duration = Duration::from_millis(25);
-
-/// Wait until `cond` holds, polling; panic after `timeout` naming `what`.
-pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    loop {
-        if cond() {
-            return;
-        }
-        if start.elapsed() >= timeout {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        std::thread::sleep(POLL);
-    }
-}
 
 /// Seconds since the epoch, as a float (to compare with handlers' `date +%s.%N`).
 pub fn unix_now() -> f64 {
@@ -46,76 +34,6 @@ pub fn unix_now() -> f64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs_f64()
-}
-
-/// Is `pid` gone (no such process, or a zombie nobody has reaped yet)?
-pub fn pid_gone(pid: i32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => {
-            // pid (comm) STATE ...: comm may hold spaces, so look after the last ')'.
-            let state = stat
-                .rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start())
-                .and_then(|r| r.chars().next());
-            matches!(state, Some('Z') | Some('X'))
-        }
-    }
-}
-
-/// argv of a live process (empty when it is gone).
-pub fn cmdline(pid: i32) -> Vec<String> {
-    fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| {
-            b.split(|&c| c == 0)
-                .filter(|s| !s.is_empty())
-                .map(|s| String::from_utf8_lossy(s).into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Process group of a live process.
-pub fn pgrp(pid: i32) -> Option<i32> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    // state ppid pgrp ...
-    rest.split_whitespace().nth(2)?.parse().ok()
-}
-
-/// Every live (non-zombie) process whose environment says it belongs to master `master`:
-/// the master puts CHORE_MASTER_PID in its workers' environment, and handlers inherit it.
-/// Unlike `pgrep -f chore-worker`, this does not see other tests' workers.
-pub fn family_of(master: i32) -> Vec<i32> {
-    let needle = format!("CHORE_MASTER_PID={master}");
-    let mut out = Vec::new();
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(env) = fs::read(format!("/proc/{pid}/environ")) else {
-            continue;
-        };
-        if env.split(|&c| c == 0).any(|kv| kv == needle.as_bytes()) && !pid_gone(pid) {
-            out.push(pid);
-        }
-    }
-    out
-}
-
-/// The workers of master `master`: its family members titled `chore-worker-…`.
-pub fn workers_of(master: i32) -> Vec<i32> {
-    family_of(master)
-        .into_iter()
-        .filter(|&p| {
-            cmdline(p)
-                .first()
-                .is_some_and(|a| a.starts_with("chore-worker-"))
-        })
-        .collect()
 }
 
 /// A temporary directory for one test, holding its Chorefile, queues, scripts and logs.
@@ -256,38 +174,53 @@ impl Sandbox {
             w.write_all(input.as_bytes()).unwrap();
         }
         let pid = child.id() as i32;
-        // A watchdog, so a command that hangs fails the test instead of wedging it.
-        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = done.clone();
+        // A watchdog, so a command that hangs fails the test instead of wedging it: it
+        // kills the command unless told within PATIENCE that it has ended.
+        let (ended, watchdog) = std::sync::mpsc::channel::<()>();
         std::thread::spawn(move || {
-            let start = Instant::now();
-            while start.elapsed() < PATIENCE {
-                if flag.load(Ordering::SeqCst) {
-                    return;
-                }
-                std::thread::sleep(POLL);
-            }
-            if !flag.load(Ordering::SeqCst) {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = watchdog.recv_timeout(PATIENCE)
+            {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
         });
         let out = child.wait_with_output().unwrap();
-        done.store(true, Ordering::SeqCst);
+        drop(ended);
         out
     }
 
     /// `chore enqueue -c Chorefile QUEUE BODY`: the published file name.
     pub fn enqueue(&self, queue: &str, body: &str) -> String {
-        let cf = self.chorefile_path();
-        let out = self.run(&["enqueue", "-c", cf.to_str().unwrap(), queue, body]);
-        assert!(
-            out.status.success(),
-            "chore enqueue failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let name = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        let names = self.enqueue_lines(&[queue, body], None, &[]);
+        assert_eq!(names.len(), 1, "enqueue printed {names:?}");
+        let name = names.into_iter().next().unwrap();
         assert!(name.ends_with(".0.job"), "enqueue printed {name:?}");
         name
+    }
+
+    /// `chore enqueue -c Chorefile ARGS…` with `stdin` and extra environment, which must
+    /// succeed: the lines it printed (file names, or SQS message ids), one per message.
+    pub fn enqueue_lines(
+        &self,
+        args: &[&str],
+        stdin: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Vec<String> {
+        let cf = self.chorefile_path();
+        let mut all = vec!["enqueue", "-c", cf.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let out = self.run_with_env(&all, stdin, env);
+        assert!(
+            out.status.success(),
+            "chore enqueue {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_owned)
+            .collect()
     }
 
     /// Enqueue and return the message id (the file name without `.0.job`).
@@ -335,10 +268,10 @@ impl Sandbox {
             .expect("chore master starts");
         let pid = child.id() as i32;
         Master {
-            child,
+            child: RefCell::new(child),
             pid,
             log,
-            status: None,
+            status: Cell::new(None),
         }
     }
 }
@@ -454,10 +387,11 @@ impl QueueDir {
 
 /// A running `chore` master.
 pub struct Master {
-    child: Child,
+    // In cells so that `running` can be asked from inside a wait on `&self`.
+    child: RefCell<Child>,
     pub pid: i32,
     pub log: PathBuf,
-    status: Option<ExitStatus>,
+    status: Cell<Option<ExitStatus>>,
 }
 
 impl Master {
@@ -478,22 +412,43 @@ impl Master {
     }
 
     pub fn wait_for(&self, what: &str, timeout: Duration, cond: impl FnMut() -> bool) {
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            wait_until(what, timeout, cond)
-        }));
-        if result.is_err() {
-            panic!(
-                "timed out after {timeout:?} waiting for {what}; master log tail:\n{}",
-                self.tail()
-            );
+        self.with_tail(what, || wait_until(what, timeout, cond));
+    }
+
+    /// Check that `cond` keeps holding for `how_long`: something that must not happen
+    /// does not (see `assert_for`); on failure, with the log's tail.
+    pub fn assert_for(&self, how_long: Duration, what: &str, cond: impl FnMut() -> bool) {
+        self.with_tail(what, || assert_for(how_long, what, cond));
+    }
+
+    /// Run `check`; if it panics, panic again with the log's tail.
+    fn with_tail(&self, what: &str, check: impl FnOnce()) {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(check));
+        if let Err(e) = result {
+            let why = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| format!("failed: {what}"));
+            panic!("{why}; master log tail:\n{}", self.tail());
         }
     }
 
-    /// Wait until the log contains `needle`.
+    /// Wait until `needle` is in the log.
     pub fn wait_log(&self, needle: &str) {
         self.wait(&format!("{needle:?} in the log"), || {
             self.log_text().contains(needle)
         })
+    }
+
+    /// Wait until every consumer thread waits as `how` says: idle (so the next file is
+    /// news to it), or at its gate (so it receives nothing more: quiet, or out of
+    /// credits). This is what a test used to sleep for, and hope.
+    pub fn wait_consumers(&self, how: ConsumerWait) {
+        self.wait(
+            &format!("every consumer thread to wait {how:?}"),
+            consumers_settled(self.pid, how),
+        )
     }
 
     pub fn signal(&self, sig: Signal) {
@@ -501,32 +456,24 @@ impl Master {
     }
 
     /// Still running?
-    pub fn running(&mut self) -> bool {
-        if self.status.is_some() {
+    pub fn running(&self) -> bool {
+        if self.status.get().is_some() {
             return false;
         }
-        match self.child.try_wait().unwrap() {
-            Some(s) => {
-                self.status = Some(s);
-                false
-            }
-            None => true,
-        }
+        let exited = self.child.borrow_mut().try_wait().unwrap();
+        self.status.set(exited);
+        exited.is_none()
     }
 
     /// Wait for the master to exit, within `limit`; its exit status.
     pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
-        let start = Instant::now();
-        while self.running() {
-            if start.elapsed() > limit {
-                panic!(
-                    "the master did not exit within {limit:?}; log tail:\n{}",
-                    self.tail()
-                );
-            }
-            std::thread::sleep(POLL);
+        if !poll_until(limit, || !self.running()) {
+            panic!(
+                "the master did not exit within {limit:?}; log tail:\n{}",
+                self.tail()
+            );
         }
-        self.status.unwrap()
+        self.status.get().unwrap()
     }
 
     /// SIGTERM and wait for a clean exit.
@@ -547,19 +494,17 @@ impl Drop for Master {
     fn drop(&mut self) {
         // Workers and handlers first (they outlive a SIGKILLed master only briefly, but a
         // failing test must not leave them behind), then the master itself.
-        for _ in 0..3 {
+        poll_until(Duration::from_secs(1), || {
             let family = family_of(self.pid);
-            if family.is_empty() {
-                break;
-            }
-            for p in family {
+            for &p in &family {
                 let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
             }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if self.status.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            family.is_empty()
+        });
+        if self.status.get().is_none() {
+            let child = self.child.get_mut();
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }

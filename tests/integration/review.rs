@@ -362,7 +362,9 @@ fn review_command_line_except_queues_replaces_a_ruby_chorefiles_queues() {
     master.wait("a and c to be done", || {
         sb.queue("a").is_idle() && sb.queue("c").is_idle()
     });
-    std::thread::sleep(Duration::from_millis(500));
+    master.assert_for(Duration::from_millis(500), "b's job left alone", || {
+        sb.runs("runs.txt").len() == 2 && sb.queue("b").new_files().len() == 1
+    });
     let mut queues: Vec<String> = sb.runs("runs.txt").into_iter().map(|r| r.queue).collect();
     queues.sort();
     assert_eq!(queues, vec!["a", "c"]);

@@ -1,359 +1,21 @@
-//! SQS queues (issue 4): the real `chore` binary against moto_server on loopback.
+//! SQS queues: the real `chore` binary against moto (an SQS emulator) on loopback.
 //!
 //! Each test starts its own moto (about half a second), so no test sees another's queues,
-//! calls or recordings, and one can stop and restart its emulator. The tests talk to moto
-//! themselves over a plain `TcpStream` (the AWS JSON 1.0 protocol: a POST with an
-//! `X-Amz-Target` header) to create queues with the attributes they need, to publish as
+//! calls or recordings, and one can stop and restart its emulator. The tests use
+//! `support::moto`'s client to create queues with the attributes they need, to publish as
 //! another producer would, and to look at what is left in a queue afterwards.
 //!
-//! Assertions hold on real SQS too (see `shared/reference/sqs-emulator.md`): a single
-//! receiver per queue, so "exactly once" is only asserted where nothing else receives.
+//! Assertions hold on real SQS too: moto's receive takes no lock, so two receivers on one
+//! queue may now and then get the same message, as SQS's at-least-once delivery allows;
+//! "exactly once" is only asserted where a single consumer thread receives.
 
 use crate::harness::*;
-use crate::services::{self, Service};
+use crate::support::moto::{AWS_ENV, Moto, Msg};
+use crate::support::service::free_port;
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// What chore runs with: the standard variables of the AWS chain (moto checks no
-/// signature), and no instance-metadata lookups.
-const AWS_ENV: [(&str, &str); 4] = [
-    ("AWS_ACCESS_KEY_ID", "test"),
-    ("AWS_SECRET_ACCESS_KEY", "test"),
-    ("AWS_REGION", "us-east-1"),
-    ("AWS_EC2_METADATA_DISABLED", "true"),
-];
-
-/// A message as a receive returns it.
-#[derive(Debug, Clone)]
-struct Msg {
-    id: String,
-    body: String,
-    receive_count: u32,
-}
-
-/// One moto_server, and a tiny SQS client for it.
-struct Moto {
-    svc: Service,
-}
-
-impl Moto {
-    fn start() -> Moto {
-        Moto {
-            svc: services::moto(),
-        }
-    }
-
-    /// moto on `port` (a restart where chore expects it).
-    fn start_on(port: u16) -> Moto {
-        Moto {
-            svc: services::moto_with(Some(port), &[]),
-        }
-    }
-
-    /// moto with its request recorder writing to `file` (switched on by `record`).
-    fn start_recording(file: &Path) -> Moto {
-        Moto {
-            svc: services::moto_with(None, &[("MOTO_RECORDER_FILEPATH", file.to_str().unwrap())]),
-        }
-    }
-
-    fn endpoint(&self) -> String {
-        self.svc.url()
-    }
-
-    fn port(&self) -> u16 {
-        self.svc.port
-    }
-
-    /// One HTTP/1.1 exchange (Connection: close): status and body.
-    fn http(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> (u16, Vec<u8>) {
-        let mut s = TcpStream::connect(self.svc.addr()).expect("connect to moto");
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
-            self.svc.addr(),
-            body.len()
-        );
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str("\r\n");
-        s.write_all(req.as_bytes()).unwrap();
-        s.write_all(body).unwrap();
-        let mut reply = Vec::new();
-        s.read_to_end(&mut reply).expect("read moto's reply");
-        let split = reply
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .unwrap_or_else(|| {
-                panic!(
-                    "no HTTP reply from moto: {:?}",
-                    String::from_utf8_lossy(&reply)
-                )
-            });
-        let head = String::from_utf8_lossy(&reply[..split]).to_string();
-        let mut body = reply[split + 4..].to_vec();
-        let status: u16 = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or_else(|| panic!("bad status line from moto: {head:?}"));
-        if head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked")
-        {
-            body = dechunk(&body);
-        }
-        (status, body)
-    }
-
-    /// An SQS action; Err carries moto's error reply.
-    fn try_call(&self, action: &str, input: Value) -> Result<Value, String> {
-        let target = format!("AmazonSQS.{action}");
-        let (status, body) = self.http(
-            "POST",
-            "/",
-            &[
-                ("X-Amz-Target", &target),
-                ("Content-Type", "application/x-amz-json-1.0"),
-                (
-                    "Authorization",
-                    "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/sqs/aws4_request, \
-                     SignedHeaders=host;x-amz-date, Signature=0",
-                ),
-            ],
-            input.to_string().as_bytes(),
-        );
-        let text = String::from_utf8_lossy(&body).to_string();
-        if status != 200 {
-            return Err(format!("{action}: HTTP {status}: {text}"));
-        }
-        serde_json::from_str(&text).map_err(|e| format!("{action}: {e} in {text:?}"))
-    }
-
-    fn call(&self, action: &str, input: Value) -> Value {
-        self.try_call(action, input)
-            .unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    /// Create a queue with these attributes (strings, as SQS wants them); its URL.
-    fn create(&self, name: &str, attributes: Value) -> String {
-        let out = self.call(
-            "CreateQueue",
-            json!({"QueueName": name, "Attributes": attributes}),
-        );
-        out["QueueUrl"].as_str().unwrap().to_string()
-    }
-
-    fn queue_url(&self, name: &str) -> Result<String, String> {
-        self.try_call("GetQueueUrl", json!({ "QueueName": name }))
-            .map(|v| v["QueueUrl"].as_str().unwrap().to_string())
-    }
-
-    /// SendMessage, as Ruby Chore's publisher does; the message id.
-    fn send(&self, url: &str, body: &str) -> String {
-        let out = self.call("SendMessage", json!({"QueueUrl": url, "MessageBody": body}));
-        out["MessageId"].as_str().unwrap().to_string()
-    }
-
-    /// Publish many bodies in SendMessageBatch calls of ten; their ids, in order.
-    fn send_all(&self, url: &str, bodies: &[String]) -> Vec<String> {
-        let mut ids = Vec::new();
-        for chunk in bodies.chunks(10) {
-            let entries: Vec<Value> = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, b)| json!({"Id": i.to_string(), "MessageBody": b}))
-                .collect();
-            let out = self.call(
-                "SendMessageBatch",
-                json!({"QueueUrl": url, "Entries": entries}),
-            );
-            assert!(
-                out["Failed"].as_array().is_none_or(|f| f.is_empty()),
-                "moto refused some: {out}"
-            );
-            let mut ok: Vec<(usize, String)> = out["Successful"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|s| {
-                    (
-                        s["Id"].as_str().unwrap().parse().unwrap(),
-                        s["MessageId"].as_str().unwrap().to_string(),
-                    )
-                })
-                .collect();
-            ok.sort();
-            assert_eq!(ok.len(), chunk.len());
-            ids.extend(ok.into_iter().map(|(_, id)| id));
-        }
-        ids
-    }
-
-    /// (visible, in flight, delayed) messages.
-    fn counts(&self, url: &str) -> (u64, u64, u64) {
-        let out = self.call(
-            "GetQueueAttributes",
-            json!({"QueueUrl": url, "AttributeNames": [
-                "ApproximateNumberOfMessages",
-                "ApproximateNumberOfMessagesNotVisible",
-                "ApproximateNumberOfMessagesDelayed"
-            ]}),
-        );
-        let n = |k: &str| -> u64 {
-            out["Attributes"][k]
-                .as_str()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("no {k} in {out}"))
-        };
-        (
-            n("ApproximateNumberOfMessages"),
-            n("ApproximateNumberOfMessagesNotVisible"),
-            n("ApproximateNumberOfMessagesDelayed"),
-        )
-    }
-
-    /// One receive, no wait; what it returns stays invisible for `visibility` seconds.
-    fn receive(&self, url: &str, visibility: u32) -> Vec<Msg> {
-        let out = self.call(
-            "ReceiveMessage",
-            json!({
-                "QueueUrl": url,
-                "MaxNumberOfMessages": 10,
-                "WaitTimeSeconds": 0,
-                "VisibilityTimeout": visibility,
-                "MessageSystemAttributeNames": ["ApproximateReceiveCount"]
-            }),
-        );
-        out["Messages"]
-            .as_array()
-            .map(|ms| {
-                ms.iter()
-                    .map(|m| Msg {
-                        id: m["MessageId"].as_str().unwrap().to_string(),
-                        body: m["Body"].as_str().unwrap().to_string(),
-                        receive_count: m["Attributes"]["ApproximateReceiveCount"]
-                            .as_str()
-                            .and_then(|c| c.parse().ok())
-                            .unwrap_or(0),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// Receive everything visible now (hidden for a minute, so each is seen once).
-    fn drain(&self, url: &str) -> Vec<Msg> {
-        let mut all = Vec::new();
-        loop {
-            let got = self.receive(url, 60);
-            if got.is_empty() {
-                return all;
-            }
-            all.extend(got);
-        }
-    }
-
-    /// Recorder: forget what was recorded and record from now on.
-    fn record(&self) {
-        for step in ["reset-recording", "start-recording"] {
-            let (status, body) = self.http("POST", &format!("/moto-api/recorder/{step}"), &[], b"");
-            assert_eq!(status, 200, "{step}: {}", String::from_utf8_lossy(&body));
-        }
-    }
-
-    /// Recorder: stop, and count the SQS calls recorded by action; also every recorded
-    /// request body of each action (decoded JSON).
-    fn recorded(&self) -> BTreeMap<String, Vec<Value>> {
-        let (status, _) = self.http("POST", "/moto-api/recorder/stop-recording", &[], b"");
-        assert_eq!(status, 200);
-        let (status, body) = self.http("GET", "/moto-api/recorder/download-recording", &[], b"");
-        assert_eq!(status, 200);
-        let mut calls: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-        for line in String::from_utf8_lossy(&body).lines() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let entry: Value = serde_json::from_str(line).expect("a recorder line is JSON");
-            let target = entry["headers"]
-                .as_object()
-                .and_then(|h| {
-                    h.iter()
-                        .find(|(k, _)| k.eq_ignore_ascii_case("x-amz-target"))
-                        .and_then(|(_, v)| v.as_str())
-                })
-                .unwrap_or("(none)");
-            let action = target
-                .strip_prefix("AmazonSQS.")
-                .unwrap_or(target)
-                .to_string();
-            let raw = entry["body"].as_str().unwrap_or("");
-            let text = if entry["body_encoded"].as_bool() == Some(true) {
-                String::from_utf8(base64_decode(raw)).unwrap()
-            } else {
-                raw.to_string()
-            };
-            let input = serde_json::from_str(&text).unwrap_or(Value::Null);
-            calls.entry(action).or_default().push(input);
-        }
-        calls
-    }
-}
-
-/// Undo HTTP chunked transfer encoding.
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
-        let size_text = String::from_utf8_lossy(&data[..eol]).to_string();
-        let size =
-            usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap_or(0);
-        if size == 0 {
-            break;
-        }
-        let start = eol + 2;
-        out.extend_from_slice(&data[start..start + size]);
-        data = &data[(start + size + 2).min(data.len())..];
-    }
-    out
-}
-
-/// Standard base64 (the recorder stores request bodies that way).
-fn base64_decode(text: &str) -> Vec<u8> {
-    let value = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let mut out = Vec::new();
-    let (mut acc, mut bits) = (0u32, 0);
-    for v in text.bytes().filter_map(value) {
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    out
-}
 
 /// Write the Chorefile: the endpoint of `moto`, then `text`.
 fn sqs_chorefile(sb: &Sandbox, moto: &Moto, text: &str) {
@@ -370,31 +32,15 @@ fn chore(sb: &Sandbox, args: &[&str], stdin: Option<&str>) -> std::process::Outp
     sb.run_with_env(args, stdin, &AWS_ENV)
 }
 
-/// `chore enqueue -c Chorefile ARGS…`, which must succeed: the ids it printed.
+/// `chore enqueue -c Chorefile ARGS…` with the AWS variables, which must succeed: the
+/// ids it printed.
 fn enqueue(sb: &Sandbox, args: &[&str], stdin: Option<&str>) -> Vec<String> {
-    let cf = sb.chorefile_path();
-    let mut all = vec!["enqueue", "-c", cf.to_str().unwrap()];
-    all.extend_from_slice(args);
-    let out = chore(sb, &all, stdin);
-    assert!(
-        out.status.success(),
-        "chore enqueue {args:?} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(str::to_owned)
-        .collect()
+    sb.enqueue_lines(args, stdin, &AWS_ENV)
 }
 
 /// Wait until the queue holds nothing: no visible, in-flight or delayed messages.
 fn wait_empty(master: &Master, moto: &Moto, url: &str) {
-    master.wait("the SQS queue to be empty", || {
-        moto.counts(url) == (0, 0, 0)
-    });
+    master.wait("the SQS queue to be empty", || moto.is_empty(url));
 }
 
 #[test]
@@ -559,7 +205,12 @@ fn sqs_max_attempts_without_a_dead_letter_queue_deletes_the_message() {
     let id = moto.send(&url, "{\"x\":1}");
     master.wait_log("dead-lettered");
     wait_empty(&master, &moto, &url);
-    std::thread::sleep(Duration::from_secs(3));
+    // Past the 2 s visibility timeout: a message left undeleted would be back by now.
+    master.assert_for(
+        Duration::from_secs(3),
+        "the message gone for good, run once",
+        || sb.runs("runs.txt").len() == 1 && moto.is_empty(&url),
+    );
     let runs = sb.runs("runs.txt");
     assert_eq!(runs.len(), 1, "deleted, never delivered again: {runs:?}");
     assert_eq!(runs[0].id, id);
@@ -701,9 +352,9 @@ fn sqs_fifo_groups_keep_their_order_through_retries() {
 
 #[test]
 fn sqs_sigterm_abandons_a_parked_long_poll() {
-    let moto = Moto::start();
-    let url = moto.create("idle", json!({}));
     let sb = Sandbox::new("sqs-parked");
+    let moto = Moto::start_recording(&sb.file("recording.jsonl"));
+    let url = moto.create("idle", json!({}));
     let h = sb.recorder("job.sh", "runs.txt", "");
     // The default long poll: 20 s.
     sqs_chorefile(
@@ -711,9 +362,14 @@ fn sqs_sigterm_abandons_a_parked_long_poll() {
         &moto,
         &format!("[queues.idle]\nbackend = \"sqs\"\nhandler = [{h:?}]\n"),
     );
+    moto.record();
     let mut master = start(&sb);
-    master.wait_log("chore master started");
-    std::thread::sleep(Duration::from_secs(1));
+    // moto records a request when it arrives: a long poll shows while it is parked.
+    master.wait("a long poll to be parked", || {
+        moto.recording()
+            .iter()
+            .any(|r| r.action == "ReceiveMessage" && r.input["WaitTimeSeconds"] == 20)
+    });
     master.signal(Signal::SIGTERM);
     let t = Instant::now();
     let status = master.wait_exit(PATIENCE);
@@ -815,11 +471,10 @@ fn sqs_the_master_survives_the_emulator_going_away_and_resumes() {
         master.log_text().matches("receive failed").count() >= 2
     });
     master.wait_log("delete failed");
-    std::thread::sleep(Duration::from_secs(1));
-    assert!(
-        master.running(),
-        "the master died while SQS was away:\n{}",
-        master.log_text()
+    master.assert_for(
+        Duration::from_secs(1),
+        "the master alive while SQS is away",
+        || master.running(),
     );
     // Back, empty (moto keeps no state): the same queue URL again.
     let moto = Moto::start_on(port);
@@ -1159,7 +814,7 @@ fn sqs_fifo_a_batch_handler_gets_one_message_per_group_and_a_failure_holds_the_g
 /// other queues are served, and the SQS queue starts consuming once SQS answers.
 #[test]
 fn sqs_a_queue_unreachable_at_start_does_not_stop_the_others() {
-    let port = services::free_port();
+    let port = free_port();
     let sb = Sandbox::new("sqs-late");
     let h = sb.recorder("job.sh", "runs.txt", "exit 0");
     sb.chorefile(&format!(
