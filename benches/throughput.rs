@@ -108,20 +108,25 @@ fn env_or(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// The batch-mode no-op handler: `ok` for every input line.
-fn noop_handler(args: &[String]) {
-    if let Ok(path) = std::env::var("CHORE_BENCH_STAMPS") {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
+/// Append `line` to the file named by environment variable `var`, when it is set.
+fn append_to(var: &str, line: impl std::fmt::Display) {
+    if let Ok(path) = std::env::var(var) {
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .create(true)
             .open(path)
             .unwrap();
-        writeln!(f, "{now}").unwrap();
+        writeln!(f, "{line}").unwrap();
     }
+}
+
+/// The batch-mode no-op handler: `ok` for every input line.
+fn noop_handler(args: &[String]) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    append_to("CHORE_BENCH_STAMPS", now);
     let hold = args
         .iter()
         .position(|a| a == "--hold-ms")
@@ -147,14 +152,7 @@ fn noop_handler(args: &[String]) {
         processed += 1;
     }
     out.flush().unwrap();
-    if let Ok(path) = std::env::var("CHORE_BENCH_COUNT") {
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(path)
-            .unwrap();
-        writeln!(f, "{processed}").unwrap();
-    }
+    append_to("CHORE_BENCH_COUNT", processed);
 }
 
 struct Scratch(PathBuf);

@@ -5,14 +5,10 @@ use std::time::Instant;
 
 /// A batch-mode handler that logs its batch size and answers ok for every message.
 fn ok_batch_handler(sb: &Sandbox) -> String {
-    sb.script(
+    sb.ok_batch_handler(
         "batch.sh",
-        "echo \"$CHORE_BATCH_SIZE\" >> batches.txt\n\
-         while IFS= read -r line; do\n\
-           id=$(printf '%s\\n' \"$line\" | sed 's/^{\"id\":\"\\([^\"]*\\)\".*/\\1/')\n\
-           echo \"$id\" >> done.txt\n\
-           printf '{\"id\":\"%s\",\"result\":\"ok\"}\\n' \"$id\"\n\
-         done",
+        "echo \"$CHORE_BATCH_SIZE\" >> batches.txt",
+        "echo \"$id\" >> done.txt",
     )
 }
 

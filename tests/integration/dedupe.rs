@@ -575,14 +575,7 @@ fn dedupe_memcached_down_with_dupe_on_cache_failure_holds_jobs_until_it_is_back(
 fn dedupe_keys_spread_over_two_servers_on_dallis_ring() {
     let (a, b) = (Memcached::start(), Memcached::start());
     let sb = Sandbox::new("dedupe-two");
-    sb.script(
-        "batch.sh",
-        "while IFS= read -r line; do\n\
-           id=${line#*\\\"id\\\":\\\"}; id=${id%%\\\"*}\n\
-           echo \"$id\" >> done.txt\n\
-           printf '{\"id\":\"%s\",\"result\":\"ok\"}\\n' \"$id\"\n\
-         done",
-    );
+    sb.ok_batch_handler("batch.sh", "", "echo \"$id\" >> done.txt");
     sb.chorefile(&format!(
         "dedupe-servers = \"{},{}\"\n[queues.jobs]\n\
          handler = {{ command = [\"./batch.sh\"], mode = \"batch\" }}\ntimeout = 60\ndedupe = true\n",
@@ -740,14 +733,10 @@ fn dedupe_overhead_is_at_most_one_memcached_request_per_message() {
     const JOBS: usize = 200;
     let mc = Memcached::start();
     let sb = Sandbox::new("dedupe-overhead");
-    sb.script(
+    sb.ok_batch_handler(
         "batch.sh",
-        "echo \"$CHORE_BATCH_SIZE\" >> \"batches-$CHORE_QUEUE.txt\"\n\
-         while IFS= read -r line; do\n\
-           id=${line#*\\\"id\\\":\\\"}; id=${id%%\\\"*}\n\
-           echo \"$id\" >> \"done-$CHORE_QUEUE.txt\"\n\
-           printf '{\"id\":\"%s\",\"result\":\"ok\"}\\n' \"$id\"\n\
-         done",
+        "echo \"$CHORE_BATCH_SIZE\" >> \"batches-$CHORE_QUEUE.txt\"",
+        "echo \"$id\" >> \"done-$CHORE_QUEUE.txt\"",
     );
     let handler = "handler = { command = [\"./batch.sh\"], mode = \"batch\" }";
     sb.chorefile(&format!(

@@ -113,6 +113,24 @@ impl Sandbox {
         )
     }
 
+    /// A batch-mode handler that answers `ok` for every line: it runs `before` once, then
+    /// for each line sets `$line`, `$id` and `$attempt` and runs `each` (shell) before
+    /// answering. Returns how a Chorefile names it.
+    pub fn ok_batch_handler(&self, name: &str, before: &str, each: &str) -> String {
+        self.script(
+            name,
+            &format!(
+                "{before}\n\
+                 while IFS= read -r line; do\n\
+                   id=${{line#*\\\"id\\\":\\\"}}; id=${{id%%\\\"*}}\n\
+                   attempt=${{line#*\\\"attempt\\\":}}; attempt=${{attempt%%[!0-9]*}}\n\
+                   {each}\n\
+                   printf '{{\"id\":\"%s\",\"result\":\"ok\"}}\\n' \"$id\"\n\
+                 done"
+            ),
+        )
+    }
+
     /// The lines a `recorder` wrote.
     pub fn runs(&self, log: &str) -> Vec<Run> {
         self.lines(log).iter().map(|l| Run::parse(l)).collect()
@@ -154,6 +172,11 @@ impl Sandbox {
     /// Run `chore ARGS` to completion (with a time limit).
     pub fn run(&self, args: &[&str]) -> Output {
         self.run_with_stdin(args, None)
+    }
+
+    /// Run `chore ARGS` (with `stdin`), which must succeed: its stdout.
+    pub fn run_ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        succeeded(args, self.run_with_stdin(args, stdin))
     }
 
     pub fn run_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
@@ -208,15 +231,7 @@ impl Sandbox {
         let cf = self.chorefile_path();
         let mut all = vec!["enqueue", "-c", cf.to_str().unwrap()];
         all.extend_from_slice(args);
-        let out = self.run_with_env(&all, stdin, env);
-        assert!(
-            out.status.success(),
-            "chore enqueue {args:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .unwrap()
+        succeeded(&all, self.run_with_env(&all, stdin, env))
             .lines()
             .filter(|l| !l.trim().is_empty())
             .map(str::to_owned)
@@ -284,6 +299,17 @@ impl Drop for Sandbox {
             let _ = fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// The stdout of `chore ARGS`, which must have succeeded.
+fn succeeded(args: &[&str], out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "chore {args:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
 
 /// `<base>.N.job` → `<base>` (the message id).

@@ -277,8 +277,7 @@ fn a_relative_chorefile_path_finds_handlers_beside_it() {
         ),
     );
     let mut master = sb.spawn_master("master", &["-c", "conf/Chorefile"], &[]);
-    let out = sb.run(&["enqueue", "-c", "conf/Chorefile", "jobs", "{}"]);
-    assert!(out.status.success());
+    sb.run_ok(&["enqueue", "-c", "conf/Chorefile", "jobs", "{}"], None);
     let q = sb.queue("jobs");
     master.wait("the job to settle", || {
         !sb.lines("ran-in.txt").is_empty() || q.dead_letters() == 1
