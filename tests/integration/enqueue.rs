@@ -74,24 +74,22 @@ fn local_date() -> String {
 fn enqueue_with_class_wraps_the_args() {
     let sb = Sandbox::new("enqueue-class");
     sb.chorefile("[queues.mail]\nhandler = [\"true\"]\n");
-    let cf = sb.chorefile_path();
-    let out = sb.run_ok(
+    let names = sb.enqueue_lines(
         &[
-            "enqueue",
-            "-c",
-            cf.to_str().unwrap(),
             "--class",
             "Mailer::Welcome",
             "mail",
             r#"[1,"two",{"k":null}]"#,
         ],
         None,
+        &[],
     );
-    let name = out.trim().to_string();
-    let pid = check_ruby_name(&name, "mail", "Mailer::Welcome");
+    assert_eq!(names.len(), 1, "{names:?}");
+    let name = &names[0];
+    let pid = check_ruby_name(name, "mail", "Mailer::Welcome");
     assert!(pid > 0);
     assert_eq!(
-        sb.queue("mail").read("new", &name),
+        sb.queue("mail").read("new", name),
         r#"{"class":"Mailer::Welcome","args":[1,"two",{"k":null}]}"#
     );
 }
@@ -173,20 +171,9 @@ fn enqueued_messages_are_consumed_end_to_end() {
     sb.chorefile(&format!(
         "[queues.mail]\nclasses = {{ Welcome = [{h:?}] }}\n"
     ));
-    let cf = sb.chorefile_path();
-    let out = sb.run_ok(
-        &[
-            "enqueue",
-            "-c",
-            cf.to_str().unwrap(),
-            "--class",
-            "Welcome",
-            "mail",
-            "[\"bob\"]",
-        ],
-        None,
-    );
-    let id = id_of(out.trim());
+    let names = sb.enqueue_lines(&["--class", "Welcome", "mail", "[\"bob\"]"], None, &[]);
+    assert_eq!(names.len(), 1, "{names:?}");
+    let id = id_of(&names[0]);
     let mut master = sb.start(&[]);
     master.wait("the job", || !sb.runs("runs.txt").is_empty());
     let r = &sb.runs("runs.txt")[0];
