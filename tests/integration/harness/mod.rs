@@ -8,22 +8,25 @@
 //! directory and prints where it is, so its log can be read.
 //!
 //! Waiting and `/proc` helpers live in `tests/support` (shared with the bench); they are
-//! re-exported here so that a test needs only `use crate::harness::*`.
+//! re-exported here, with `Master` (`master.rs`) and `QueueDir` (`queue_dir.rs`), so that a
+//! test needs only `use crate::harness::*`.
 
-use crate::support::poll::poll_until;
+mod master;
+mod queue_dir;
+
 pub use crate::support::poll::{PATIENCE, assert_for, wait_until};
-use crate::support::procs::consumers_settled;
-pub use crate::support::procs::{ConsumerWait, cmdline, family_of, pgrp, pid_gone, workers_of};
+pub use crate::support::procs::{ConsumerWait, cmdline, pgrp, pid_gone};
+pub use master::Master;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use std::cell::{Cell, RefCell};
+pub use queue_dir::QueueDir;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The binary under test.
 pub const CHORE: &str = env!("CARGO_BIN_EXE_chore");
@@ -281,13 +284,7 @@ impl Sandbox {
             .stderr(Stdio::from(err))
             .spawn()
             .expect("chore master starts");
-        let pid = child.id() as i32;
-        Master {
-            child: RefCell::new(child),
-            pid,
-            log,
-            status: Cell::new(None),
-        }
+        Master::new(child, log)
     }
 }
 
@@ -343,194 +340,6 @@ impl Run {
                 .unwrap_or_else(|_| panic!("bad attempt in {line:?}")),
             class: f[4].into(),
             body: f[5].into(),
-        }
-    }
-}
-
-/// One queue's directories: `new/`, `inprogress/`, `dead/`.
-pub struct QueueDir {
-    pub path: PathBuf,
-}
-
-impl QueueDir {
-    fn list(&self, sub: &str) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(self.path.join(sub))
-            .map(|rd| {
-                rd.flatten()
-                    .filter_map(|e| e.file_name().into_string().ok())
-                    .filter(|n| !n.starts_with('.'))
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        v
-    }
-    pub fn new_files(&self) -> Vec<String> {
-        self.list("new")
-    }
-    pub fn inprogress(&self) -> Vec<String> {
-        self.list("inprogress")
-    }
-    pub fn dead(&self) -> Vec<String> {
-        self.list("dead")
-    }
-    /// How many dead letters are complete: the message file and its `.reason` beside it,
-    /// fully written (the reason is written after the message is moved).
-    pub fn dead_letters(&self) -> usize {
-        let dead = self.dead();
-        dead.iter()
-            .filter(|n| n.ends_with(".job"))
-            .filter(|n| {
-                dead.contains(&format!("{n}.reason"))
-                    && self.read("dead", &format!("{n}.reason")).ends_with('\n')
-            })
-            .count()
-    }
-    /// Neither waiting nor claimed messages are left.
-    pub fn is_idle(&self) -> bool {
-        self.new_files().is_empty() && self.inprogress().is_empty()
-    }
-    pub fn read(&self, sub: &str, name: &str) -> String {
-        fs::read_to_string(self.path.join(sub).join(name)).unwrap_or_default()
-    }
-    /// Put a file into `sub/` atomically (written under a dot name, which every consumer
-    /// skips, then renamed), as a careful producer would.
-    pub fn put(&self, sub: &str, name: &str, content: &[u8]) {
-        let dir = self.path.join(sub);
-        fs::create_dir_all(&dir).unwrap();
-        let tmp = dir.join(format!(".{name}.tmp"));
-        fs::write(&tmp, content).unwrap();
-        fs::rename(&tmp, dir.join(name)).unwrap();
-    }
-    /// Is message `id` anywhere in `new/` or `inprogress/`?
-    pub fn holds(&self, id: &str) -> bool {
-        self.new_files()
-            .iter()
-            .chain(self.inprogress().iter())
-            .any(|n| id_of(n) == id)
-    }
-}
-
-/// A running `chore` master.
-pub struct Master {
-    // In cells so that `running` can be asked from inside a wait on `&self`.
-    child: RefCell<Child>,
-    pub pid: i32,
-    pub log: PathBuf,
-    status: Cell<Option<ExitStatus>>,
-}
-
-impl Master {
-    /// Everything logged so far.
-    pub fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn tail(&self) -> String {
-        let text = self.log_text();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-
-    /// Wait until `cond` holds; on timeout, fail with the log's tail.
-    pub fn wait(&self, what: &str, cond: impl FnMut() -> bool) {
-        self.wait_for(what, PATIENCE, cond)
-    }
-
-    pub fn wait_for(&self, what: &str, timeout: Duration, cond: impl FnMut() -> bool) {
-        self.with_tail(what, || wait_until(what, timeout, cond));
-    }
-
-    /// Check that `cond` keeps holding for `how_long`: something that must not happen
-    /// does not (see `assert_for`); on failure, with the log's tail.
-    pub fn assert_for(&self, how_long: Duration, what: &str, cond: impl FnMut() -> bool) {
-        self.with_tail(what, || assert_for(how_long, what, cond));
-    }
-
-    /// Run `check`; if it panics, panic again with the log's tail.
-    fn with_tail(&self, what: &str, check: impl FnOnce()) {
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(check));
-        if let Err(e) = result {
-            let why = e
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| format!("failed: {what}"));
-            panic!("{why}; master log tail:\n{}", self.tail());
-        }
-    }
-
-    /// Wait until `needle` is in the log.
-    pub fn wait_log(&self, needle: &str) {
-        self.wait(&format!("{needle:?} in the log"), || {
-            self.log_text().contains(needle)
-        })
-    }
-
-    /// Wait until every consumer thread waits as `how` says: idle (so the next file is
-    /// news to it), or at its gate (so it receives nothing more: quiet, or out of
-    /// credits). This is what a test used to sleep for, and hope.
-    pub fn wait_consumers(&self, how: ConsumerWait) {
-        self.wait(
-            &format!("every consumer thread to wait {how:?}"),
-            consumers_settled(self.pid, how),
-        )
-    }
-
-    pub fn signal(&self, sig: Signal) {
-        kill(Pid::from_raw(self.pid), sig).expect("signal the master");
-    }
-
-    /// Still running?
-    pub fn running(&self) -> bool {
-        if self.status.get().is_some() {
-            return false;
-        }
-        let exited = self.child.borrow_mut().try_wait().unwrap();
-        self.status.set(exited);
-        exited.is_none()
-    }
-
-    /// Wait for the master to exit, within `limit`; its exit status.
-    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
-        if !poll_until(limit, || !self.running()) {
-            panic!(
-                "the master did not exit within {limit:?}; log tail:\n{}",
-                self.tail()
-            );
-        }
-        self.status.get().unwrap()
-    }
-
-    /// SIGTERM and wait for a clean exit.
-    pub fn stop(&mut self) -> ExitStatus {
-        if self.running() {
-            self.signal(Signal::SIGTERM);
-        }
-        self.wait_exit(PATIENCE)
-    }
-
-    /// Its live workers (found by process title and environment, like `pgrep -f`).
-    pub fn workers(&self) -> Vec<i32> {
-        workers_of(self.pid)
-    }
-}
-
-impl Drop for Master {
-    fn drop(&mut self) {
-        // Workers and handlers first (they outlive a SIGKILLed master only briefly, but a
-        // failing test must not leave them behind), then the master itself.
-        poll_until(Duration::from_secs(1), || {
-            let family = family_of(self.pid);
-            for &p in &family {
-                let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
-            }
-            family.is_empty()
-        });
-        if self.status.get().is_none() {
-            let child = self.child.get_mut();
-            let _ = child.kill();
-            let _ = child.wait();
         }
     }
 }
