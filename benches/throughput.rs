@@ -17,16 +17,26 @@
 //! which `scripts/test.sh` installs): jobs/s for a backlog (`CHORE_BENCH_SQS_JOBS`, default
 //! 2,000), SQS API calls per 1,000 jobs by action (counted with moto's request recorder),
 //! and ReceiveMessage calls per idle queue-hour (from a 65 s idle run). moto is launched
-//! with the two patches of shared/reference/sqs-emulator.md that make it fast at depth.
-//! `-- all` runs both.
+//! patched to stay fast on a deep queue (see `support::moto`). `-- all` runs both.
 //!
 //! Figures, not pass/fail: nothing here asserts a speed.
+//!
+//! moto, `/proc` and polling helpers are the integration tests' (`tests/support`).
 
 use chore::FilesystemQueue;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use support::poll::{PATIENCE, wait_until};
+use support::procs::{ConsumerWait, consumers_settled, peak_rss_kb, workers_of};
+
+// Shared with the integration tests; the bench uses a part of it. (`cargo check
+// --benches` sets cfg(test) here but drops #[test] functions, so the unit tests' imports
+// go unused.)
+#[allow(dead_code, unused_imports)]
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -98,20 +108,25 @@ fn env_or(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// The batch-mode no-op handler: `ok` for every input line.
-fn noop_handler(args: &[String]) {
-    if let Ok(path) = std::env::var("CHORE_BENCH_STAMPS") {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
+/// Append `line` to the file named by environment variable `var`, when it is set.
+fn append_to(var: &str, line: impl std::fmt::Display) {
+    if let Ok(path) = std::env::var(var) {
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .create(true)
             .open(path)
             .unwrap();
-        writeln!(f, "{now}").unwrap();
+        writeln!(f, "{line}").unwrap();
     }
+}
+
+/// The batch-mode no-op handler: `ok` for every input line.
+fn noop_handler(args: &[String]) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    append_to("CHORE_BENCH_STAMPS", now);
     let hold = args
         .iter()
         .position(|a| a == "--hold-ms")
@@ -137,14 +152,7 @@ fn noop_handler(args: &[String]) {
         processed += 1;
     }
     out.flush().unwrap();
-    if let Ok(path) = std::env::var("CHORE_BENCH_COUNT") {
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(path)
-            .unwrap();
-        writeln!(f, "{processed}").unwrap();
-    }
+    append_to("CHORE_BENCH_COUNT", processed);
 }
 
 struct Scratch(PathBuf);
@@ -210,16 +218,6 @@ fn is_empty(dir: &Path) -> bool {
         .unwrap_or(true)
 }
 
-fn vm_hwm_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 struct Run {
     jobs: usize,
     elapsed: Duration,
@@ -250,12 +248,12 @@ fn throughput(chore: &Path, me: &Path, jobs: usize, batch_mode: bool) -> Run {
     let inprogress = scratch.0.join("queues/bench/inprogress");
     let t0 = Instant::now();
     let child = start(chore, &file, &scratch.0);
-    let pid = child.id();
+    let pid = child.id() as i32;
     let mut master_rss_kb = 0;
     loop {
         // Coarse on purpose: this poll shares the two cores with what it measures.
         std::thread::sleep(Duration::from_millis(10));
-        master_rss_kb = master_rss_kb.max(vm_hwm_kb(pid));
+        master_rss_kb = master_rss_kb.max(peak_rss_kb(pid));
         if is_empty(&new) && is_empty(&inprogress) {
             break;
         }
@@ -267,7 +265,7 @@ fn throughput(chore: &Path, me: &Path, jobs: usize, batch_mode: bool) -> Run {
         }
     }
     let elapsed = t0.elapsed();
-    master_rss_kb = master_rss_kb.max(vm_hwm_kb(pid));
+    master_rss_kb = master_rss_kb.max(peak_rss_kb(pid));
     let dead = std::fs::read_dir(scratch.0.join("queues/bench/dead"))
         .map(|d| d.count())
         .unwrap_or(0);
@@ -291,8 +289,8 @@ fn latency(chore: &Path, me: &Path, runs: usize) -> (f64, f64, f64) {
     let file = chorefile(&scratch.0, &handler, "");
     let queue = open_queue(&scratch.0);
     let child = start(chore, &file, &scratch.0);
-    // Let the master start and its consumer go idle.
-    std::thread::sleep(Duration::from_millis(500));
+    let idle = idle_master(child.id() as i32);
+    idle();
     let mut samples = Vec::with_capacity(runs);
     for i in 0..runs {
         let before = std::fs::read_to_string(&stamps)
@@ -321,14 +319,24 @@ fn latency(chore: &Path, me: &Path, runs: usize) -> (f64, f64, f64) {
             std::thread::sleep(Duration::from_micros(200));
         };
         samples.push((started.saturating_sub(t_publish)) as f64 / 1e6);
-        // Idle again before the next probe.
-        std::thread::sleep(Duration::from_millis(20));
+        idle();
     }
     stop(child);
     samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let pick =
         |q: f64| samples[((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1];
     (pick(0.50), pick(0.99), *samples.last().unwrap())
+}
+
+/// Waits until master `pid` is idle: no worker running, and its consumer parked waiting
+/// for new files, so that the next job is news to it.
+fn idle_master(pid: i32) -> impl Fn() {
+    move || {
+        let mut consumer_idle = consumers_settled(pid, ConsumerWait::ForFiles);
+        wait_until("the master to be idle", PATIENCE, || {
+            workers_of(pid).is_empty() && consumer_idle()
+        });
+    }
 }
 
 /// Peak RSS of a worker, caught while its (slow) batch runs.
@@ -349,171 +357,33 @@ fn worker_rss(chore: &Path, me: &Path) -> u64 {
             .unwrap();
     }
     let child = start(chore, &file, &scratch.0);
-    let master = child.id();
+    let master = child.id() as i32;
+    let (new, inprogress) = (
+        scratch.0.join("queues/bench/new"),
+        scratch.0.join("queues/bench/inprogress"),
+    );
     let mut peak = 0;
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_secs(3) {
-        for pid in children_of(master) {
-            let cmdline =
-                std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if cmdline.starts_with("chore-worker") {
-                peak = peak.max(vm_hwm_kb(pid));
-            }
+    // VmHWM is a high-water mark: a look every poll while the batch runs catches it.
+    wait_until("the slow batch to finish", PATIENCE, || {
+        for pid in workers_of(master) {
+            peak = peak.max(peak_rss_kb(pid));
         }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+        is_empty(&new) && is_empty(&inprogress)
+    });
     stop(child);
     peak
 }
 
-fn children_of(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for t in tasks.flatten() {
-            let text = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-            out.extend(
-                text.split_whitespace()
-                    .filter_map(|p| p.parse::<u32>().ok()),
-            );
-        }
-    }
-    out
-}
-
 /// The SQS mode: chore against moto on loopback.
 mod sqs {
+    use super::support::moto::{AWS_ENV, Moto};
     use super::*;
     use std::collections::BTreeMap;
-    use std::io::Read;
-    use std::net::TcpStream;
 
-    /// moto, launched with the two patches that keep it fast at depth (see
-    /// shared/reference/sqs-emulator.md), recording every request.
-    struct Moto {
-        child: Child,
-        port: u16,
-    }
-
-    impl Drop for Moto {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    const LAUNCH: &str = r#"
-import sys, time
-import moto.sqs.models as m
-m.unix_time = time.time
-def valid(self, queue_name, message):
-    q = self.queues[queue_name]
-    keep = int(getattr(q, "message_retention_period", 345600) or 345600)
-    return keep + message.sent_timestamp / 1000 > time.time()
-m.SQSBackend.is_message_valid_based_on_retention_period = valid
-from moto.server import main
-main(["-H", "127.0.0.1", "-p", sys.argv[1]])
-"#;
-
-    fn moto_python() -> Option<PathBuf> {
-        let server = std::env::var_os("CHORE_TEST_MOTO_SERVER")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(concat!(
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/.venv/bin/moto_server"
-                ))
-            });
-        let python = server.parent()?.join("python");
-        python.exists().then_some(python)
-    }
-
-    fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
-
-    fn start(dir: &Path) -> Option<Moto> {
-        let python = moto_python()?;
-        let port = free_port();
-        let child = Command::new(python)
-            .arg("-c")
-            .arg(LAUNCH)
-            .arg(port.to_string())
-            .env("MOTO_RECORDER_FILEPATH", dir.join("recording.jsonl"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("moto.log")).unwrap())
-            .spawn()
-            .ok()?;
-        let moto = Moto { child, port };
-        let t0 = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(60),
-                "moto did not start; see moto.log"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Some(moto)
-    }
-
-    /// A bare HTTP request to moto's own API (the recorder).
-    fn moto_api(port: u16, method: &str, path: &str) -> String {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        write!(s, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out.split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default()
-    }
-
-    /// Calls by action in the recording (one JSON object per request, the action in its
-    /// `X-Amz-Target: AmazonSQS.<Action>` header).
-    fn calls(port: u16) -> BTreeMap<String, usize> {
-        let body = moto_api(port, "GET", "/moto-api/recorder/download-recording");
-        let mut by_action = BTreeMap::new();
-        for line in body.lines() {
-            let Some(i) = line.find("AmazonSQS.") else {
-                continue;
-            };
-            let action: String = line[i + 10..]
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric())
-                .collect();
-            *by_action.entry(action).or_insert(0) += 1;
-        }
-        by_action
-    }
-
-    /// When each recorded ReceiveMessage started, in seconds (from its `X-Amz-Date`).
-    fn receive_times(port: u16) -> Vec<i64> {
-        let body = moto_api(port, "GET", "/moto-api/recorder/download-recording");
-        let mut times = Vec::new();
-        for line in body
-            .lines()
-            .filter(|l| l.contains("AmazonSQS.ReceiveMessage"))
-        {
-            let Some(i) = line.find("\"X-Amz-Date\": \"") else {
-                continue;
-            };
-            let stamp = &line[i + 15..];
-            // YYYYMMDDTHHMMSSZ: the time of day is enough for a run of a few minutes.
-            let digits: String = stamp.chars().skip(9).take(6).collect();
-            if let Ok(hms) = digits.parse::<i64>() {
-                times.push(hms / 10_000 * 3600 + hms / 100 % 100 * 60 + hms % 100);
-            }
-        }
-        times
-    }
-
-    fn chorefile(dir: &Path, port: u16, me: &Path, count: &Path) -> PathBuf {
+    fn chorefile(dir: &Path, endpoint: &str, me: &Path, count: &Path) -> PathBuf {
         let path = dir.join("Chorefile");
         let text = format!(
-            "sqs-endpoint = \"http://127.0.0.1:{port}\"\nconcurrency = 2\nbatch-size = 50\nlog-level = \"warn\"\n\n\
+            "sqs-endpoint = {endpoint:?}\nconcurrency = 2\nbatch-size = 50\nlog-level = \"warn\"\n\n\
              [queues.bench]\nbackend = \"sqs\"\ncreate = true\ndedupe = false\n\
              handler = {{ command = [{me:?}, \"--noop-handler\"], mode = \"batch\", env = {{ CHORE_BENCH_COUNT = {count:?} }} }}\n",
             me = me.display().to_string(),
@@ -521,12 +391,6 @@ main(["-H", "127.0.0.1", "-p", sys.argv[1]])
         );
         std::fs::write(&path, text).unwrap();
         path
-    }
-
-    fn aws(cmd: &mut Command) -> &mut Command {
-        cmd.env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_REGION", "us-east-1")
     }
 
     fn processed(count: &Path) -> usize {
@@ -538,7 +402,8 @@ main(["-H", "127.0.0.1", "-p", sys.argv[1]])
     }
 
     fn master(chore: &Path, file: &Path, log: &Path) -> Child {
-        aws(&mut Command::new(chore))
+        Command::new(chore)
+            .envs(AWS_ENV)
             .arg("-c")
             .arg(file)
             .stdout(Stdio::null())
@@ -547,10 +412,32 @@ main(["-H", "127.0.0.1", "-p", sys.argv[1]])
             .unwrap()
     }
 
+    /// When each recorded ReceiveMessage started, in seconds of the day (from its
+    /// `X-Amz-Date`, `YYYYMMDDTHHMMSSZ`: enough for a run of a few minutes).
+    fn receive_times(moto: &Moto) -> Vec<i64> {
+        let mut times = Vec::new();
+        for r in moto.recording() {
+            if r.action != "ReceiveMessage" {
+                continue;
+            }
+            let stamp = r
+                .headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("x-amz-date"))
+                .and_then(|(_, v)| v.as_str())
+                .unwrap_or("");
+            let digits: String = stamp.chars().skip(9).take(6).collect();
+            if let Ok(hms) = digits.parse::<i64>() {
+                times.push(hms / 10_000 * 3600 + hms / 100 % 100 * 60 + hms % 100);
+            }
+        }
+        times
+    }
+
     pub fn figures(chore: &Path, me: &Path) {
         let jobs: usize = env_or("CHORE_BENCH_SQS_JOBS", 2_000);
         let scratch = Scratch::new("sqs");
-        let Some(moto) = start(&scratch.0) else {
+        let Some(moto) = Moto::start_fast_recording(&scratch.0.join("recording.jsonl")) else {
             println!(
                 "SQS mode: moto_server not found (run `bash scripts/test.sh` once, or set CHORE_TEST_MOTO_SERVER)"
             );
@@ -561,13 +448,14 @@ main(["-H", "127.0.0.1", "-p", sys.argv[1]])
             env!("CARGO_PKG_VERSION")
         );
         let count = scratch.0.join("count");
-        let file = chorefile(&scratch.0, moto.port, me, &count);
+        let file = chorefile(&scratch.0, &moto.endpoint(), me, &count);
 
         // Publish the backlog (SendMessageBatch, ten a call), then count only the consumer.
         let lines: String = (0..jobs)
             .map(|i| format!("{{\"class\":\"Noop\",\"args\":[{i}]}}\n"))
             .collect();
-        let mut enqueue = aws(&mut Command::new(chore))
+        let mut enqueue = Command::new(chore)
+            .envs(AWS_ENV)
             .args(["enqueue", "-c"])
             .arg(&file)
             .arg("bench")
@@ -584,8 +472,7 @@ main(["-H", "127.0.0.1", "-p", sys.argv[1]])
             .unwrap();
         assert!(enqueue.wait().unwrap().success(), "enqueue failed");
 
-        moto_api(moto.port, "POST", "/moto-api/recorder/reset-recording");
-        moto_api(moto.port, "POST", "/moto-api/recorder/start-recording");
+        moto.record();
         let t0 = Instant::now();
         let busy = master(chore, &file, &scratch.0.join("chore.log"));
         while processed(&count) < jobs {
@@ -593,13 +480,17 @@ main(["-H", "127.0.0.1", "-p", sys.argv[1]])
                 t0.elapsed() < Duration::from_secs(600),
                 "the SQS run did not finish; see chore.log"
             );
+            // Coarse on purpose, as in `throughput`: this poll shares the cores.
             std::thread::sleep(Duration::from_millis(20));
         }
         let elapsed = t0.elapsed();
         // The drain flushes the last batched deletes before the master exits.
         stop(busy);
-        moto_api(moto.port, "POST", "/moto-api/recorder/stop-recording");
-        let by_action = calls(moto.port);
+        let by_action: BTreeMap<String, usize> = moto
+            .recorded()
+            .into_iter()
+            .map(|(action, calls)| (action, calls.len()))
+            .collect();
         let total: usize = by_action.values().sum();
         println!(
             "throughput, batch handler:       {:>8.0} jobs/s  ({jobs} jobs in {:.2} s; moto bounds this)",
@@ -614,16 +505,15 @@ main(["-H", "127.0.0.1", "-p", sys.argv[1]])
             println!("    {action:<29}{:>8.1}", *n as f64 * 1000.0 / jobs as f64);
         }
 
-        // Idle: an empty queue, long polls only.
-        moto_api(moto.port, "POST", "/moto-api/recorder/reset-recording");
-        moto_api(moto.port, "POST", "/moto-api/recorder/start-recording");
+        // Idle: an empty queue, long polls only, for a fixed stretch: the figure is a rate
+        // over time, so time is what is measured here, not a wait for anything.
+        moto.record();
         let idle = Duration::from_secs(65);
         let quiet = master(chore, &file, &scratch.0.join("chore-idle.log"));
         std::thread::sleep(idle);
         stop(quiet);
-        moto_api(moto.port, "POST", "/moto-api/recorder/stop-recording");
         // The rate is the spacing of successive polls, free of where the window's edges fall.
-        let times = receive_times(moto.port);
+        let times = receive_times(&moto);
         let (first, last) = (
             times.first().copied().unwrap_or(0),
             times.last().copied().unwrap_or(0),

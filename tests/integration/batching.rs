@@ -1,18 +1,14 @@
 //! Batches: full batches from a backlog, a lone job at once, strict Ruby-Chore batching.
 
 use crate::harness::*;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// A batch-mode handler that logs its batch size and answers ok for every message.
 fn ok_batch_handler(sb: &Sandbox) -> String {
-    sb.script(
+    sb.ok_batch_handler(
         "batch.sh",
-        "echo \"$CHORE_BATCH_SIZE\" >> batches.txt\n\
-         while IFS= read -r line; do\n\
-           id=$(printf '%s\\n' \"$line\" | sed 's/^{\"id\":\"\\([^\"]*\\)\".*/\\1/')\n\
-           echo \"$id\" >> done.txt\n\
-           printf '{\"id\":\"%s\",\"result\":\"ok\"}\\n' \"$id\"\n\
-         done",
+        "echo \"$CHORE_BATCH_SIZE\" >> batches.txt",
+        "echo \"$id\" >> done.txt",
     )
 }
 
@@ -54,8 +50,8 @@ fn a_backlog_runs_in_batches_of_at_most_batch_size() {
 /// Seconds from enqueueing a lone job on an idle queue to its handler running.
 fn lone_job_wait(sb: &Sandbox, master: &Master) -> f64 {
     master.wait_log("chore master started");
-    // Let the consumer go idle first.
-    std::thread::sleep(Duration::from_millis(300));
+    // The consumer idle first, so that the job is news to it.
+    master.wait_consumers(ConsumerWait::ForFiles);
     let t0 = unix_now();
     sb.enqueue("jobs", "{\"lone\":true}");
     master.wait("the lone job to run", || !sb.runs("runs.txt").is_empty());
@@ -120,8 +116,6 @@ fn an_idle_consumer_wakes_on_a_new_file_at_once() {
     let h = sb.recorder("job.sh", "runs.txt", "");
     sb.chorefile(&format!("[queues.jobs]\nhandler = [{h:?}]\n"));
     let mut master = sb.start(&["--consumer-sleep-interval", "10"]);
-    master.wait_log("chore master started");
-    std::thread::sleep(Duration::from_millis(500));
     let waited = lone_job_wait(&sb, &master);
     assert!(
         waited < 1.5,
@@ -145,11 +139,10 @@ fn the_master_claims_no_more_than_it_can_start_soon() {
     let mut master = sb.start(&[]);
     let q = sb.queue("jobs");
     let mut most = 0;
-    let start = Instant::now();
-    while sb.runs("runs.txt").len() < 6 && start.elapsed() < PATIENCE {
+    master.wait("six runs", || {
         most = most.max(q.inprogress().len());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        sb.runs("runs.txt").len() >= 6
+    });
     assert_eq!(sb.runs("runs.txt").len(), 6);
     assert!(
         most <= 2,

@@ -135,7 +135,10 @@ fn a_long_job_keeps_its_claim_and_runs_once() {
     let q = sb.queue("jobs");
     a.wait("the job to start", || !sb.runs("runs.txt").is_empty());
     a.wait("the job to finish", || q.is_idle());
-    std::thread::sleep(Duration::from_millis(1500));
+    // Time for a wrongly recovered copy to be picked up and run.
+    a.assert_for(Duration::from_millis(1500), "one run of the job", || {
+        sb.runs("runs.txt").len() == 1
+    });
     let runs = sb.runs("runs.txt");
     assert_eq!(
         runs.len(),
@@ -179,7 +182,9 @@ fn a_killed_worker_fails_only_its_unreported_messages() {
     master.wait("the hung one to run again", || {
         sb.runs("runs.txt").len() >= 3 && q.is_idle()
     });
-    std::thread::sleep(Duration::from_millis(300));
+    master.assert_for(Duration::from_millis(300), "no further run", || {
+        sb.runs("runs.txt").len() == 3
+    });
     let runs = sb.runs("runs.txt");
     let of = |id: &str| -> Vec<u32> {
         runs.iter()
@@ -213,7 +218,9 @@ fn a_worker_deadline_is_the_sum_of_its_batchs_timeouts() {
     let q = sb.queue("jobs");
     master.wait("three jobs", || sb.runs("runs.txt").len() >= 3);
     master.wait("the queue to empty", || q.is_idle());
-    std::thread::sleep(Duration::from_millis(200));
+    master.assert_for(Duration::from_millis(200), "no job run again", || {
+        sb.runs("runs.txt").len() == 3
+    });
     assert_eq!(sb.runs("runs.txt").len(), 3, "{:?}", sb.runs("runs.txt"));
     let log = master.log_text();
     assert!(log.contains("messages=3"), "one batch of three:\n{log}");
@@ -235,7 +242,8 @@ fn a_running_jobs_claim_never_looks_expired() {
     ));
     let mut master = sb.start(&[]);
     master.wait_log("chore master started");
-    std::thread::sleep(Duration::from_millis(300));
+    // The consumer idle, so that it claims the file as soon as it appears.
+    master.wait_consumers(ConsumerWait::ForFiles);
     // Enqueue at about .70 of a second.
     wait_until(
         "a late fraction of a second",
@@ -268,7 +276,12 @@ fn a_running_jobs_claim_never_looks_expired() {
         std::thread::sleep(Duration::from_millis(10));
     }
     master.wait("the job to end", || !sb.lines("ended.txt").is_empty());
-    std::thread::sleep(Duration::from_millis(1200));
+    // Past the 1 s lease: a lapsed claim would be recovered and run again by now.
+    master.assert_for(
+        Duration::from_millis(1200),
+        &format!("one run of the job (claim problems seen: {problems:?})"),
+        || sb.runs("runs.txt").len() <= 1,
+    );
     let runs = sb.runs("runs.txt");
     assert!(
         problems.is_empty() && runs.len() == 1,
@@ -307,15 +320,12 @@ fn two_masters_share_a_queue_and_run_each_message_once() {
     a.wait_log("chore master started");
     b.wait_log("chore master started");
     let input: String = (0..24).map(|i| format!("[{i}]\n")).collect();
-    let cf = sb.chorefile_path();
-    let out = sb.run_with_stdin(
-        &["enqueue", "-c", cf.to_str().unwrap(), "jobs"],
-        Some(&input),
-    );
-    assert!(out.status.success());
+    sb.enqueue_lines(&["jobs"], Some(&input), &[]);
     let q = sb.queue("jobs");
     a.wait("all 24", || sb.runs("runs.txt").len() >= 24 && q.is_idle());
-    std::thread::sleep(Duration::from_millis(300));
+    a.assert_for(Duration::from_millis(300), "no message run twice", || {
+        sb.runs("runs.txt").len() == 24
+    });
     let runs = sb.runs("runs.txt");
     let ids: std::collections::BTreeSet<&str> = runs.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(runs.len(), 24, "some message ran twice");

@@ -74,26 +74,22 @@ fn local_date() -> String {
 fn enqueue_with_class_wraps_the_args() {
     let sb = Sandbox::new("enqueue-class");
     sb.chorefile("[queues.mail]\nhandler = [\"true\"]\n");
-    let cf = sb.chorefile_path();
-    let out = sb.run(&[
-        "enqueue",
-        "-c",
-        cf.to_str().unwrap(),
-        "--class",
-        "Mailer::Welcome",
-        "mail",
-        r#"[1,"two",{"k":null}]"#,
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let names = sb.enqueue_lines(
+        &[
+            "--class",
+            "Mailer::Welcome",
+            "mail",
+            r#"[1,"two",{"k":null}]"#,
+        ],
+        None,
+        &[],
     );
-    let name = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let pid = check_ruby_name(&name, "mail", "Mailer::Welcome");
+    assert_eq!(names.len(), 1, "{names:?}");
+    let name = &names[0];
+    let pid = check_ruby_name(name, "mail", "Mailer::Welcome");
     assert!(pid > 0);
     assert_eq!(
-        sb.queue("mail").read("new", &name),
+        sb.queue("mail").read("new", name),
         r#"{"class":"Mailer::Welcome","args":[1,"two",{"k":null}]}"#
     );
 }
@@ -104,20 +100,11 @@ fn enqueue_reads_json_lines_from_stdin() {
     sb.chorefile("[queues.mail]\nhandler = [\"true\"]\n");
     let cf = sb.chorefile_path();
     let input = "{\"n\":1}\n\n{\"n\":2}\n[3]\n";
-    let out = sb.run_with_stdin(
+    let out = sb.run_ok(
         &["enqueue", "-c", cf.to_str().unwrap(), "mail", "-"],
         Some(input),
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let names: Vec<String> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    let names: Vec<String> = out.lines().map(str::to_owned).collect();
     assert_eq!(names.len(), 3, "{names:?}");
     let q = sb.queue("mail");
     let contents: Vec<String> = names.iter().map(|n| q.read("new", n)).collect();
@@ -130,7 +117,7 @@ fn enqueue_reads_json_lines_from_stdin() {
         check_ruby_name(n, "mail", "Job");
     }
     // No body at all also means stdin.
-    let out = sb.run_with_stdin(
+    let out = sb.run_ok(
         &[
             "enqueue",
             "-c",
@@ -141,8 +128,7 @@ fn enqueue_reads_json_lines_from_stdin() {
         ],
         Some("[1]\n[2]\n"),
     );
-    assert!(out.status.success());
-    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 2);
+    assert_eq!(out.lines().count(), 2);
     assert_eq!(q.new_files().len(), 5);
 }
 
@@ -162,19 +148,17 @@ fn enqueue_refuses_invalid_json_and_leaves_no_file() {
 fn enqueue_needs_no_chorefile_for_an_undeclared_queue() {
     let sb = Sandbox::new("enqueue-root");
     let root = sb.root();
-    let out = sb.run(&[
-        "enqueue",
-        "--fs-queue-root",
-        root.to_str().unwrap(),
-        "adhoc",
-        "{}",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = sb.run_ok(
+        &[
+            "enqueue",
+            "--fs-queue-root",
+            root.to_str().unwrap(),
+            "adhoc",
+            "{}",
+        ],
+        None,
     );
-    let name = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let name = out.trim().to_string();
     check_ruby_name(&name, "adhoc", "Job");
     assert_eq!(sb.queue("adhoc").new_files(), vec![name]);
 }
@@ -187,18 +171,9 @@ fn enqueued_messages_are_consumed_end_to_end() {
     sb.chorefile(&format!(
         "[queues.mail]\nclasses = {{ Welcome = [{h:?}] }}\n"
     ));
-    let cf = sb.chorefile_path();
-    let out = sb.run(&[
-        "enqueue",
-        "-c",
-        cf.to_str().unwrap(),
-        "--class",
-        "Welcome",
-        "mail",
-        "[\"bob\"]",
-    ]);
-    assert!(out.status.success());
-    let id = id_of(String::from_utf8(out.stdout).unwrap().trim());
+    let names = sb.enqueue_lines(&["--class", "Welcome", "mail", "[\"bob\"]"], None, &[]);
+    assert_eq!(names.len(), 1, "{names:?}");
+    let id = id_of(&names[0]);
     let mut master = sb.start(&[]);
     master.wait("the job", || !sb.runs("runs.txt").is_empty());
     let r = &sb.runs("runs.txt")[0];
@@ -217,16 +192,7 @@ fn enqueue_while_a_master_runs_never_exposes_a_partial_file() {
     master.wait_log("chore master started");
     let body = format!("{{\"blob\":\"{}\"}}", "y".repeat(1 << 20));
     let input: String = (0..6).map(|_| format!("{body}\n")).collect();
-    let cf = sb.chorefile_path();
-    let out = sb.run_with_stdin(
-        &["enqueue", "-c", cf.to_str().unwrap(), "big"],
-        Some(&input),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    sb.enqueue_lines(&["big"], Some(&input), &[]);
     let q = sb.queue("big");
     master.wait("six big jobs", || {
         sb.lines("sizes.txt").len() == 6 && q.is_idle()

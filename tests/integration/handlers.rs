@@ -296,14 +296,7 @@ fn a_pretty_printed_body_reaches_its_handler() {
     // handler gets it as its `body`, and it never breaks the batch it travels in.
     let sb = Sandbox::new("pretty-body");
     let h = sb.recorder("job.sh", "runs.txt", "");
-    let b = sb.script(
-        "batch.sh",
-        "while IFS= read -r line; do\n\
-           echo \"$line\" >> batch-lines.txt\n\
-           id=$(printf '%s\\n' \"$line\" | sed 's/^{\"id\":\"\\([^\"]*\\)\".*/\\1/')\n\
-           printf '{\"id\":\"%s\",\"result\":\"ok\"}\\n' \"$id\"\n\
-         done",
-    );
+    let b = sb.ok_batch_handler("batch.sh", "", "echo \"$line\" >> batch-lines.txt");
     sb.chorefile(&format!(
         "[queues.single]\nhandler = [{h:?}]\nbackoff = [1]\nmax-attempts = 2\n\
          [queues.batch]\nhandler = {{ command = [{b:?}], mode = \"batch\" }}\nbackoff = [1]\nmax-attempts = 2\n"

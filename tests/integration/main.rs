@@ -1,8 +1,10 @@
-//! Integration tests: the real `chore` binary on temporary filesystem queues.
+//! Integration tests: the real `chore` binary on temporary filesystem queues, and on SQS
+//! (moto) and memcached where a test needs them.
 //!
 //! Each test gets its own directory (`harness::Sandbox`) with a Chorefile, handler scripts
-//! and queues, runs `chore` as a child process, and watches files and the log. Services
-//! that later issues need (memcached, moto_server) are started by `services`.
+//! and queues, runs `chore` as a child process, and watches files and the log. The
+//! services (memcached, moto_server), waiting, and `/proc` helpers are in `tests/support`,
+//! shared with the throughput bench.
 
 mod batching;
 mod config_errors;
@@ -16,6 +18,9 @@ mod retries;
 mod review;
 mod routing;
 mod ruby_compat;
-mod services;
 mod signals;
 mod sqs;
+// Shared with benches/throughput.rs; each uses a part of it.
+#[allow(dead_code)]
+#[path = "../support/mod.rs"]
+mod support;

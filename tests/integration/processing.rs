@@ -2,6 +2,7 @@
 
 use crate::harness::*;
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 #[test]
 fn a_handful_of_jobs_all_complete() {
@@ -177,7 +178,9 @@ fn queues_and_except_queues_choose_what_is_consumed() {
     assert_eq!(only.stop().code(), Some(0));
     let mut except = sb.start_as("except", &["--except", "c"]);
     except.wait("a's job", || sb.runs("runs.txt").len() == 2);
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    except.assert_for(Duration::from_millis(500), "c's job left alone", || {
+        sb.runs("runs.txt").len() == 2 && sb.queue("c").new_files().len() == 1
+    });
     assert_eq!(except.stop().code(), Some(0));
     let queues: Vec<String> = sb
         .runs("runs.txt")
@@ -214,18 +217,15 @@ fn several_consumer_threads_take_each_message_once() {
          [queues.jobs]\nhandler = [{h:?}]\n"
     ));
     let input: String = (0..20).map(|i| format!("{{\"n\":{i}}}\n")).collect();
-    let cf = sb.chorefile_path();
-    let out = sb.run_with_stdin(
-        &["enqueue", "-c", cf.to_str().unwrap(), "jobs"],
-        Some(&input),
-    );
-    assert!(out.status.success());
+    sb.enqueue_lines(&["jobs"], Some(&input), &[]);
     let mut master = sb.start(&[]);
     let q = sb.queue("jobs");
     master.wait("twenty jobs", || {
         sb.runs("runs.txt").len() >= 20 && q.is_idle()
     });
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    master.assert_for(Duration::from_millis(300), "no job run twice", || {
+        sb.runs("runs.txt").len() == 20
+    });
     let runs = sb.runs("runs.txt");
     let ids: BTreeSet<String> = runs.iter().map(|r| r.id.clone()).collect();
     assert_eq!(runs.len(), 20, "some ran twice");
@@ -239,12 +239,13 @@ fn sigterm_while_idle_exits_at_once_even_with_a_long_idle_poll() {
     sb.chorefile("[queues.jobs]\nhandler = [\"true\"]\n");
     let mut master = sb.start(&["--consumer-sleep-interval", "30"]);
     master.wait_log("chore master started");
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Parked in its 30 s wait for new files when the signal comes.
+    master.wait_consumers(ConsumerWait::ForFiles);
     let t = std::time::Instant::now();
     master.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(master.wait_exit(PATIENCE).code(), Some(0));
     assert!(
-        t.elapsed() < std::time::Duration::from_secs(3),
+        t.elapsed() < Duration::from_secs(3),
         "an idle master took {:?} to stop: it waited out its idle poll",
         t.elapsed()
     );
@@ -276,8 +277,7 @@ fn a_relative_chorefile_path_finds_handlers_beside_it() {
         ),
     );
     let mut master = sb.spawn_master("master", &["-c", "conf/Chorefile"], &[]);
-    let out = sb.run(&["enqueue", "-c", "conf/Chorefile", "jobs", "{}"]);
-    assert!(out.status.success());
+    sb.run_ok(&["enqueue", "-c", "conf/Chorefile", "jobs", "{}"], None);
     let q = sb.queue("jobs");
     master.wait("the job to settle", || {
         !sb.lines("ran-in.txt").is_empty() || q.dead_letters() == 1

@@ -106,7 +106,11 @@ fn max_attempts_dead_letters_with_a_reason() {
         qa.dead_letters() == 1 && qb.dead_letters() == 1
     });
     // No further attempt after the last one.
-    std::thread::sleep(Duration::from_millis(500));
+    master.assert_for(
+        Duration::from_millis(500),
+        "no attempt after the last",
+        || sb.runs("runs.txt").len() == 5,
+    );
     let runs = sb.runs("runs.txt");
     let attempts = |id: &str| -> Vec<u32> {
         runs.iter()

@@ -63,7 +63,12 @@ fn an_expired_ruby_claim_is_recovered_with_its_attempts() {
     master.wait("the recovered job to run", || {
         !sb.runs("runs.txt").is_empty()
     });
-    std::thread::sleep(Duration::from_millis(1500));
+    // Past a recovery pass or two (once a second): the fresh claim stays put.
+    master.assert_for(
+        Duration::from_millis(1500),
+        "the fresh claim left alone",
+        || sb.runs("runs.txt").len() == 1,
+    );
     let runs = sb.runs("runs.txt");
     assert_eq!(runs.len(), 1, "{runs:?}");
     assert_eq!(runs[0].id, base);
@@ -107,14 +112,20 @@ fn a_file_still_being_written_is_not_taken() {
             unsafe { nix::libc::flock(file.as_raw_fd(), nix::libc::LOCK_EX | nix::libc::LOCK_NB) };
         assert_eq!(rc, 0);
     }
-    std::thread::sleep(Duration::from_millis(800));
-    assert!(sb.runs("runs.txt").is_empty(), "an empty file was taken");
+    master.assert_for(
+        Duration::from_millis(800),
+        "the empty file not taken",
+        || sb.runs("runs.txt").is_empty(),
+    );
     file.write_all(br#"{"class":"MyJob","args":["late"]}"#)
         .unwrap();
     file.flush().unwrap();
     // Written but still locked: the publisher has not finished.
-    std::thread::sleep(Duration::from_millis(800));
-    assert!(sb.runs("runs.txt").is_empty(), "a locked file was taken");
+    master.assert_for(
+        Duration::from_millis(800),
+        "the locked file not taken",
+        || sb.runs("runs.txt").is_empty(),
+    );
     assert!(empty.exists());
     drop(file);
     // Unlocked by close: taken within a poll or two.

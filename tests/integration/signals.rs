@@ -120,11 +120,10 @@ fn a_second_sigterm_kills_the_workers_and_exits() {
     let handler: i32 = sb.read("handler.pid").trim().parse().unwrap();
     master.signal(Signal::SIGTERM);
     master.wait_log("draining");
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(master.running(), "the first TERM waits for the running job");
-    assert!(
-        !pid_gone(handler),
-        "the first TERM leaves the running job alone"
+    master.assert_for(
+        Duration::from_millis(300),
+        "the first TERM to wait for the running job, and leave it alone",
+        || master.running() && !pid_gone(handler),
     );
     let t = Instant::now();
     master.signal(Signal::SIGTERM);
@@ -198,11 +197,15 @@ fn tstp_pauses_receiving_and_cont_resumes() {
     master.wait("the first job", || sb.runs("runs.txt").len() == 1);
     master.signal(Signal::SIGTSTP);
     master.wait_log("quiet");
-    // A receive already under way when TSTP arrived may finish (one idle poll, 0.1 s).
-    std::thread::sleep(Duration::from_millis(500));
+    // A receive already under way when TSTP arrived may finish (one idle poll, 0.1 s);
+    // then the consumer stops at its gate.
+    master.wait_consumers(ConsumerWait::AtGate);
     let paused = sb.enqueue_id("jobs", "[2]");
-    std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(sb.runs("runs.txt").len(), 1, "a job started while quiet");
+    master.assert_for(
+        Duration::from_millis(1500),
+        "no job started while quiet",
+        || sb.runs("runs.txt").len() == 1,
+    );
     let q = sb.queue("jobs");
     assert_eq!(
         q.new_files(),
@@ -229,18 +232,17 @@ fn tstp_also_stops_a_receive_that_is_already_waiting() {
     let mut master = sb.start(&["--consumer-sleep-interval", "5"]);
     sb.enqueue("jobs", "[1]");
     master.wait("the first job", || sb.runs("runs.txt").len() == 1);
-    std::thread::sleep(Duration::from_millis(300));
+    master.wait_consumers(ConsumerWait::ForFiles);
     master.signal(Signal::SIGTSTP);
     master.wait_log("quiet");
-    std::thread::sleep(Duration::from_millis(300));
+    // The consumer is (all but surely) still in its 5 s wait: the new file wakes it.
     sb.enqueue("jobs", "[2]");
-    std::thread::sleep(Duration::from_millis(1500));
-    let ran = sb.runs("runs.txt").len();
-    master.signal(Signal::SIGCONT);
-    assert_eq!(
-        ran, 1,
-        "a job enqueued 0.3 s after TSTP was acknowledged ran while quiet"
+    master.assert_for(
+        Duration::from_millis(1500),
+        "no run of a job enqueued after TSTP was acknowledged, while quiet",
+        || sb.runs("runs.txt").len() == 1,
     );
+    master.signal(Signal::SIGCONT);
     master.wait("the job to run after CONT", || {
         sb.runs("runs.txt").len() == 2
     });
@@ -329,8 +331,8 @@ fn a_drain_from_quiet_still_exits_cleanly() {
     master.wait_log("chore master started");
     master.signal(Signal::SIGTSTP);
     master.wait_log("quiet");
-    // Past the receive that may be under way (see tstp_also_stops_a_receive_that_is_…).
-    std::thread::sleep(Duration::from_millis(500));
+    // Past the receive that may be under way (see tstp_pauses_receiving_and_cont_resumes).
+    master.wait_consumers(ConsumerWait::AtGate);
     let id = sb.enqueue_id("jobs", "{}");
     master.signal(Signal::SIGTERM);
     assert_eq!(master.wait_exit(PATIENCE).code(), Some(0));
