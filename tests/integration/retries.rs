@@ -174,3 +174,44 @@ fn bad_bodies_are_dead_lettered_and_the_master_keeps_running() {
     master.wait("the queue to empty", || q.is_idle());
     assert_eq!(master.stop().code(), Some(0));
 }
+
+#[test]
+fn every_dead_letter_tells_the_on_permanent_failure_command_unreadable_bodies_too() {
+    let sb = Sandbox::new("hook-every-dead-letter");
+    let h = sb.recorder("job.sh", "runs.txt", "exit 65");
+    let hook = sb.script(
+        "hook.sh",
+        "cat > /dev/null\n\
+         printf '%s\\n' \"$CHORE_REASON\" > \"hook-$CHORE_MESSAGE_ID.tmp\"\n\
+         mv \"hook-$CHORE_MESSAGE_ID.tmp\" \"hook-$CHORE_MESSAGE_ID.reason\"",
+    );
+    sb.chorefile(&format!(
+        "[queues.jobs]\nhandler = [{h:?}]\non-permanent-failure = [{hook:?}]\n"
+    ));
+    let q = sb.queue("jobs");
+    let not_utf8 = "jobs-Job-111-20240101-000000-000002";
+    let not_json = "jobs-Job-111-20240101-000000-000003";
+    q.put("new", &format!("{not_utf8}.0.job"), b"{\"x\":\"\xff\xfe\"}");
+    q.put("new", &format!("{not_json}.0.job"), b"this is {not json");
+    let permanent = sb.enqueue_id("jobs", "{\"doomed\":1}");
+    let mut master = sb.start(&[]);
+    let ids = [not_utf8.to_string(), not_json.to_string(), permanent];
+    master.wait("the hook to hear of all three", || {
+        ids.iter()
+            .all(|id| sb.file(&format!("hook-{id}.reason")).exists())
+    });
+    assert!(
+        sb.read(&format!("hook-{not_utf8}.reason"))
+            .contains("UTF-8")
+    );
+    assert!(
+        sb.read(&format!("hook-{not_json}.reason"))
+            .contains("not valid JSON")
+    );
+    assert!(
+        sb.read(&format!("hook-{}.reason", ids[2]))
+            .contains("permanent")
+    );
+    assert_eq!(q.dead_letters(), 3);
+    assert_eq!(master.stop().code(), Some(0));
+}
