@@ -1,0 +1,141 @@
+//! Receiving from a filesystem queue: one consumer thread's cached listing of `new/`, its
+//! inotify watch, and its share of the expiry recovery.
+
+use super::{Claimed, FilesystemQueue, annotate};
+use crate::queue::{Consume, Received, Stop};
+use std::ffi::OsString;
+use std::fs;
+use std::io;
+use std::time::{Duration, Instant};
+
+/// How often each consumer moves lapsed claims back to `new/`.
+const RECOVERY_INTERVAL: Duration = Duration::from_secs(1);
+/// How many names one directory listing keeps for later receives.
+const LISTING_BATCH: usize = 4096;
+
+/// One consumer thread's view: a cached listing of `new/`, an inotify watch to wake on
+/// new files, and its own recovery clock.
+pub(super) struct FilesystemConsumer {
+    queue: FilesystemQueue,
+    listing: Vec<OsString>,
+    watch: Option<nix::sys::inotify::Inotify>,
+    last_recovery: Option<Instant>,
+}
+
+impl FilesystemConsumer {
+    pub(super) fn new(q: &FilesystemQueue) -> io::Result<FilesystemConsumer> {
+        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+        // Waking on new files is an optimisation: without inotify we poll every idle wait.
+        let watch = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+            .ok()
+            .and_then(|i| {
+                i.add_watch(
+                    &q.new_dir,
+                    AddWatchFlags::IN_CLOSE_WRITE | AddWatchFlags::IN_MOVED_TO,
+                )
+                .ok()
+                .map(|_| i)
+            });
+        if watch.is_none() {
+            tracing::debug!(queue = %q.name, "inotify unavailable; polling new/ every idle interval");
+        }
+        Ok(FilesystemConsumer {
+            queue: q.clone(),
+            listing: Vec::new(),
+            watch,
+            last_recovery: None,
+        })
+    }
+
+    fn refill(&mut self) -> io::Result<()> {
+        let q = &self.queue;
+        let entries = fs::read_dir(&q.new_dir).map_err(|e| annotate(e, &q.new_dir))?;
+        self.listing.clear();
+        for entry in entries.take(LISTING_BATCH) {
+            let name = entry?.file_name();
+            if !name.as_encoded_bytes().starts_with(b".") {
+                self.listing.push(name);
+            }
+        }
+        // Take from the end of the Vec, so reverse to keep directory order.
+        self.listing.reverse();
+        Ok(())
+    }
+
+    /// One pass: look at up to `max` names and claim what can be claimed.
+    fn pass(&mut self, max: usize, out: &mut Received) -> io::Result<()> {
+        let now = Instant::now();
+        if self
+            .last_recovery
+            .is_none_or(|t| now.duration_since(t) >= RECOVERY_INTERVAL)
+        {
+            self.last_recovery = Some(now);
+            self.queue.recover_expired();
+        }
+        if self.listing.is_empty() {
+            self.refill()?;
+        }
+        let mut looked = 0;
+        while looked < max {
+            let Some(name) = self.listing.pop() else {
+                break;
+            };
+            looked += 1;
+            let Some(name) = name.to_str() else { continue };
+            match self.queue.claim(name, now) {
+                Ok(Some(Claimed::Body(d))) => out.deliveries.push(d),
+                Ok(Some(Claimed::Unreadable(d, why))) => out.unreadable.push((d, why)),
+                Ok(None) => {}
+                // What was claimed before the error is kept (it is renewed and run).
+                Err(e) if !out.deliveries.is_empty() || !out.unreadable.is_empty() => {
+                    tracing::error!(queue = %self.queue.name, error = %e, "claim failed; keeping what this pass claimed");
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Wait for a new file, the stop signal, or the idle interval.
+    fn wait(&mut self, stop: &Stop) {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd;
+        let ms = self.queue.idle_wait.as_millis().min(i32::MAX as u128) as i32;
+        let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
+        match &self.watch {
+            Some(watch) => {
+                let mut fds = [
+                    PollFd::new(watch.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(stop.fd(), PollFlags::POLLIN),
+                ];
+                let _ = poll(&mut fds, timeout);
+                // Drain: we only needed to know something happened.
+                while let Ok(events) = watch.read_events() {
+                    if events.is_empty() {
+                        break;
+                    }
+                }
+            }
+            None => {
+                stop.sleep(self.queue.idle_wait);
+            }
+        }
+    }
+}
+
+impl Consume for FilesystemConsumer {
+    fn receive(&mut self, max: usize, stop: &Stop) -> io::Result<Received> {
+        let mut out = Received::default();
+        self.pass(max, &mut out)?;
+        if out.deliveries.is_empty() && self.listing.is_empty() && !stop.fired() {
+            self.wait(stop);
+            if !stop.fired() {
+                self.refill()?;
+                self.pass(max, &mut out)?;
+            }
+        }
+        out.short = out.deliveries.len() < max && self.listing.is_empty();
+        Ok(out)
+    }
+}

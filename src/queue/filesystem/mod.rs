@@ -1,0 +1,411 @@
+//! The filesystem queue, compatible with Ruby Chore's
+//! (docs/decisions/0007-filesystem-queue-is-ruby-chore-compatible.md).
+//!
+//! Layout under `<fs-queue-root>/<queue>/`: `new/` holds waiting jobs, `inprogress/` claimed
+//! ones, `config/timeout` an optional per-queue timeout; chore adds `dead/` for messages
+//! that can never succeed (Ruby Chore never looks there). File names:
+//!
+//! * published: `<queue>-<Class>-<pid>-<YYYYmmdd-HHMMSS-micro6>.0.job` (the `0` is the
+//!   number of previous attempts);
+//! * claimed: `inprogress/<base>.<previous attempts>.<claim epoch>.job`;
+//! * recovered (claim older than the queue timeout): `new/<base>.<attempts + 1>.job`.
+//!
+//! A publisher writes under a non-blocking `flock` into a file it found empty; a consumer
+//! claims a non-empty file by taking the same lock and renaming it into `inprogress/`, so
+//! a consumer never sees a half-written file, and Ruby Chore and chore can share a queue.
+//!
+//! Beyond Ruby Chore, everything is expressed through the claim epoch, which Ruby Chore
+//! also honours: a claim is written so that it expires one *lease* from now (not one queue
+//! timeout), and the master renews it while the message is held, so a crashed master's
+//! messages return within a lease; a retry after a backoff is a claim that expires after
+//! the delay; giving a message back is an immediate move to `new/`.
+
+mod consume;
+mod names;
+#[cfg(test)]
+mod tests;
+
+use super::{Consume, Delivery, Queue};
+use consume::FilesystemConsumer;
+pub use names::JobName;
+use names::{epoch_now, epoch_now_ceil, local_timestamp, sanitize_class, secs_ceil};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Bodies larger than this are dead-lettered unread (SQS's own limit is 1 MiB): a stray
+/// huge file must not exhaust the master's memory.
+const MAX_BODY: u64 = 64 * 1024 * 1024;
+
+#[derive(Clone)]
+pub struct FilesystemQueue {
+    name: String,
+    dir: PathBuf,
+    new_dir: PathBuf,
+    inprogress_dir: PathBuf,
+    dead_dir: PathBuf,
+    timeout: Duration,
+    lease: Duration,
+    idle_wait: Duration,
+}
+
+/// What a claim took: a message to run, or one whose body can never be read as text.
+#[derive(Debug)]
+enum Claimed {
+    Body(Delivery),
+    Unreadable(Delivery, String),
+}
+
+impl FilesystemQueue {
+    /// Open (creating its directories) the queue `name` under `root`. `timeout` is the
+    /// Chorefile's, if it set one; otherwise `config/timeout`, otherwise `default_timeout`.
+    pub fn open(
+        root: &Path,
+        name: &str,
+        timeout: Option<Duration>,
+        default_timeout: Duration,
+        lease: Duration,
+        idle_wait: Duration,
+    ) -> io::Result<FilesystemQueue> {
+        let root = std::path::absolute(root)?;
+        let dir = root.join(name);
+        let q = FilesystemQueue {
+            name: name.to_string(),
+            new_dir: dir.join("new"),
+            inprogress_dir: dir.join("inprogress"),
+            dead_dir: dir.join("dead"),
+            dir,
+            timeout: default_timeout,
+            lease,
+            idle_wait,
+        };
+        for d in [&q.new_dir, &q.inprogress_dir, &q.dead_dir] {
+            fs::create_dir_all(d).map_err(|e| annotate(e, d))?;
+            let probe = nix::unistd::access(d.as_path(), nix::unistd::AccessFlags::W_OK);
+            if probe.is_err() {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!(
+                        "directory for file system queue does not have write permission: {}",
+                        d.display()
+                    ),
+                ));
+            }
+        }
+        let from_file = q.config_timeout()?;
+        let timeout = match (timeout, from_file) {
+            (Some(t), Some(f)) if t != f => {
+                // Claims are read against the timeout: a consumer using the shorter one
+                // would recover the other's running messages.
+                tracing::warn!(
+                    queue = name,
+                    chorefile_secs = t.as_secs_f64(),
+                    config_timeout_secs = f.as_secs_f64(),
+                    "the Chorefile's timeout differs from config/timeout, which other consumers (Ruby Chore among them) use; keep them equal"
+                );
+                t
+            }
+            (Some(t), _) => t,
+            (None, f) => f.unwrap_or(default_timeout),
+        };
+        Ok(FilesystemQueue {
+            timeout,
+            lease: lease.min(timeout),
+            ..q
+        })
+    }
+
+    /// The per-queue `config/timeout` file, integer seconds, as Ruby Chore reads it.
+    fn config_timeout(&self) -> io::Result<Option<Duration>> {
+        let path = self.dir.join("config").join("timeout");
+        match fs::read_to_string(&path) {
+            Ok(text) => {
+                let secs: u64 = text.trim().parse().map_err(|_| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("{}: not a whole number of seconds", path.display()),
+                    )
+                })?;
+                // Bounded like every timeout (30 days): deadlines add them up.
+                Ok(Some(Duration::from_secs(
+                    secs.clamp(1, crate::config::MAX_SECONDS as u64),
+                )))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(annotate(e, &path)),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Publish one body, the way Ruby Chore's publisher does: append into a
+    /// fresh name under an exclusive non-blocking lock, only if the file is still empty.
+    /// Returns the file name.
+    pub fn publish(&self, class: Option<&str>, body: &str) -> io::Result<String> {
+        let class = sanitize_class(class.unwrap_or("Job"));
+        let pid = std::process::id();
+        loop {
+            let name = format!(
+                "{}-{}-{}-{}.0.job",
+                self.name,
+                class,
+                pid,
+                local_timestamp()
+            );
+            let path = self.new_dir.join(&name);
+            let mut file = OpenOptions::new()
+                .append(true)
+                .create(true)
+                .custom_flags(nix::libc::O_CLOEXEC)
+                .open(&path)
+                .map_err(|e| annotate(e, &path))?;
+            if try_lock(&file) && file.metadata()?.len() == 0 {
+                file.write_all(body.as_bytes())?;
+                return Ok(name);
+            }
+            // Someone else owns that name this microsecond: take the next one.
+        }
+    }
+
+    /// Move every claim older than the timeout back to `new/` with one more attempt
+    /// (Ruby Chore's expiry recovery). Races with other consumers are harmless.
+    fn recover_expired(&self) {
+        let Ok(entries) = fs::read_dir(&self.inprogress_dir) else {
+            return;
+        };
+        let now = epoch_now();
+        let limit = now - secs_ceil(self.timeout);
+        for entry in entries.flatten() {
+            let file_name = entry.file_name();
+            let Some(name) = file_name.to_str() else {
+                continue;
+            };
+            if name.starts_with('.') {
+                continue;
+            }
+            let job = JobName::parse(name);
+            if job.claimed_at.is_none_or(|t| t <= limit) {
+                let to = self.new_dir.join(format!(
+                    "{}.{}.job",
+                    job.base,
+                    job.previous_attempts.saturating_add(1)
+                ));
+                match fs::rename(entry.path(), &to) {
+                    Ok(()) => {
+                        // Either a retry whose backoff has passed, or a claim whose holder
+                        // is gone (a crashed master): the claim alone cannot tell which.
+                        tracing::info!(queue = %self.name, id = job.base, next_attempt = job.previous_attempts.saturating_add(2), "claim lapsed; message offered again")
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        tracing::warn!(queue = %self.name, id = job.base, error = %e, "could not recover expired claim")
+                    }
+                }
+            }
+        }
+    }
+
+    /// The claim epoch that makes a claim expire `after` from now, for every consumer
+    /// that applies Ruby Chore's rule (claim epoch ≤ now − timeout).
+    ///
+    /// Rounded up throughout: consumers compare whole seconds of a clock they round down,
+    /// so a claim written this way never looks expired before `after` has passed.
+    fn claim_epoch(&self, after: Duration) -> i64 {
+        epoch_now_ceil() - secs_ceil(self.timeout) + secs_ceil(after)
+    }
+
+    /// Try to claim `name` from `new/`. `Ok(None)`: not claimable now (being written, taken
+    /// by someone else, or gone).
+    ///
+    /// A body that cannot be read as text comes back `Unreadable`, claimed, for the consumer
+    /// to dead-letter like any other message that can never run.
+    fn claim(&self, name: &str, now: Instant) -> io::Result<Option<Claimed>> {
+        let path = self.new_dir.join(name);
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(annotate(e, &path)),
+        };
+        let meta = file.metadata()?;
+        if meta.len() == 0 {
+            // A publisher is about to write, or died before it did. Ruby Chore deletes it
+            // once it is older than the queue timeout.
+            let age = epoch_now() - meta.ctime();
+            if age >= secs_ceil(self.timeout) && fs::remove_file(&path).is_ok() {
+                tracing::warn!(queue = %self.name, file = name, "removed an empty job file older than the queue timeout");
+            }
+            return Ok(None);
+        }
+        if !try_lock(&file) {
+            return Ok(None);
+        }
+        let job = JobName::parse(name);
+        let receipt = format!(
+            "{}.{}.{}.job",
+            job.base,
+            job.previous_attempts,
+            self.claim_epoch(self.lease)
+        );
+        match fs::rename(&path, self.inprogress_dir.join(&receipt)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(annotate(e, &path)),
+        }
+        let delivery = Delivery {
+            id: job.base.to_string(),
+            receipt,
+            body: String::new(),
+            attempt: job.previous_attempts.saturating_add(1),
+            received_at: now,
+            renew_at: now + self.lease / 3,
+            class: None,
+            group: None,
+            dedupe_key: None,
+        };
+        if meta.len() > MAX_BODY {
+            let reason = format!(
+                "body of {} bytes is larger than the 64 MiB limit",
+                meta.len()
+            );
+            return Ok(Some(Claimed::Unreadable(delivery, reason)));
+        }
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        file.read_to_end(&mut bytes)?;
+        drop(file);
+        match String::from_utf8(bytes) {
+            Ok(body) => Ok(Some(Claimed::Body(Delivery { body, ..delivery }))),
+            Err(_) => Ok(Some(Claimed::Unreadable(
+                delivery,
+                "body is not UTF-8 text (a message body must be JSON)".into(),
+            ))),
+        }
+    }
+
+    fn inprogress(&self, d: &Delivery) -> PathBuf {
+        self.inprogress_dir.join(&d.receipt)
+    }
+
+    /// Rename the claimed file, reporting a vanished claim clearly: it means another
+    /// consumer recovered it (the lease ran out), so the message may run twice.
+    fn move_claim(&self, d: &Delivery, to: &Path, what: &str) -> io::Result<()> {
+        match fs::rename(self.inprogress(d), to) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                tracing::warn!(queue = %self.name, id = %d.id, "claim was gone when the message was {what} (recovered by another consumer after its lease ran out)");
+                Ok(())
+            }
+            other => other,
+        }
+    }
+}
+
+impl Queue for FilesystemQueue {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    fn consumer(&self) -> io::Result<Box<dyn Consume>> {
+        Ok(Box::new(FilesystemConsumer::new(self)?))
+    }
+
+    fn complete(&self, d: &Delivery) -> io::Result<()> {
+        match fs::remove_file(self.inprogress(d)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                tracing::warn!(queue = %self.name, id = %d.id, "claim was gone when the message completed (recovered by another consumer after its lease ran out; it may run again)");
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    fn retry(&self, d: &Delivery, delay: Duration) -> io::Result<()> {
+        if delay.is_zero() {
+            let job = JobName::parse(&d.receipt);
+            let to = self.new_dir.join(format!(
+                "{}.{}.job",
+                job.base,
+                job.previous_attempts.saturating_add(1)
+            ));
+            return self.move_claim(d, &to, "retried");
+        }
+        // A claim that expires after the delay: any consumer's recovery (chore's or Ruby
+        // Chore's) then returns it to new/ with one more attempt.
+        let job = JobName::parse(&d.receipt);
+        let to = self.inprogress_dir.join(format!(
+            "{}.{}.{}.job",
+            job.base,
+            job.previous_attempts,
+            self.claim_epoch(delay)
+        ));
+        self.move_claim(d, &to, "retried")
+    }
+
+    fn dead_letter(&self, d: &Delivery, reason: &str) -> io::Result<()> {
+        let name = format!("{}.{}.job", d.id, d.attempt);
+        let to = self.dead_dir.join(&name);
+        let note = format!(
+            "queue: {}\nid: {}\nattempts: {}\nat: {}\nreason: {}\n",
+            self.name,
+            d.id,
+            d.attempt,
+            epoch_now(),
+            reason.replace('\n', " ")
+        );
+        // The reason goes first, so whoever sees the dead letter can read why.
+        let reason_path = self.dead_dir.join(format!("{name}.reason"));
+        fs::write(&reason_path, note)?;
+        match fs::rename(self.inprogress(d), &to) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // No dead letter after all: no reason beside nothing.
+                let _ = fs::remove_file(&reason_path);
+                if e.kind() == io::ErrorKind::NotFound {
+                    tracing::warn!(queue = %self.name, id = %d.id, "claim was gone when the message was dead-lettered (recovered by another consumer after its lease ran out)");
+                    return Ok(());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn give_back(&self, d: &Delivery) -> io::Result<()> {
+        let job = JobName::parse(&d.receipt);
+        let to = self
+            .new_dir
+            .join(format!("{}.{}.job", job.base, job.previous_attempts));
+        self.move_claim(d, &to, "given back")
+    }
+
+    fn renew(&self, d: &mut Delivery, now: Instant) -> io::Result<()> {
+        let job = JobName::parse(&d.receipt);
+        let receipt = format!(
+            "{}.{}.{}.job",
+            job.base,
+            job.previous_attempts,
+            self.claim_epoch(self.lease)
+        );
+        if receipt != d.receipt {
+            fs::rename(self.inprogress(d), self.inprogress_dir.join(&receipt))?;
+            d.receipt = receipt;
+        }
+        d.renew_at = now + self.lease / 3;
+        Ok(())
+    }
+}
+
+fn try_lock(file: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on an fd we own; no memory is involved.
+    unsafe { nix::libc::flock(file.as_raw_fd(), nix::libc::LOCK_EX | nix::libc::LOCK_NB) == 0 }
+}
+
+fn annotate(e: io::Error, path: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}

@@ -1,0 +1,88 @@
+//! Ruby Chore's file names: the codec of `<base>.<previous attempts>.<claim epoch>.job`,
+//! the published name's parts, and the clock in the whole seconds the names carry
+//! (docs/decisions/0007-filesystem-queue-is-ruby-chore-compatible.md).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The parts of a job file name.
+#[derive(Debug, PartialEq, Eq)]
+pub struct JobName<'a> {
+    pub base: &'a str,
+    pub previous_attempts: u32,
+    /// The claim epoch; None when the name has none (a `new/` name).
+    pub claimed_at: Option<i64>,
+}
+
+impl<'a> JobName<'a> {
+    /// Split on `.` as Ruby Chore does: base, attempts, then an epoch (where the word `job`
+    /// stands, there is none).
+    pub fn parse(name: &'a str) -> JobName<'a> {
+        let mut parts = name.split('.');
+        let base = parts.next().unwrap_or("");
+        let previous_attempts = parts.next().and_then(|a| a.parse().ok()).unwrap_or(0);
+        let claimed_at = parts.next().and_then(|t| t.parse().ok());
+        JobName {
+            base,
+            previous_attempts,
+            claimed_at,
+        }
+    }
+}
+
+pub(super) fn epoch_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Now in whole seconds, rounded up.
+pub(super) fn epoch_now_ceil() -> i64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    secs_ceil(now)
+}
+
+pub(super) fn secs_ceil(d: Duration) -> i64 {
+    d.as_secs() as i64 + i64::from(d.subsec_nanos() > 0)
+}
+
+/// Ruby Chore puts the job class in the file name; keep it from breaking the name's parts.
+pub(super) fn sanitize_class(class: &str) -> String {
+    let s: String = class
+        .chars()
+        .map(|c| {
+            if c == '.' || c == '/' || c.is_whitespace() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    if s.is_empty() { "Job".into() } else { s }
+}
+
+/// `YYYYmmdd-HHMMSS-micro6` in local time, as Ruby's `%Y%m%d-%H%M%S-%6N`.
+pub(super) fn local_timestamp() -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs() as nix::libc::time_t;
+    // SAFETY: localtime_r writes only into the tm we pass; both pointers are valid.
+    let mut tm: nix::libc::tm = unsafe { std::mem::zeroed() };
+    let ok = unsafe { !nix::libc::localtime_r(&secs, &mut tm).is_null() };
+    if !ok {
+        return format!("{}-{:06}", now.as_secs(), now.subsec_micros());
+    }
+    format!(
+        "{:04}{:02}{:02}-{:02}{:02}{:02}-{:06}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec,
+        now.subsec_micros()
+    )
+}
