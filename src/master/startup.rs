@@ -8,16 +8,17 @@
 use super::pool::Pool;
 use super::process::Processes;
 use super::{Master, signals};
-use crate::config::Config;
+use crate::config::{Config, QueueConfig};
 use crate::consumer::{self, Batchlet, Gate};
 use crate::dedupe::Dedupe;
 use crate::hooks::Hooks;
 use crate::logging::LogHandle;
-use crate::queue::{self, OpenFailure, Stop};
+use crate::queue::{self, OpenFailure, Queue, Stop};
 use crate::settle::Settler;
 use crossbeam_channel::unbounded;
 use std::fmt;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
 /// Why the master did not start.
 #[derive(Debug)]
@@ -54,17 +55,7 @@ pub fn start(config: Config, log: LogHandle) -> Result<Master, StartError> {
             "no queues to consume: declare [queues.NAME] tables in the Chorefile (see Chorefile.example)".into(),
         ));
     }
-    let mut sqs = None;
-    let mut queues = Vec::with_capacity(qconfigs.len());
-    for qc in &qconfigs {
-        match queue::open(&config, qc, &mut sqs) {
-            Ok(q) => queues.push(q),
-            Err(OpenFailure::Config(e)) => {
-                return Err(StartError::Config(format!("queue `{}`: {e}", qc.name)));
-            }
-            Err(OpenFailure::Client(e)) => return Err(StartError::System(e)),
-        }
-    }
+    let queues = open_queues(&config, &qconfigs)?;
 
     // Credits: the running batches plus one batch ahead, so a worker that finishes finds
     // its next batch ready, and nothing waits long in the buffer.
@@ -108,37 +99,10 @@ pub fn start(config: Config, log: LogHandle) -> Result<Master, StartError> {
         polling_size,
         dedupe: dedupe.clone(),
     };
-    let mut consumers = Vec::new();
-    for (i, (settler, qc)) in settlers.iter().zip(&qconfigs).enumerate() {
-        match consumer::spawn(i, qc, settler, config.threads_per_queue, &shared) {
-            Ok(handles) => consumers.extend(handles),
-            Err(e) => {
-                stop.trigger();
-                gate.stop();
-                return Err(StartError::System(format!(
-                    "queue `{}`: cannot start its consumer: {e}",
-                    qc.name
-                )));
-            }
-        }
-    }
-    // Only the consumers hold senders now: the channel disconnects when they have all ended.
-    drop(shared);
-
-    for opt in &config.ignored_options {
-        tracing::warn!(
-            option = opt,
-            "Ruby Chore option has no effect in chore; ignored"
-        );
-    }
-    tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
-        pid = std::process::id(),
-        queues = %qconfigs.iter().map(|q| q.full_name.as_str()).collect::<Vec<_>>().join(","),
-        concurrency = config.concurrency,
-        batch_size = config.batch_size,
-        "chore master started"
-    );
+    // Only the consumers hold senders once this returns: the channel disconnects when they
+    // have all ended.
+    let consumers = start_consumers(&config, &qconfigs, &settlers, shared)?;
+    log_start(&config, &qconfigs);
 
     let (worker_tx, worker_rx) = unbounded();
     let mut master = Master::new(
@@ -158,4 +122,63 @@ pub fn start(config: Config, log: LogHandle) -> Result<Master, StartError> {
         consumers,
     };
     Ok(master)
+}
+
+/// Open every consumed queue, sharing one SQS client.
+fn open_queues(
+    config: &Config,
+    qconfigs: &[QueueConfig],
+) -> Result<Vec<Arc<dyn Queue>>, StartError> {
+    let mut sqs = None;
+    qconfigs
+        .iter()
+        .map(|qc| {
+            queue::open(config, qc, &mut sqs).map_err(|e| match e {
+                OpenFailure::Config(e) => StartError::Config(format!("queue `{}`: {e}", qc.name)),
+                OpenFailure::Client(e) => StartError::System(e),
+            })
+        })
+        .collect()
+}
+
+/// Start `threads-per-queue` consumer threads per queue; if one cannot start, stop those
+/// already running.
+fn start_consumers(
+    config: &Config,
+    qconfigs: &[QueueConfig],
+    settlers: &[Settler],
+    shared: consumer::Shared,
+) -> Result<Vec<JoinHandle<()>>, StartError> {
+    let mut consumers = Vec::new();
+    for (i, (settler, qc)) in settlers.iter().zip(qconfigs).enumerate() {
+        match consumer::spawn(i, qc, settler, config.threads_per_queue, &shared) {
+            Ok(handles) => consumers.extend(handles),
+            Err(e) => {
+                shared.stop.trigger();
+                shared.gate.stop();
+                return Err(StartError::System(format!(
+                    "queue `{}`: cannot start its consumer: {e}",
+                    qc.name
+                )));
+            }
+        }
+    }
+    Ok(consumers)
+}
+
+fn log_start(config: &Config, qconfigs: &[QueueConfig]) {
+    for opt in &config.ignored_options {
+        tracing::warn!(
+            option = opt,
+            "Ruby Chore option has no effect in chore; ignored"
+        );
+    }
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        pid = std::process::id(),
+        queues = %qconfigs.iter().map(|q| q.full_name.as_str()).collect::<Vec<_>>().join(","),
+        concurrency = config.concurrency,
+        batch_size = config.batch_size,
+        "chore master started"
+    );
 }
