@@ -449,7 +449,13 @@ mod sqs {
         );
         let count = scratch.0.join("count");
         let file = chorefile(&scratch.0, &moto.endpoint(), me, &count);
+        backlog(chore, &moto, &file, &count, jobs);
+        idle_polls(chore, &moto, &file);
+    }
 
+    /// A backlog of `jobs`: jobs/s and SQS calls per 1,000 jobs.
+    fn backlog(chore: &Path, moto: &Moto, file: &Path, count: &Path, jobs: usize) {
+        let dir = file.parent().unwrap();
         // Publish the backlog (SendMessageBatch, ten a call), then count only the consumer.
         let lines: String = (0..jobs)
             .map(|i| format!("{{\"class\":\"Noop\",\"args\":[{i}]}}\n"))
@@ -457,7 +463,7 @@ mod sqs {
         let mut enqueue = Command::new(chore)
             .envs(AWS_ENV)
             .args(["enqueue", "-c"])
-            .arg(&file)
+            .arg(file)
             .arg("bench")
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -474,8 +480,8 @@ mod sqs {
 
         moto.record();
         let t0 = Instant::now();
-        let busy = master(chore, &file, &scratch.0.join("chore.log"));
-        while processed(&count) < jobs {
+        let busy = master(chore, file, &dir.join("chore.log"));
+        while processed(count) < jobs {
             assert!(
                 t0.elapsed() < Duration::from_secs(600),
                 "the SQS run did not finish; see chore.log"
@@ -504,16 +510,19 @@ mod sqs {
         for (action, n) in &by_action {
             println!("    {action:<29}{:>8.1}", *n as f64 * 1000.0 / jobs as f64);
         }
+    }
 
+    /// An empty queue: ReceiveMessage calls per idle queue-hour.
+    fn idle_polls(chore: &Path, moto: &Moto, file: &Path) {
         // Idle: an empty queue, long polls only, for a fixed stretch: the figure is a rate
         // over time, so time is what is measured here, not a wait for anything.
         moto.record();
         let idle = Duration::from_secs(65);
-        let quiet = master(chore, &file, &scratch.0.join("chore-idle.log"));
+        let quiet = master(chore, file, &file.parent().unwrap().join("chore-idle.log"));
         std::thread::sleep(idle);
         stop(quiet);
         // The rate is the spacing of successive polls, free of where the window's edges fall.
-        let times = receive_times(&moto);
+        let times = receive_times(moto);
         let (first, last) = (
             times.first().copied().unwrap_or(0),
             times.last().copied().unwrap_or(0),
