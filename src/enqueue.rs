@@ -16,10 +16,6 @@ use std::io::{self, BufRead, Write};
 
 /// Run the command; returns the exit status (2: bad usage or configuration, 1: failure).
 pub fn run(args: EnqueueArgs) -> i32 {
-    if let Some(why) = config::undeclared_queue(&args) {
-        eprintln!("chore enqueue: {why}");
-        return 2;
-    }
     let config = match config::load(args.flags.clone()) {
         Ok(c) => c,
         Err(e) => {
@@ -27,6 +23,10 @@ pub fn run(args: EnqueueArgs) -> i32 {
             return 2;
         }
     };
+    if let Some(why) = config::undeclared_queue(&config, &args) {
+        eprintln!("chore enqueue: {why}");
+        return 2;
+    }
     let mut target = match Target::open(&config, &args) {
         Ok(t) => t,
         Err(e) => {

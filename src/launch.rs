@@ -32,18 +32,24 @@ pub fn command(h: &Handler, queue: &str) -> Command {
     cmd
 }
 
+/// The names of the AWS credential variables in this process's environment.
+pub fn credential_vars() -> Vec<String> {
+    std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter(|k| is_credential(k))
+        .collect()
+}
+
 /// Remove from `cmd`'s environment every AWS credential this process has.
 pub fn strip_credentials(cmd: &mut Command) {
-    for (k, _) in std::env::vars_os() {
-        if k.to_str().is_some_and(is_credential) {
-            cmd.env_remove(k);
-        }
+    for k in credential_vars() {
+        cmd.env_remove(k);
     }
 }
 
 /// Environment variables that carry AWS credentials, or lead to them: keys and tokens, the
 /// ECS and EKS credential sources, and the profile settings.
-pub fn is_credential(name: &str) -> bool {
+fn is_credential(name: &str) -> bool {
     const NAMES: [&str; 12] = [
         "AWS_ACCESS_KEY_ID",
         "AWS_SESSION_TOKEN",

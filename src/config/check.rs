@@ -12,7 +12,7 @@
 
 use super::chorefile::QueueTable;
 use super::error::{ConfigError, ConfigErrors, Origin};
-use super::{Backend, Handler, Loaded, QueueConfig, load, load_traced, printout, probe, suggest};
+use super::{Backend, Config, Handler, Loaded, QueueConfig, load_traced, printout, probe, suggest};
 use crate::config::cli::{EnqueueArgs, Flags};
 use std::ffi::OsStr;
 
@@ -139,13 +139,11 @@ pub(super) fn commands<'a>(
 
 /// `chore enqueue QUEUE` with a Chorefile that does not declare QUEUE is most likely a typo
 /// that would publish where nobody consumes: the reason why, unless `--force` is given or
-/// no Chorefile is (a producer needs none). A configuration that does not load is left
-/// for `enqueue` itself to report.
-pub fn undeclared_queue(args: &EnqueueArgs) -> Option<String> {
+/// no Chorefile is (a producer needs none).
+pub fn undeclared_queue(config: &Config, args: &EnqueueArgs) -> Option<String> {
     if args.force || args.flags.config_file.is_empty() {
         return None;
     }
-    let config = load(args.flags.clone()).ok()?;
     if config.queue(&args.queue).is_some() {
         return None;
     }

@@ -26,10 +26,8 @@ pub struct Processes {
 
 impl Processes {
     pub fn new(events: Sender<WorkerEvent>) -> Processes {
-        let strip_env = std::env::vars_os()
-            .filter_map(|(k, _)| k.into_string().ok())
-            .filter(|k| crate::launch::is_credential(k))
-            .collect();
+        // Read once: a worker starts per batch, on the hot path.
+        let strip_env = crate::launch::credential_vars();
         Processes { events, strip_env }
     }
 }
