@@ -171,6 +171,8 @@ mod tests {
             class: None,
             group: None,
             dedupe_key: None,
+            meta: None,
+            post_to: None,
         }
     }
 

@@ -27,6 +27,8 @@ mod hooks;
 mod launch;
 mod logging;
 mod master;
+mod periodic;
+mod poster;
 mod protocol;
 mod queue;
 mod settle;
@@ -87,7 +89,7 @@ mod layering {
     /// Bottom-up, as in ARCHITECTURE.md.
     const ORDER: [&str; 14] = [
         "backoff", "config", "logging", "protocol", "queue", "dedupe", "launch", "hooks", "settle",
-        "consumer", "batcher", "master", "worker", "enqueue",
+        "poster", "periodic", "consumer", "batcher", "master", "worker", "enqueue",
     ];
 
     fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {

@@ -20,10 +20,12 @@ mod backends;
 mod check;
 mod chorefile;
 pub mod cli;
+mod cron;
 #[cfg(test)]
 mod doc_tables;
 mod error;
 mod handler;
+mod http;
 pub mod options;
 mod printout;
 mod probe;
@@ -35,6 +37,7 @@ mod value;
 
 pub use backends::{DedupeSettings, SqsQueueOptions, SqsSettings};
 pub use check::{check_config, undeclared_queue};
+pub use cron::{CronTable, CronTask};
 pub use error::{ConfigErrors, Origin};
 pub use options::MAX_SECONDS;
 
@@ -45,6 +48,7 @@ use options::Value;
 use resolve::Setting;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How a log line is written.
@@ -83,6 +87,53 @@ pub struct Handler {
     pub dir: Option<PathBuf>,
 }
 
+/// An application that takes one POST per message, as Elastic Beanstalk's SQS daemon
+/// sends them (docs/elastic-beanstalk.md). Read by `config::http`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpTarget {
+    /// `http://host:port/path`, as posted to.
+    pub url: String,
+    pub host: String,
+    pub port: u16,
+    /// The path (and query) ordinary messages are posted to.
+    pub path: String,
+    pub mime_type: String,
+    pub user_agent: String,
+    pub connect_timeout: Duration,
+    /// No response byte for this long aborts the request.
+    pub inactivity_timeout: Duration,
+    /// Most requests in flight to this target.
+    pub connections: usize,
+    /// How long a message that did not get a 200 stays hidden (the `sqsd` retry rule).
+    pub error_visibility_timeout: Duration,
+    pub retry: HttpRetry,
+    /// A message first received longer ago than this is deleted unposted.
+    pub retention_period: Duration,
+    pub health: HttpHealth,
+    /// Also log non-200 results in the daemon's `http-err:` form.
+    pub sqsd_log: bool,
+}
+
+/// What a message that did not get a 200 becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpRetry {
+    /// The daemon's rule: retried after `error-visibility-timeout`, for ever (the queue's
+    /// redrive policy ends it); no dead letter from chore.
+    Sqsd,
+    /// chore's rule: the queue's backoff and `max-attempts`, then the dead-letter queue.
+    Chore,
+}
+
+/// How chore learns the application is up, so it receives only while it can post.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpHealth {
+    /// A TCP connect to the target's host and port.
+    Tcp,
+    /// A GET of this URL answering 2xx or 3xx.
+    Url(String),
+    Off,
+}
+
 /// One declared queue, resolved.
 #[derive(Debug, Clone)]
 pub struct QueueConfig {
@@ -96,6 +147,12 @@ pub struct QueueConfig {
     /// Handlers by Ruby Chore job class (docs/decisions/0008-message-bodies-are-json.md).
     /// Empty means no routing.
     pub classes: BTreeMap<String, Handler>,
+    /// The queue's HTTP handler, when its `handler` is one (then `handler` is None).
+    pub http: Option<Arc<HttpTarget>>,
+    /// HTTP handlers by job class; a class is in `classes` or here, never both.
+    pub http_classes: BTreeMap<String, Arc<HttpTarget>>,
+    /// Periodic tasks from the queue's `cron-file`.
+    pub cron: Option<Arc<CronTable>>,
     /// How long one message may run; None = ask the backend (config/timeout, default).
     pub timeout: Option<Duration>,
     pub backoff: Backoff,

@@ -306,6 +306,8 @@ pub const QUEUE_KEYS: &[QueueKey] = &[
     ),
     qk("dedupe-key", "string", "none (the message id)"),
     qk("pass-aws-credentials", "`true`/`false`", "`false`"),
+    qk("cron-file", "path", "none"),
+    qk("cron-seconds", "`true`/`false`", "`false`"),
     sqs("url", "URL", "none"),
     sqs("create", "`true`/`false`", "`false`"),
     sqs("wait-time", "seconds, 0 to 20", "`20`"),

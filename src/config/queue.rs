@@ -8,12 +8,14 @@
 use super::chorefile::{QueueTable, RawKey};
 use super::error::{ConfigError, Origin};
 use super::handler::handler_of;
+use super::http::{http_of, is_http};
 use super::options::{MAX_SECONDS, QUEUE_KEYS, SQS_MAX_TIMEOUT, SQS_MAX_WAIT};
 use super::suggest;
 use super::value::toml_type;
-use super::{Backend, Handler, QueueConfig};
+use super::{Backend, Handler, HttpTarget, QueueConfig};
 use crate::backoff::Backoff;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What a queue table falls back on from the top level.
@@ -34,8 +36,19 @@ pub fn resolve(t: &QueueTable, d: &QueueDefaults) -> Result<QueueConfig, Vec<Con
     let get = |key: &str| t.keys.get(key);
     let backend = get("backend").and_then(|k| r.read(k, "backend", parse_backend));
     let backend = backend.unwrap_or(Backend::Filesystem);
-    let handler = get("handler").and_then(|k| r.read(k, "handler", |_| handler_of(k, &k.origin)));
+    let (handler, http) = match get("handler") {
+        Some(k) if is_http(&k.value) => (None, r.read(k, "handler", http_of).map(Arc::new)),
+        Some(k) => (r.read(k, "handler", |_| handler_of(k, &k.origin)), None),
+        None => (None, None),
+    };
     let classes = get("classes").and_then(|k| r.classes(k));
+    let cron_seconds = get("cron-seconds").and_then(|k| r.read(k, "cron-seconds", boolean));
+    let cron = get("cron-file").and_then(|k| {
+        r.read(k, "cron-file", |v| {
+            let path = k.origin.base_dir().join(string(v)?);
+            super::cron::load(&path, cron_seconds.unwrap_or(false)).map(Arc::new)
+        })
+    });
     let timeout = get("timeout").and_then(|k| r.read(k, "timeout", |v| timeout(v, backend)));
     let backoff = get("backoff").and_then(|k| r.read(k, "backoff", Backoff::from_toml));
     let max_attempts = get("max-attempts").and_then(|k| r.read(k, "max-attempts", attempts));
@@ -51,10 +64,16 @@ pub fn resolve(t: &QueueTable, d: &QueueDefaults) -> Result<QueueConfig, Vec<Con
 
     let full_name = check_place(t, d, backend, url.is_some(), &mut r);
     // A handler that failed to read, or a mistyped key, has been reported already.
-    let failed = (get("handler").is_some() && handler.is_none())
+    let failed = (get("handler").is_some() && handler.is_none() && http.is_none())
         || (get("classes").is_some() && classes.is_none())
         || !t.unknown.is_empty();
-    if handler.is_none() && classes.as_ref().is_none_or(BTreeMap::is_empty) && !failed {
+    let (classes, http_classes) = classes.unwrap_or_default();
+    if handler.is_none()
+        && http.is_none()
+        && classes.is_empty()
+        && http_classes.is_empty()
+        && !failed
+    {
         r.errors.push(ConfigError::at(
             &t.origin,
             format!("queues.{}", t.name),
@@ -68,6 +87,10 @@ pub fn resolve(t: &QueueTable, d: &QueueDefaults) -> Result<QueueConfig, Vec<Con
             "a dedupe key needs dedupe; remove `dedupe = false`".into(),
         );
     }
+    if let (Some(_), None, Some(raw)) = (&cron, &http, get("cron-file")) {
+        let m = "periodic tasks are posted over HTTP: the queue's `handler` must be an HTTP handler (`url = ...`)";
+        r.error(raw, "cron-file", m.into());
+    }
     if !r.errors.is_empty() {
         return Err(r.errors);
     }
@@ -76,7 +99,10 @@ pub fn resolve(t: &QueueTable, d: &QueueDefaults) -> Result<QueueConfig, Vec<Con
         full_name,
         backend,
         handler,
-        classes: classes.unwrap_or_default(),
+        classes,
+        http,
+        http_classes,
+        cron,
         timeout,
         backoff: backoff.unwrap_or_default(),
         max_attempts: max_attempts.or(d.max_attempts),
@@ -144,13 +170,18 @@ impl Reader<'_> {
         parse(&raw.value).map_err(|m| self.error(raw, key, m)).ok()
     }
 
-    /// `classes`: a table of class = handler, each on its own line.
-    fn classes(&mut self, raw: &RawKey) -> Option<BTreeMap<String, Handler>> {
+    /// `classes`: a table of class = handler, each on its own line; commands and HTTP
+    /// handlers apart.
+    #[allow(clippy::type_complexity)]
+    fn classes(
+        &mut self,
+        raw: &RawKey,
+    ) -> Option<(BTreeMap<String, Handler>, BTreeMap<String, Arc<HttpTarget>>)> {
         let Some(table) = raw.value.as_table() else {
             self.error(raw, "classes", "expected a table of class = handler".into());
             return None;
         };
-        let (mut out, before) = (BTreeMap::new(), self.errors.len());
+        let (mut out, mut http, before) = (BTreeMap::new(), BTreeMap::new(), self.errors.len());
         for (class, value) in table {
             let origin = raw.inner.get(class).unwrap_or(&raw.origin);
             let one = RawKey {
@@ -158,6 +189,15 @@ impl Reader<'_> {
                 origin: origin.clone(),
                 inner: BTreeMap::new(),
             };
+            if is_http(value) {
+                match http_of(value) {
+                    Ok(t) => {
+                        http.insert(class.clone(), Arc::new(t));
+                    }
+                    Err(m) => self.error(&one, &format!("classes.{class}"), m),
+                }
+                continue;
+            }
             match handler_of(&one, origin) {
                 Ok(h) => {
                     out.insert(class.clone(), h);
@@ -165,7 +205,7 @@ impl Reader<'_> {
                 Err(m) => self.error(&one, &format!("classes.{class}"), m),
             }
         }
-        (self.errors.len() == before).then_some(out)
+        (self.errors.len() == before).then_some((out, http))
     }
 }
 

@@ -71,6 +71,9 @@ pub fn queue_config() -> crate::config::QueueConfig {
         backend: crate::config::Backend::Filesystem,
         handler: None,
         classes: Default::default(),
+        http: None,
+        http_classes: Default::default(),
+        cron: None,
         timeout: Some(Duration::from_secs(60)),
         backoff: crate::backoff::Backoff::parse("attempt * 10").expect("a valid backoff"),
         max_attempts: None,
@@ -80,6 +83,8 @@ pub fn queue_config() -> crate::config::QueueConfig {
         on_permanent_failure: None,
         dedupe: false,
         dedupe_key: None,
+        meta: None,
+        post_to: None,
     }
 }
 
@@ -95,6 +100,8 @@ pub fn delivery(id: &str, attempt: u32, group: Option<&str>, now: Instant) -> De
         class: None,
         group: group.map(str::to_owned),
         dedupe_key: None,
+        meta: None,
+        post_to: None,
     }
 }
 

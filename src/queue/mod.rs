@@ -44,6 +44,35 @@ pub struct Delivery {
     pub group: Option<String>,
     /// The memcached key stored for this delivery, when dedupe stored one.
     pub dedupe_key: Option<String>,
+    /// What the backend knows beyond the body (SQS: times, sender, message attributes),
+    /// for HTTP handlers' headers. Boxed: most deliveries never need it.
+    pub meta: Option<Box<Meta>>,
+    /// The HTTP handler that takes this message, when one does (set by the consumer's
+    /// routing); None: a command handler runs it in a worker.
+    pub post_to: Option<Arc<crate::config::HttpTarget>>,
+}
+
+/// A message's metadata beyond its body.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Meta {
+    /// When it was sent (SQS `SentTimestamp`; filesystem: when its file was written).
+    pub sent_at: Option<std::time::SystemTime>,
+    /// SQS `ApproximateFirstReceiveTimestamp`.
+    pub first_received_at: Option<std::time::SystemTime>,
+    /// SQS `SenderId`: the principal that sent it.
+    pub sender_id: Option<String>,
+    /// Message attributes in the order received.
+    pub attributes: Vec<Attribute>,
+}
+
+/// One message attribute.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attribute {
+    pub name: String,
+    /// `String`, `Number`, `Binary`, or a custom subtype such as `Number.float`.
+    pub data_type: String,
+    /// The value of a String or Number attribute; None for Binary.
+    pub string_value: Option<String>,
 }
 
 impl AsRef<Delivery> for Delivery {

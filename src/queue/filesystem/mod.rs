@@ -265,6 +265,8 @@ impl FilesystemQueue {
             class: None,
             group: None,
             dedupe_key: None,
+            meta: None,
+            post_to: None,
         };
         if meta.len() > MAX_BODY {
             let reason = format!(

@@ -99,6 +99,8 @@ fn delivery(m: &Message, now: Instant, visibility: Duration) -> Option<Delivery>
         class: None,
         group: attr(MessageSystemAttributeName::MessageGroupId).cloned(),
         dedupe_key: None,
+        meta: None,
+        post_to: None,
     })
 }
 
