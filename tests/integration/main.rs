@@ -13,6 +13,7 @@ mod dedupe;
 mod enqueue;
 mod handlers;
 mod harness;
+mod http;
 mod processing;
 mod retries;
 mod review;

@@ -11,6 +11,7 @@
 //! Nothing here knows about test sandboxes or the bench's scratch directories: those stay
 //! with their users (`tests/integration/harness.rs`, the bench itself).
 
+pub mod app;
 pub mod http;
 pub mod memcached;
 pub mod moto;
