@@ -176,7 +176,7 @@ impl Master {
                 },
                 recv(self.inputs.post_rx) -> p => {
                     if let Ok(p) = p {
-                        self.on_posted(p, Instant::now());
+                        self.on_posted(p);
                     }
                 },
                 recv(self.inputs.signal_rx) -> s => {

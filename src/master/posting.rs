@@ -4,8 +4,8 @@
 //!
 //! Only a 200 completes a message. Anything else is retried the way the target's `retry`
 //! rule says (the SQS daemon's fixed error visibility timeout, or chore's backoff and
-//! dead letters), and logged once with the message id, its receive count, what happened
-//! and how long it took (docs/elastic-beanstalk.md).
+//! dead letters), and logged once, by the settlement, with the message id, its receive
+//! count, what happened and how long it took (docs/elastic-beanstalk.md).
 
 use super::Master;
 use crate::poster::{self, Outcome, Posted};
@@ -48,8 +48,7 @@ impl Master {
     }
 
     /// A post has ended: settle its message.
-    pub(super) fn on_posted(&mut self, p: Posted, now: Instant) {
-        let _ = now;
+    pub(super) fn on_posted(&mut self, p: Posted) {
         let Some(post) = self.posts.remove(p.id) else {
             return;
         };
@@ -70,21 +69,19 @@ impl Master {
         let settlement =
             poster::verdict(&p.outcome, target, d.attempt, qc.max_attempts, &qc.backoff);
         if matches!(p.outcome, Outcome::Answered { status: 200, .. }) {
-            tracing::debug!(queue = %qc.full_name, id = %d.id, elapsed_secs = p.elapsed.as_secs_f64(), "posted: 200");
             self.settle_as(q, h, settlement, None);
             return;
         }
-        let mut what = poster::describe(&p.outcome, p.elapsed);
+        // The settlement's own log line (`settle::Settler`) carries this, with the queue,
+        // the id and the attempt, which is the receive count: one line per non-200.
+        let mut what = format!(
+            "POST {}: {}",
+            target.url,
+            poster::describe(&p.outcome, p.elapsed)
+        );
         if let Some(why) = post.aborted {
-            what = format!("{what} ({why})");
+            what = format!("{what} (aborted: {why})");
         }
-        let then = match &settlement {
-            Settlement::Retry { delay } => format!("retried in {:.3}s", delay.as_secs_f64()),
-            Settlement::DeadLetter { .. } => "dead-lettered".to_owned(),
-            Settlement::Complete => "completed".to_owned(),
-            Settlement::GiveBack => "given back".to_owned(),
-        };
-        tracing::warn!(queue = %qc.full_name, id = %d.id, receive_count = d.attempt, url = %target.url, elapsed_secs = p.elapsed.as_secs_f64(), result = %what, "post did not get a 200; {then}");
         if target.sqsd_log {
             tracing::warn!(
                 "{}",

@@ -454,7 +454,7 @@ impl Rig {
             outcome,
             elapsed: Duration::from_millis(5),
         };
-        self.master.on_posted(p, self.t0);
+        self.master.on_posted(p);
     }
 }
 
