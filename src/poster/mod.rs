@@ -67,3 +67,53 @@ impl Poster {
         let _ = id;
     }
 }
+
+/// Whether a target accepts connections (stub until the poster lands).
+pub struct Health;
+
+impl Health {
+    pub fn new(target: &HttpTarget) -> Health {
+        let _ = target;
+        Health
+    }
+    pub fn wait_ready(&self, stop: &crate::queue::Stop) {
+        let _ = stop;
+    }
+    pub fn mark_down(&self) {}
+}
+
+/// What an outcome means for the message (stub).
+pub fn verdict(
+    outcome: &Outcome,
+    target: &HttpTarget,
+    attempt: u32,
+    max_attempts: Option<u32>,
+    backoff: &crate::backoff::Backoff,
+) -> crate::settle::Settlement {
+    let _ = (target, attempt, max_attempts, backoff);
+    match outcome {
+        Outcome::Answered { status: 200, .. } => crate::settle::Settlement::Complete,
+        _ => crate::settle::Settlement::Retry {
+            delay: target.error_visibility_timeout,
+        },
+    }
+}
+
+/// One phrase for the log (stub).
+pub fn describe(outcome: &Outcome, elapsed: Duration) -> String {
+    format!("{outcome:?} after {:.3}s", elapsed.as_secs_f64())
+}
+
+/// The daemon's log form (stub).
+pub fn sqsd_line(id: &str, receive_count: u32, outcome: &Outcome, elapsed: Duration) -> String {
+    format!(
+        "http-err: {id} ({receive_count}) {outcome:?} - {:.3}",
+        elapsed.as_secs_f64()
+    )
+}
+
+/// Past the retention period (stub).
+pub fn expired(target: &HttpTarget, d: &Delivery, now: std::time::SystemTime) -> bool {
+    let _ = (target, d, now);
+    false
+}
