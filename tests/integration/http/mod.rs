@@ -165,11 +165,17 @@ fn names_count(line: &str, count: u32) -> bool {
     .any(|s| line.contains(s.as_str()))
 }
 
-/// Does a log line give an elapsed time (seconds with a fraction, or milliseconds)?
+/// Does a log line give an elapsed time: an `elapsed` field, or seconds written with a
+/// fraction and a unit (`1.002s`, `850.1ms`)?
 fn names_elapsed(line: &str) -> bool {
-    line.split(|c: char| c.is_whitespace() || c == '=' || c == '"')
-        .any(|w| {
-            let w = w.trim_end_matches(['s', ',']).trim_end_matches("m");
-            w.contains('.') && w.replace('.', "").chars().all(|c| c.is_ascii_digit())
-        })
+    line.contains("elapsed")
+        || line
+            .split(|c: char| c.is_whitespace() || c == '=' || c == '"' || c == '(' || c == ')')
+            .any(|w| {
+                let w = w.trim_end_matches([',', ';', ':']);
+                let Some(n) = w.strip_suffix("ms").or_else(|| w.strip_suffix('s')) else {
+                    return false;
+                };
+                n.contains('.') && n.replace('.', "").chars().all(|c| c.is_ascii_digit())
+            })
 }
