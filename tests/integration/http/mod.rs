@@ -166,16 +166,35 @@ fn names_count(line: &str, count: u32) -> bool {
 }
 
 /// Does a log line give an elapsed time: an `elapsed` field, or seconds written with a
-/// fraction and a unit (`1.002s`, `850.1ms`)?
+/// fraction and a unit (`1.002s`, `1.002 s`, `850.1ms`)?
 fn names_elapsed(line: &str) -> bool {
+    let words: Vec<&str> = line
+        .split(|c: char| c.is_whitespace() || "=\"(),;:".contains(c))
+        .filter(|w| !w.is_empty())
+        .collect();
+    let decimal =
+        |n: &str| n.contains('.') && n.replace('.', "").chars().all(|c| c.is_ascii_digit());
     line.contains("elapsed")
-        || line
-            .split(|c: char| c.is_whitespace() || c == '=' || c == '"' || c == '(' || c == ')')
-            .any(|w| {
-                let w = w.trim_end_matches([',', ';', ':']);
-                let Some(n) = w.strip_suffix("ms").or_else(|| w.strip_suffix('s')) else {
-                    return false;
-                };
-                n.contains('.') && n.replace('.', "").chars().all(|c| c.is_ascii_digit())
-            })
+        || words.iter().enumerate().any(|(i, w)| {
+            let unit = |u: &str| ["s", "ms", "sec", "secs", "seconds"].contains(&u);
+            let glued = ["ms", "s"]
+                .iter()
+                .any(|u| w.strip_suffix(u).is_some_and(decimal));
+            glued || (decimal(w) && words.get(i + 1).is_some_and(|u| unit(u)))
+        })
+}
+
+#[test]
+fn an_elapsed_time_is_recognised_in_its_spellings() {
+    for yes in [
+        "x (after 0.001 s)",
+        "took 1.5s",
+        "a elapsed_secs=2",
+        "in 850.1ms,",
+    ] {
+        assert!(names_elapsed(yes), "{yes}");
+    }
+    for no in ["retry_in_secs=1.0 error=x", "attempt=2", "version 1.0"] {
+        assert!(!names_elapsed(no), "{no}");
+    }
 }
