@@ -18,8 +18,8 @@ and one when its answer has been written (or failed to be)
 Rules (JSON) say how to answer: {"default": RULE, "paths": {"/p": RULE}, "ids": {"msgid":
 RULE}}; a request's rule is that of its X-Aws-Sqsd-Msgid, else its path, else the default.
 RULE keys, all optional: status (200), delay (seconds before answering), retry_after (a
-Retry-After header), trickle ([n, seconds]: the head is sent in n+1 pieces, one every
-seconds, so bytes keep arriving), body, times (the rule holds for its first n requests
+Retry-After header), trickle ([n, seconds] or [n, seconds, "body"]: the head, or a body
+of n bytes, is sent in pieces, one every `seconds`, so bytes keep arriving), body, times (the rule holds for its first n requests
 only, then the default applies). `POST /__control` with a rules object replaces them.
 """
 
@@ -120,20 +120,26 @@ class Handler(BaseHTTPRequestHandler):
 
     def answer(self, status, rule):
         payload = str(rule.get("body", "ok\n")).encode()
+        pieces, pause, where = (list(rule.get("trickle", [0, 0])) + ["head"])[:3]
+        if where == "body":
+            payload = b"." * int(pieces)
         head = ["HTTP/1.1 %d %s\r\n" % (status, self.responses.get(status, ("",))[0])]
         head.append("Content-Type: text/plain\r\nContent-Length: %d\r\n" % len(payload))
         if "retry_after" in rule:
             head.append("Retry-After: %s\r\n" % rule["retry_after"])
-        pieces, pause = rule.get("trickle", [0, 0])
-        head += ["X-Trickle: %d\r\n" % i for i in range(int(pieces))]
+        if where == "head":
+            head += ["X-Trickle: %d\r\n" % i for i in range(int(pieces))]
         head.append("\r\n")
         for i, piece in enumerate(head):
-            if i > 1 and pieces:  # status line and first headers at once, then trickle
+            if i > 1 and pieces and where == "head":  # the status line at once, then slowly
                 time.sleep(float(pause))
             self.wfile.write(piece.encode())
-            self.wfile.flush()
-        self.wfile.write(payload)
         self.wfile.flush()
+        for i in range(len(payload)):
+            if pieces and where == "body":
+                time.sleep(float(pause))
+            self.wfile.write(payload[i:i + 1])
+            self.wfile.flush()
 
     do_POST = do_GET = do_PUT = do_HEAD = do_DELETE = do_request
 
