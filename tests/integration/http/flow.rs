@@ -172,9 +172,10 @@ fn http_a_drain_finishes_the_post_in_flight_and_gives_back_the_rest() {
         "the drain waited for the post, not for shutdown-timeout: {:?}",
         t.elapsed()
     );
-    let answer = app
-        .answer_to(&first)
-        .expect("the post in flight was answered");
+    wait_until("the answer recorded", PATIENCE, || {
+        app.answer_to(&first).is_some()
+    });
+    let answer = app.answer_to(&first).unwrap();
     assert!(answer.ok && answer.status == 200, "{answer:?}");
     let q = sb.queue("draining");
     assert!(
