@@ -212,6 +212,45 @@ mod tests {
         assert_eq!(c.take("t", TICK + 60), Claimed::Unknown(String::new()));
     }
 
+    /// Two masters' claims through a real memcached: one wins a tick. Runs when
+    /// `CHORE_TEST_MEMCACHED` names the program (as scripts/test.sh sets it).
+    #[test]
+    fn one_of_two_masters_wins_a_tick_in_memcached() {
+        let Some(program) = std::env::var_os("CHORE_TEST_MEMCACHED") else {
+            eprintln!("skipped: CHORE_TEST_MEMCACHED is not set");
+            return;
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let mut server = std::process::Command::new(program)
+            .args(["-u", "root", "-l", "127.0.0.1", "-U", "0", "-m", "8"])
+            .args(["-p", &port.to_string()])
+            .spawn()
+            .unwrap();
+        let addr = format!("127.0.0.1:{port}");
+        let t0 = std::time::Instant::now();
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(t0.elapsed().as_secs() < 10, "memcached did not start");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let master = || {
+            let d = Dedupe::new(&crate::config::DedupeSettings {
+                servers: vec![addr.clone()],
+                dupe_on_cache_failure: false,
+                prefix: "p-".into(),
+            });
+            Claim::memcached(d, "work")
+        };
+        let (a, b) = (master(), master());
+        assert_eq!(a.take("job", TICK), Claimed::Won);
+        assert_eq!(b.take("job", TICK), Claimed::Lost);
+        assert_eq!(b.take("job", TICK + 60), Claimed::Won);
+        let _ = server.kill();
+        let _ = server.wait();
+    }
+
     #[test]
     fn fifo_claims_are_always_won() {
         assert_eq!(Claim::Fifo.take("t", TICK), Claimed::Won);

@@ -79,12 +79,12 @@ fn send(job: &Job, due: Due, stop: &Stop) {
     match job.claim.take(&task.name, due.tick) {
         Claimed::Won => {}
         Claimed::Lost => {
-            tracing::debug!(queue, task = %task.name, tick = %at, "periodic task already sent by another master");
+            tracing::debug!(queue = %queue, task = %task.name, tick = %at, "periodic task already sent by another master");
             return;
         }
         Claimed::Unknown(why) if why.is_empty() => {}
         Claimed::Unknown(why) => {
-            tracing::warn!(queue, task = %task.name, tick = %at, reason = %why, "periodic task sent unclaimed: another master may send it too");
+            tracing::warn!(queue = %queue, task = %task.name, tick = %at, reason = %why, "periodic task sent unclaimed: another master may send it too");
         }
     }
     let message = Periodic {
@@ -97,18 +97,18 @@ fn send(job: &Job, due: Due, stop: &Stop) {
     for attempt in 1..=SEND_ATTEMPTS {
         match job.queue.publish_periodic(&message) {
             Ok(()) => {
-                tracing::info!(queue, task = %task.name, tick = %at, path = %task.url, "periodic task sent");
+                tracing::info!(queue = %queue, task = %task.name, tick = %at, path = %task.url, "periodic task sent");
                 return;
             }
             Err(e) if attempt < SEND_ATTEMPTS => {
-                tracing::warn!(queue, task = %task.name, tick = %at, attempt, error = %e, "periodic task not sent; trying again");
+                tracing::warn!(queue = %queue, task = %task.name, tick = %at, attempt, error = %e, "periodic task not sent; trying again");
                 if stop.sleep(pause) {
                     break;
                 }
                 pause *= 2;
             }
             Err(e) => {
-                tracing::error!(queue, task = %task.name, tick = %at, attempts = attempt, error = %e, "periodic task not sent; this tick is skipped");
+                tracing::error!(queue = %queue, task = %task.name, tick = %at, attempts = attempt, error = %e, "periodic task not sent; this tick is skipped");
             }
         }
     }
