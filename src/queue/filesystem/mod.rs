@@ -22,10 +22,11 @@
 
 mod consume;
 mod names;
+mod periodic;
 #[cfg(test)]
 mod tests;
 
-use super::{Consume, Delivery, Queue};
+use super::{Consume, Delivery, Periodic, Queue};
 use consume::FilesystemConsumer;
 pub use names::JobName;
 use names::{epoch_now, epoch_now_ceil, local_timestamp, sanitize_class, secs_ceil};
@@ -399,6 +400,13 @@ impl Queue for FilesystemQueue {
         }
         d.renew_at = now + self.lease / 3;
         Ok(())
+    }
+
+    /// The JSON body form (no attributes here), its file named after the task as if it
+    /// were a job class (cut short: a file name holds 255 bytes).
+    fn publish_periodic(&self, m: &Periodic) -> io::Result<()> {
+        let class: String = m.task.chars().take(64).collect();
+        self.publish(Some(&class), &periodic::body(m)).map(|_| ())
     }
 }
 
