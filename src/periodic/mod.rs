@@ -27,9 +27,6 @@ use std::time::SystemTime;
 /// one; a standard SQS queue's claims use it (or a new one on the same servers). The
 /// thread ends when `stop` fires. An error (a marker directory that cannot be made, a
 /// thread that cannot start) should stop the start.
-// Called by `master::startup` once the master is wired to it; until then, only its tests
-// reach it.
-#[allow(dead_code)]
 pub fn spawn(
     config: &Config,
     queues: &[(&QueueConfig, Arc<dyn Queue>)],
