@@ -1,15 +1,30 @@
 //! The HTTP handler: one POST per message to an application, the way Elastic Beanstalk's
 //! SQS daemon sends them (docs/elastic-beanstalk.md).
 //!
-//! (Skeleton: filled in by the HTTP work.) The master starts a post with `Poster::post`
-//! and learns its outcome as a `Posted` on the channel it gave `Poster::start`.
+//! The master starts a post with `Poster::post` and learns how it ended as one `Posted` on
+//! the channel it gave `Poster::start`; `verdict` turns that into a settlement. Posts run
+//! as tasks on the poster's own small tokio runtime, over pooled keep-alive HTTP/1.1
+//! connections (`exchange`). The request is built by `request`, the meaning of outcomes
+//! is `verdict`'s, and `health` keeps consumers from receiving for a target that is down.
+
+mod exchange;
+mod health;
+mod request;
+mod utc;
+mod verdict;
+
+pub use health::Health;
+pub use verdict::{describe, expired, sqsd_line, verdict};
 
 use crate::config::HttpTarget;
 use crate::queue::Delivery;
 use crossbeam_channel::Sender;
+use exchange::Route;
+use std::collections::HashMap;
 use std::io;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::task::AbortHandle;
 
 /// A post's number, chosen by the master (unique among those in flight).
 pub type PostId = u64;
@@ -18,7 +33,7 @@ pub type PostId = u64;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// The application answered: its status, a `Retry-After` it gave (429), and the start
-    /// of the response body, for the log.
+    /// of the response body, for the log (empty for a 200).
     Answered {
         status: u16,
         retry_after: Option<Duration>,
@@ -42,28 +57,124 @@ pub struct Posted {
     pub elapsed: Duration,
 }
 
+/// Posts in flight, by id, so that the master can abort them.
+type Live = Arc<Mutex<HashMap<PostId, AbortHandle>>>;
+
 /// Sends the posts, on its own small runtime, with pooled keep-alive connections.
 pub struct Poster {
+    runtime: tokio::runtime::Runtime,
     events: Sender<Posted>,
+    /// One route (client and request template) per target, keyed by the target's address;
+    /// the route holds the `Arc`, so the address is not reused while it is a key.
+    routes: Mutex<HashMap<usize, Arc<Route>>>,
+    live: Live,
 }
 
 impl Poster {
+    /// Start the runtime. One worker thread: a post costs its thread a few microseconds,
+    /// so one thread carries tens of thousands of posts a second, and leaves the other
+    /// cores to the master and consumers.
     pub fn start(events: Sender<Posted>) -> io::Result<Poster> {
-        Ok(Poster { events })
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            // Name resolution for new connections only.
+            .max_blocking_threads(4)
+            .thread_name("chore-poster")
+            .enable_all()
+            .build()?;
+        Ok(Poster {
+            runtime,
+            events,
+            routes: Mutex::default(),
+            live: Live::default(),
+        })
     }
 
-    /// POST `d` (of queue `queue_name`) to `target`.
+    /// POST `d` (of queue `queue_name`) to `target`. Exactly one `Posted` for `id` follows
+    /// on the events channel, however the post ends.
     pub fn post(&self, id: PostId, target: &Arc<HttpTarget>, queue_name: &str, d: &Delivery) {
-        let _ = (target, queue_name, d);
-        let _ = self.events.send(Posted {
+        let report = Report {
             id,
-            outcome: Outcome::Failed("not implemented".into()),
-            elapsed: Duration::ZERO,
-        });
+            started: Instant::now(),
+            events: self.events.clone(),
+            live: self.live.clone(),
+            done: false,
+        };
+        let route = self.route(target);
+        let built = match &route.template {
+            Ok(template) => request::build(template, queue_name, d),
+            Err(e) => Err(e.clone()),
+        };
+        let built = match built {
+            Ok(b) => b,
+            Err(e) => return report.send(Outcome::Failed(e)),
+        };
+        // Held across the spawn, so that the task cannot finish (and remove its entry)
+        // before the entry is there.
+        let mut live = lock(&self.live);
+        let task = self.runtime.spawn(exchange::run(route, built, report));
+        live.insert(id, task.abort_handle());
     }
 
-    /// Abort post `id`; its outcome then arrives as `Outcome::Aborted`.
+    /// Abort post `id`; its outcome then arrives as `Outcome::Aborted` (unless it had
+    /// already ended: then as it ended). An id not in flight is ignored.
     pub fn abort(&self, id: PostId) {
-        let _ = id;
+        let handle = lock(&self.live).remove(&id);
+        if let Some(h) = handle {
+            h.abort();
+        }
+    }
+
+    fn route(&self, target: &Arc<HttpTarget>) -> Arc<Route> {
+        let mut routes = lock(&self.routes);
+        let key = Arc::as_ptr(target) as usize;
+        let route = routes
+            .entry(key)
+            .or_insert_with(|| Arc::new(Route::new(target.clone())));
+        route.clone()
     }
 }
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Sends a post's one `Posted`: with its outcome, or as `Aborted` when the task is dropped
+/// before it has one (aborted, or the runtime shut down).
+struct Report {
+    id: PostId,
+    started: Instant,
+    events: Sender<Posted>,
+    live: Live,
+    done: bool,
+}
+
+impl Report {
+    fn send(mut self, outcome: Outcome) {
+        self.done = true;
+        self.deliver(outcome);
+    }
+
+    fn deliver(&self, outcome: Outcome) {
+        // Out of the table first: once the master has the outcome it may reuse the id.
+        lock(&self.live).remove(&self.id);
+        let _ = self.events.send(Posted {
+            id: self.id,
+            outcome,
+            elapsed: self.started.elapsed(),
+        });
+    }
+}
+
+impl Drop for Report {
+    fn drop(&mut self) {
+        if !self.done {
+            self.deliver(Outcome::Aborted);
+        }
+    }
+}
+
+#[cfg(test)]
+mod fixtures;
+#[cfg(test)]
+mod tests;
