@@ -39,6 +39,8 @@ pub use backends::{DedupeSettings, SqsQueueOptions, SqsSettings};
 pub use check::{check_config, undeclared_queue};
 pub use cron::{CronTable, CronTask};
 pub use error::{ConfigErrors, Origin};
+#[cfg(test)]
+pub use http::http_of as http_target;
 pub use options::MAX_SECONDS;
 
 use crate::backoff::Backoff;

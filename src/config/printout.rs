@@ -7,7 +7,10 @@
 use super::chorefile::QueueTable;
 use super::options::{Default, Kind, OPTIONS};
 use super::resolve::Setting;
-use super::{Backend, Config, Handler, HandlerMode, Loaded, QueueConfig, probe};
+use super::{
+    Backend, Config, Handler, HandlerMode, HttpHealth, HttpRetry, HttpTarget, Loaded, QueueConfig,
+    probe,
+};
 use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -170,6 +173,47 @@ fn handler_lines(q: &QueueConfig, path_var: Option<&OsStr>, p: &mut QueuePrint) 
         let note = runs(h, path_var, &origin.to_string());
         p.line(&key, argv(h), note);
     }
+    if let Some(t) = &q.http {
+        let note = posts(t, &p.from("handler"));
+        p.line("handler", format!("{:?}", t.url), note);
+    }
+    for (class, t) in &q.http_classes {
+        let note = posts(t, &p.from("classes"));
+        p.line(&format!("classes.{class}"), format!("{:?}", t.url), note);
+    }
+    if let Some(cron) = &q.cron {
+        let names: Vec<&str> = cron.tasks.iter().map(|t| t.name.as_str()).collect();
+        let what = format!("{:?}", cron.path.display().to_string());
+        let note = format!(
+            "{}; {} task(s): {}",
+            p.from("cron-file"),
+            names.len(),
+            names.join(", ")
+        );
+        p.line("cron-file", what, note);
+    }
+}
+
+/// How an HTTP handler posts: the settings an operator moving from the SQS daemon checks.
+fn posts(t: &HttpTarget, from: &str) -> String {
+    let retry = match t.retry {
+        HttpRetry::Sqsd => format!(
+            "non-200 retried after {}s",
+            secs(t.error_visibility_timeout)
+        ),
+        HttpRetry::Chore => "non-200 retried by backoff and max-attempts".to_string(),
+    };
+    let health = match &t.health {
+        HttpHealth::Tcp => "health: tcp connect".to_string(),
+        HttpHealth::Url(u) => format!("health: GET {u}"),
+        HttpHealth::Off => "health: off".to_string(),
+    };
+    format!(
+        "{from}; POST, {} connections, {retry}, connect timeout {}s, inactivity timeout {}s, {health}",
+        t.connections,
+        secs(t.connect_timeout),
+        secs(t.inactivity_timeout)
+    )
 }
 
 fn argv(h: &Handler) -> String {

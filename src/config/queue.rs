@@ -434,10 +434,14 @@ mod tests {
 
     #[test]
     fn every_documented_key_is_read() {
+        let cron = std::env::temp_dir().join(format!("chore-cron-{}.yaml", std::process::id()));
+        let task = "version: 1\ncron:\n - name: t\n   url: /t\n   schedule: \"*/5 * * * * *\"\n";
+        std::fs::write(&cron, task).unwrap();
+        let cron = format!("{:?}", cron.display().to_string());
         let values = [
             ("backend", "\"sqs\""),
-            ("handler", "[\"x\"]"),
-            ("classes", "{ A = [\"y\"] }"),
+            ("handler", "\"http://127.0.0.1:3000/\""),
+            ("classes", "{ A = [\"y\"], B = \"http://127.0.0.1:3001/\" }"),
             ("timeout", "30"),
             ("backoff", "[1, 2]"),
             ("max-attempts", "3"),
@@ -445,6 +449,8 @@ mod tests {
             ("dedupe", "true"),
             ("dedupe-key", "\"k\""),
             ("pass-aws-credentials", "true"),
+            ("cron-file", &cron),
+            ("cron-seconds", "true"),
             ("url", "\"http://q\""),
             ("create", "true"),
             ("wait-time", "5"),
@@ -458,5 +464,9 @@ mod tests {
             (Backend::Sqs, Some(3), Some("k"))
         );
         assert!(q.sqs.create && q.pass_aws_credentials && q.on_permanent_failure.is_some());
+        assert!(
+            q.http.is_some() && q.http_classes.contains_key("B") && q.classes.contains_key("A")
+        );
+        assert_eq!(q.cron.map(|c| c.tasks.len()), Some(1));
     }
 }

@@ -14,12 +14,14 @@ mod gate;
 
 pub use gate::{Credits, Gate};
 
-use crate::config::QueueConfig;
+use crate::config::{HttpTarget, QueueConfig};
 use crate::dedupe::{Dedupe, Seen};
+use crate::poster::Health;
 use crate::queue::{Delivery, Queue, Stop};
 use crate::settle::{Settlement, Settler};
 use crossbeam_channel::Sender;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -80,6 +82,7 @@ pub fn spawn(
     config: &QueueConfig,
     settler: &Settler,
     threads: usize,
+    health: Option<Arc<Health>>,
     shared: &Shared,
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
     let mut handles = Vec::new();
@@ -90,6 +93,7 @@ pub fn spawn(
             consume,
             settler: settler.clone(),
             routes: Routes::of(config),
+            health: health.clone(),
             shared: shared.clone(),
         };
         let handle = std::thread::Builder::new()
@@ -106,6 +110,8 @@ struct Thread {
     consume: Box<dyn crate::queue::Consume>,
     settler: Settler,
     routes: Routes,
+    /// The health gate of the application this queue posts to, when it does.
+    health: Option<Arc<Health>>,
     shared: Shared,
 }
 
@@ -120,7 +126,15 @@ impl Thread {
         // Errors back off so a broken queue (a directory gone, a disk full) is logged once
         // a second, not spun on.
         let mut error_backoff = Duration::from_millis(100);
-        while let Some(credits) = gate.take(polling_size) {
+        loop {
+            // Nothing is received while the application cannot take it, so receive counts
+            // are not burned while it boots or restarts.
+            if let Some(health) = &self.health {
+                health.wait_ready(&stop);
+            }
+            let Some(credits) = gate.take(polling_size) else {
+                break;
+            };
             if stop.fired() {
                 break;
             }
@@ -193,10 +207,14 @@ impl Thread {
     }
 }
 
-/// Which classes have handlers, so unroutable messages are caught before batching.
+/// Which classes have handlers, so unroutable messages are caught before batching, and
+/// which go to HTTP handlers.
 struct Routes {
     has_default: bool,
     classes: Vec<String>,
+    /// The default handler, when it is an HTTP one.
+    http: Option<Arc<HttpTarget>>,
+    http_classes: BTreeMap<String, Arc<HttpTarget>>,
     dedupe: bool,
     dedupe_key: Option<String>,
 }
@@ -206,6 +224,8 @@ impl Routes {
         Routes {
             has_default: q.handler.is_some(),
             classes: q.classes.keys().cloned().collect(),
+            http: q.http.clone(),
+            http_classes: q.http_classes.clone(),
             dedupe: q.dedupe,
             dedupe_key: q.dedupe_key.clone(),
         }
@@ -271,17 +291,41 @@ struct Envelope {
     class: Option<serde_json::Value>,
 }
 
-/// Check one delivery: true to pass it on; false when it was dead-lettered here.
+/// Check one delivery and route it: true to pass it on; false when it was dead-lettered
+/// here. A queue whose default handler posts takes any body (the application reads it);
+/// otherwise the body must be JSON, and its class picks the handler.
 fn check(settler: &Settler, routes: &Routes, d: &mut Delivery) -> bool {
+    let only_http = routes.classes.is_empty() && routes.http_classes.is_empty();
+    if let Some(target) = &routes.http
+        && (only_http || is_periodic(d))
+    {
+        d.post_to = Some(target.clone());
+        return true;
+    }
     let reason = match classify(&d.body) {
+        Err(_) if routes.http.is_some() => {
+            d.post_to = routes.http.clone();
+            return true;
+        }
         Err(e) => format!("body is not valid JSON: {e}"),
         Ok(class) => {
-            let routed = match &class {
-                Some(c) => routes.has_default || routes.classes.iter().any(|k| k == c),
-                None => routes.has_default,
-            };
-            if routed {
+            let by_class = class.as_deref().and_then(|c| {
+                if routes.classes.iter().any(|k| k == c) {
+                    Some(None)
+                } else {
+                    routes.http_classes.get(c).map(|t| Some(t.clone()))
+                }
+            });
+            let route = by_class.or_else(|| {
+                if routes.has_default {
+                    Some(None)
+                } else {
+                    routes.http.clone().map(Some)
+                }
+            });
+            if let Some(post_to) = route {
                 d.class = class;
+                d.post_to = post_to;
                 return true;
             }
             match class {
@@ -293,6 +337,17 @@ fn check(settler: &Settler, routes: &Routes, d: &mut Delivery) -> bool {
     };
     settler.apply(d, &Settlement::DeadLetter { reason }, None);
     false
+}
+
+/// A periodic task's message (Elastic Beanstalk's `beanstalk.sqsd.*` attributes, or their
+/// filesystem form): always the default HTTP handler's.
+fn is_periodic(d: &Delivery) -> bool {
+    const SCHEDULED: &str = "beanstalk.sqsd.scheduled_time";
+    let by_attribute = d
+        .meta
+        .as_ref()
+        .is_some_and(|m| m.attributes.iter().any(|a| a.name == SCHEDULED));
+    by_attribute || (d.body.starts_with("{\"beanstalk.sqsd.") && d.body.contains(SCHEDULED))
 }
 
 /// Ruby Chore's `class`, when the body is an object with a string `class`.
@@ -344,7 +399,7 @@ mod tests {
             hooks: Default::default(),
             dedupe: None,
         };
-        let threads = spawn(0, &qc, &settler, 1, &shared).unwrap();
+        let threads = spawn(0, &qc, &settler, 1, None, &shared).unwrap();
         let b = rx.recv_timeout(Duration::from_secs(10)).unwrap();
         let ids: Vec<&str> = b.messages.iter().map(|h| h.delivery.id.as_str()).collect();
         assert_eq!(ids, ["routed"]);

@@ -104,6 +104,18 @@ impl Master {
             delay,
             error,
         );
+        self.settle_as(q, h, settlement, error);
+    }
+
+    /// Carry out `settlement` for a message that ran (or was posted).
+    pub(super) fn settle_as(
+        &mut self,
+        q: usize,
+        h: Held,
+        settlement: Settlement,
+        error: Option<&str>,
+    ) {
+        let d = &h.delivery;
         self.settlers[q].apply(d, &settlement, error);
         let held_back_group = match &settlement {
             Settlement::Retry { .. } if self.settlers[q].queue.ordered() => d.group.clone(),
@@ -136,6 +148,7 @@ impl Master {
             }
             self.pool.kill(id, "it passed its deadline");
         }
+        self.abort_expired(now);
     }
 
     pub(super) fn kill_all(&mut self, why: &'static str) {
@@ -146,6 +159,7 @@ impl Master {
         for id in ids {
             self.pool.kill(id, why);
         }
+        self.abort_all(why);
         if let Phase::Draining { deadline, .. } = self.phase {
             self.phase = Phase::Draining {
                 deadline,
@@ -219,7 +233,8 @@ impl Master {
             workers = self.pool.len(),
             given_back = waiting.len(),
             shutdown_timeout_secs = self.config.shutdown_timeout.as_secs_f64(),
-            "draining: receiving stopped, waiting for running workers"
+            posts = self.posts.len(),
+            "draining: receiving stopped, waiting for running workers and posts"
         );
         self.phase = Phase::Draining {
             deadline: now + self.config.shutdown_timeout,
@@ -237,7 +252,9 @@ impl Master {
         tracing::info!(
             phase = ?self.phase,
             workers = self.pool.len(),
+            posts = self.posts.len(),
             buffered = self.holding.buffered(),
+            waiting_to_post = self.holding.waiting_to_post(),
             deferred = self.holding.deferred(),
             free_credits = self.gate.free(),
             "status"
@@ -261,5 +278,6 @@ impl Master {
                 "status: worker"
             );
         }
+        self.status_posts(now);
     }
 }

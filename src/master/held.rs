@@ -1,9 +1,10 @@
 //! Held messages: the one owner of every message the master holds, from the batchlet that
 //! brought it to its settlement. A message is *buffered* (in the batcher, waiting to make
-//! a batch), *running* (in a worker's batch, until reported or the worker is gone) or
-//! *deferred* (a second copy of a message already held: its claim was recovered elsewhere
-//! and came back; it waits for the first copy to settle, so one master never runs two
-//! copies of a message at once).
+//! a batch), *waiting to be posted* (an HTTP handler takes it: no batching, it goes as soon
+//! as its target has a free connection), *running* (in a worker's batch or an HTTP request,
+//! until reported or the runner is gone) or *deferred* (a second copy of a message already
+//! held: its claim was recovered elsewhere and came back; it waits for the first copy to
+//! settle, so one master never runs two copies of a message at once).
 //!
 //! Each message carries its gate credit (`consumer::Held`), so whatever takes a message out
 //! of here and drops it returns the credit: none can leak or be returned twice. Pure: no
@@ -11,15 +12,18 @@
 
 use super::pool::WorkerId;
 use crate::batcher::Batcher;
+use crate::config::HttpTarget;
 use crate::consumer::Held;
 use crate::queue::Delivery;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
 pub struct Holding {
     /// (queue, id) of every buffered or running message.
     ids: HashSet<(usize, String)>,
     batcher: Batcher<Held>,
+    /// Messages for HTTP handlers, in arrival order.
+    to_post: VecDeque<(usize, Held)>,
     deferred: Vec<(usize, Held)>,
     running: HashMap<WorkerId, Batch>,
 }
@@ -36,6 +40,7 @@ impl Holding {
         Holding {
             ids: HashSet::new(),
             batcher,
+            to_post: VecDeque::new(),
             deferred: Vec::new(),
             running: HashMap::new(),
         }
@@ -48,7 +53,11 @@ impl Holding {
         let mut second = Vec::new();
         for mut h in messages {
             if self.ids.insert((q, h.delivery.id.clone())) {
-                fresh.push(h);
+                if h.delivery.post_to.is_some() {
+                    self.to_post.push_back((q, h));
+                } else {
+                    fresh.push(h);
+                }
             } else {
                 // Its dedupe key, if it stored one, is the first copy's to forget.
                 h.delivery.dedupe_key = None;
@@ -67,19 +76,28 @@ impl Holding {
         now: Instant,
         ordered: &dyn Fn(usize) -> bool,
     ) -> Option<(usize, Vec<Held>)> {
-        let busy: HashSet<(usize, &str)> = self
-            .running
-            .values()
-            .filter(|b| ordered(b.queue))
-            .flat_map(|b| {
-                b.slots
-                    .iter()
-                    .flatten()
-                    .filter_map(move |h| Some((b.queue, h.delivery.group.as_deref()?)))
-            })
-            .collect();
+        let busy = busy_groups(&self.running, ordered);
         let busy = |q: usize, g: &str| busy.contains(&(q, g));
         self.batcher.next_batch(now, &busy)
+    }
+
+    /// The next message to post: the oldest whose target has a free connection (`room`)
+    /// and, on a FIFO queue, whose group is not running.
+    pub fn next_post(
+        &mut self,
+        ordered: &dyn Fn(usize) -> bool,
+        room: &dyn Fn(&HttpTarget) -> bool,
+    ) -> Option<(usize, Held)> {
+        if self.to_post.is_empty() {
+            return None;
+        }
+        let busy = busy_groups(&self.running, ordered);
+        let i = self.to_post.iter().position(|(q, h)| {
+            let d = &h.delivery;
+            d.post_to.as_deref().is_some_and(room)
+                && d.group.as_deref().is_none_or(|g| !busy.contains(&(*q, g)))
+        })?;
+        self.to_post.remove(i)
     }
 
     /// A batch from `next_batch` now runs in `worker`.
@@ -115,18 +133,31 @@ impl Holding {
     /// Hold `h` again, buffered (a deferred copy whose first copy was given back unrun).
     pub fn hold(&mut self, q: usize, h: Held) {
         self.ids.insert((q, h.delivery.id.clone()));
-        self.batcher.push(q, h);
+        if h.delivery.post_to.is_some() {
+            self.to_post.push_back((q, h));
+        } else {
+            self.batcher.push(q, h);
+        }
     }
 
     /// Every buffered message of one group of queue `q` (to give back behind a retried
     /// message of that group, so the group keeps its order).
     pub fn take_group(&mut self, q: usize, group: &str) -> Vec<Held> {
-        self.batcher.take_group(q, group)
+        let mut taken = self.batcher.take_group(q, group);
+        let (same, rest) = std::mem::take(&mut self.to_post)
+            .into_iter()
+            .partition(|(pq, h)| *pq == q && h.delivery.group.as_deref() == Some(group));
+        self.to_post = rest;
+        taken.extend(same.into_iter().map(|(_, h)| h));
+        taken
     }
 
-    /// Every buffered message (at a drain, to give back).
+    /// Every buffered message and every one waiting to be posted (at a drain, to give
+    /// back).
     pub fn take_buffered(&mut self) -> Vec<(usize, Held)> {
-        self.batcher.take_all()
+        let mut all = self.batcher.take_all();
+        all.extend(self.to_post.drain(..));
+        all
     }
 
     /// Every deferred copy (at a drain, to give back).
@@ -139,7 +170,7 @@ impl Holding {
         for (q, d) in self.batcher.held_mut() {
             f(q, d);
         }
-        for (q, h) in &mut self.deferred {
+        for (q, h) in self.to_post.iter_mut().chain(&mut self.deferred) {
             f(*q, &mut h.delivery);
         }
         for b in self.running.values_mut() {
@@ -152,7 +183,8 @@ impl Holding {
     /// When the next held claim must be renewed.
     pub fn next_renewal(&self) -> Option<Instant> {
         let buffered = self.batcher.held().map(|(_, d)| d.renew_at);
-        let deferred = self.deferred.iter().map(|(_, h)| h.delivery.renew_at);
+        let deferred =
+            (self.to_post.iter().chain(&self.deferred)).map(|(_, h)| h.delivery.renew_at);
         let running = self
             .running
             .values()
@@ -185,8 +217,30 @@ impl Holding {
         self.batcher.len()
     }
 
+    /// Messages waiting for a free connection to their HTTP handler.
+    pub fn waiting_to_post(&self) -> usize {
+        self.to_post.len()
+    }
+
     /// Second copies waiting for their first.
     pub fn deferred(&self) -> usize {
         self.deferred.len()
     }
+}
+
+/// The (queue, group) pairs running on FIFO queues: a group runs in one place at a time.
+fn busy_groups<'a>(
+    running: &'a HashMap<WorkerId, Batch>,
+    ordered: &dyn Fn(usize) -> bool,
+) -> HashSet<(usize, &'a str)> {
+    running
+        .values()
+        .filter(|b| ordered(b.queue))
+        .flat_map(|b| {
+            b.slots
+                .iter()
+                .flatten()
+                .filter_map(move |h| Some((b.queue, h.delivery.group.as_deref()?)))
+        })
+        .collect()
 }

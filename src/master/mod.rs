@@ -3,9 +3,11 @@
 //! Each turn of `Master::run` does, in order:
 //! 1. kill workers past their deadline (SIGKILL to the group, one log line);
 //! 2. renew the claims of held messages before they lapse;
-//! 3. start batches while worker slots are free (unless draining);
-//! 4. wait for one event (messages from a consumer, a worker's report or exit, a signal)
-//!    or the next timer, and handle it (`master::events`).
+//! 3. start batches while worker slots are free, and posts while HTTP handlers have free
+//!    connections (unless draining);
+//! 4. wait for one event (messages from a consumer, a worker's report or exit, a post's
+//!    outcome, a signal) or the next timer, and handle it (`master::events`,
+//!    `master::posting`).
 //!
 //! Every message a worker ran is settled here
 //! (docs/decisions/0005-the-master-settles-every-message.md): complete, retry after the
@@ -15,12 +17,14 @@
 //! what came back, and returns 0.
 //!
 //! The state is split by owner: `held::Holding` owns the messages, `pool::Pool` the
-//! worker processes, `Phase` the lifecycle. Everything but the `select!` in `run` takes
+//! worker processes, `posts::Posts` the HTTP requests in flight, `Phase` the lifecycle. Everything but the `select!` in `run` takes
 //! `now` as a parameter, so the logic is unit-tested without processes (`tests`).
 
 mod events;
 mod held;
 mod pool;
+mod posting;
+mod posts;
 mod process;
 mod signals;
 mod startup;
@@ -28,16 +32,19 @@ mod startup;
 mod tests;
 
 use crate::batcher::Batcher;
+use crate::config::HttpTarget;
 use crate::config::{Config, LogFormat, QueueConfig};
 use crate::consumer::{Batchlet, Gate, Held};
 use crate::dedupe::Dedupe;
 use crate::logging::LogHandle;
+use crate::poster::{Health, Posted};
 use crate::protocol::{BatchSpec, JobSpec};
 use crate::queue::Stop;
 use crate::settle::{Settlement, Settler};
 use crossbeam_channel::{Receiver, never, select};
 use held::Holding;
 use pool::{Pool, WorkerEvent};
+use posts::Posts;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -74,6 +81,7 @@ pub fn run(config: Config, log: LogHandle) -> i32 {
 struct Inputs {
     batch_rx: Receiver<Batchlet>,
     worker_rx: Receiver<WorkerEvent>,
+    post_rx: Receiver<Posted>,
     signal_rx: Receiver<i32>,
     consumers: Vec<JoinHandle<()>>,
 }
@@ -85,6 +93,9 @@ struct Master {
     settlers: Vec<Settler>,
     holding: Holding,
     pool: Pool,
+    posts: Posts,
+    /// Each HTTP target's health gate, which a refused connection closes.
+    health: Vec<(Arc<HttpTarget>, Arc<Health>)>,
     gate: Arc<Gate>,
     stop: Arc<Stop>,
     log: LogHandle,
@@ -115,6 +126,8 @@ impl Master {
         Master {
             holding: Holding::new(batcher),
             pool,
+            posts: Posts::none(),
+            health: Vec::new(),
             config,
             qconfigs,
             settlers,
@@ -127,6 +140,7 @@ impl Master {
             inputs: Inputs {
                 batch_rx: never(),
                 worker_rx: never(),
+                post_rx: never(),
                 signal_rx: never(),
                 consumers: Vec::new(),
             },
@@ -160,6 +174,11 @@ impl Master {
                         self.on_worker_event(e);
                     }
                 },
+                recv(self.inputs.post_rx) -> p => {
+                    if let Ok(p) = p {
+                        self.on_posted(p);
+                    }
+                },
                 recv(self.inputs.signal_rx) -> s => {
                     if let Ok(s) = s {
                         self.on_signal(s, Instant::now());
@@ -187,7 +206,7 @@ impl Master {
         self.kill_expired(now);
         self.renew_claims(now);
         if let Phase::Draining { deadline, killed } = self.phase {
-            if self.pool.is_empty() && consumers_done {
+            if self.pool.is_empty() && self.posts.is_empty() && consumers_done {
                 return true;
             }
             if !killed && now >= deadline {
@@ -212,6 +231,7 @@ impl Master {
         };
         [
             self.pool.next_deadline(),
+            self.posts.next_deadline(),
             can_start.then(|| self.holding.next_timeout()).flatten(),
             can_start.then_some(self.spawn_paused_until).flatten(),
             drain_deadline,
@@ -223,8 +243,10 @@ impl Master {
         .max(now)
     }
 
-    /// Start batches while worker slots are free.
+    /// Start posts while their targets have free connections, and batches while worker
+    /// slots are free.
     fn dispatch(&mut self, now: Instant) {
+        self.start_posts(now);
         if self.spawn_paused_until.is_some_and(|t| now < t) {
             return;
         }
@@ -238,11 +260,7 @@ impl Master {
                 break;
             };
             let spec = self.batch_spec(q, &batch);
-            // The Chorefile's `timeout` if set, else the queue's own (SQS: its visibility
-            // timeout; filesystem: already resolved when it was opened).
-            let per_message = self.qconfigs[q]
-                .timeout
-                .unwrap_or_else(|| self.settlers[q].queue.timeout());
+            let per_message = self.message_timeout(q);
             let budget = per_message.saturating_mul(batch.len() as u32);
             let keep_credentials = self.qconfigs[q].pass_aws_credentials;
             let name = &self.qconfigs[q].full_name;
@@ -263,6 +281,15 @@ impl Master {
                 }
             }
         }
+    }
+
+    /// How long one message of queue `q` may run: the Chorefile's `timeout` if set, else
+    /// the queue's own (SQS: its visibility timeout; filesystem: already resolved when it
+    /// was opened).
+    fn message_timeout(&self, q: usize) -> Duration {
+        self.qconfigs[q]
+            .timeout
+            .unwrap_or_else(|| self.settlers[q].queue.timeout())
     }
 
     /// The batch line a worker reads on its stdin.

@@ -80,6 +80,13 @@ impl Pool {
         Some(self.workers.swap_remove(i))
     }
 
+    /// A fresh id for a runner: a worker, or a post (`master::posts`), so that `held` can
+    /// key both alike.
+    pub fn new_id(&mut self) -> WorkerId {
+        self.next_id += 1;
+        self.next_id - 1
+    }
+
     /// Start a worker for queue `queue` on `spec`, due to finish within `budget` of `now`.
     pub fn spawn(
         &mut self,
@@ -89,9 +96,8 @@ impl Pool {
         now: Instant,
         keep_credentials: bool,
     ) -> io::Result<WorkerId> {
-        let id = self.next_id;
+        let id = self.new_id();
         let pid = self.launcher.spawn(id, spec, keep_credentials)?;
-        self.next_id += 1;
         self.workers.push(Worker {
             id,
             pid,

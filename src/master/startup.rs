@@ -6,13 +6,15 @@
 //! (docs/decisions/0015-errors-at-start-and-at-run-time.md).
 
 use super::pool::Pool;
+use super::posts::Posts;
 use super::process::Processes;
 use super::{Master, signals};
-use crate::config::{Config, QueueConfig};
+use crate::config::{Config, HttpTarget, QueueConfig};
 use crate::consumer::{self, Batchlet, Gate};
 use crate::dedupe::Dedupe;
 use crate::hooks::Hooks;
 use crate::logging::LogHandle;
+use crate::poster::Health;
 use crate::queue::{self, OpenFailure, Queue, Stop};
 use crate::settle::Settler;
 use crossbeam_channel::unbounded;
@@ -58,8 +60,20 @@ pub fn start(config: Config, log: LogHandle) -> Result<Master, StartError> {
     let queues = open_queues(&config, &qconfigs)?;
 
     // Credits: the running batches plus one batch ahead, so a worker that finishes finds
-    // its next batch ready, and nothing waits long in the buffer.
-    let capacity = (config.concurrency + 1) * config.batch_size;
+    // its next batch ready, and nothing waits long in the buffer; for HTTP handlers, their
+    // connections plus a receive ahead, so no message waits long for its post.
+    let targets = http_targets(&qconfigs);
+    let runs_commands = qconfigs
+        .iter()
+        .any(|q| q.handler.is_some() || !q.classes.is_empty());
+    let capacity = if runs_commands {
+        (config.concurrency + 1) * config.batch_size
+    } else {
+        0
+    } + targets
+        .iter()
+        .map(|t| t.connections + t.connections.min(10))
+        .sum::<usize>();
     let gate = Gate::new(capacity);
     // Each consumer thread waits for a whole receive's worth of credits; keep that within
     // its share (counting one share for what is running), so an idle thread can never sit
@@ -99,9 +113,22 @@ pub fn start(config: Config, log: LogHandle) -> Result<Master, StartError> {
         polling_size,
         dedupe: dedupe.clone(),
     };
+    // One health gate per HTTP target: a queue whose handler is one receives only while
+    // the application accepts connections.
+    let health: Vec<(Arc<HttpTarget>, Arc<Health>)> = targets
+        .iter()
+        .map(|t| (t.clone(), Arc::new(Health::new(t))))
+        .collect();
+    let (post_tx, post_rx) = unbounded();
+    let posts = if targets.is_empty() {
+        Posts::none()
+    } else {
+        Posts::start(post_tx)
+            .map_err(|e| StartError::System(format!("cannot start the HTTP client: {e}")))?
+    };
     // Only the consumers hold senders once this returns: the channel disconnects when they
     // have all ended.
-    let consumers = start_consumers(&config, &qconfigs, &settlers, shared)?;
+    let consumers = start_consumers(&config, &qconfigs, &settlers, &health, shared)?;
     log_start(&config, &qconfigs);
 
     let (worker_tx, worker_rx) = unbounded();
@@ -115,13 +142,30 @@ pub fn start(config: Config, log: LogHandle) -> Result<Master, StartError> {
     );
     master.log = log;
     master.dedupe = dedupe;
+    master.posts = posts;
+    master.health = health;
     master.inputs = super::Inputs {
         batch_rx,
         worker_rx,
+        post_rx,
         signal_rx,
         consumers,
     };
     Ok(master)
+}
+
+/// Every HTTP handler of the consumed queues, once each.
+fn http_targets(qconfigs: &[QueueConfig]) -> Vec<Arc<HttpTarget>> {
+    let mut targets: Vec<Arc<HttpTarget>> = Vec::new();
+    let all = qconfigs
+        .iter()
+        .flat_map(|q| q.http.iter().chain(q.http_classes.values()));
+    for t in all {
+        if !targets.iter().any(|k| Arc::ptr_eq(k, t)) {
+            targets.push(t.clone());
+        }
+    }
+    targets
 }
 
 /// Open every consumed queue, sharing one SQS client.
@@ -147,11 +191,17 @@ fn start_consumers(
     config: &Config,
     qconfigs: &[QueueConfig],
     settlers: &[Settler],
+    health: &[(Arc<HttpTarget>, Arc<Health>)],
     shared: consumer::Shared,
 ) -> Result<Vec<JoinHandle<()>>, StartError> {
     let mut consumers = Vec::new();
     for (i, (settler, qc)) in settlers.iter().zip(qconfigs).enumerate() {
-        match consumer::spawn(i, qc, settler, config.threads_per_queue, &shared) {
+        // A queue whose default handler posts waits for that application to be up.
+        let gate = qc.http.as_ref().and_then(|t| {
+            let (_, h) = health.iter().find(|(k, _)| Arc::ptr_eq(k, t))?;
+            Some(h.clone())
+        });
+        match consumer::spawn(i, qc, settler, config.threads_per_queue, gate, &shared) {
             Ok(handles) => consumers.extend(handles),
             Err(e) => {
                 shared.stop.trigger();

@@ -4,10 +4,13 @@
 //! back what has not started.
 
 use super::pool::{Launch, Pool, WorkerEvent, WorkerId};
+use super::posts::{Deliver, Posts};
 use super::{Master, Phase};
+use crate::config::HttpTarget;
 use crate::config::{Config, LogFormat, QueueConfig};
 use crate::consumer::{Batchlet, Gate, Held};
 use crate::hooks::Hooks;
+use crate::poster::{Outcome, Posted};
 use crate::protocol::{Report, Verdict};
 use crate::queue::memory::{MemoryQueue, Op, delivery, queue_config};
 use crate::queue::{Delivery, Stop};
@@ -404,4 +407,128 @@ fn claims_are_renewed_when_due_wherever_the_message_is() {
     let mut renewed = r.queue.ops();
     renewed.sort_by_key(|op| format!("{op:?}"));
     assert_eq!(renewed, vec![Op::Renew("a".into()), Op::Renew("b".into())]);
+}
+
+// HTTP handlers: posts are runners of one message, with their own limit and deadline.
+
+/// What the fake poster saw.
+#[derive(Default)]
+struct Sent {
+    posted: Vec<(WorkerId, String)>,
+    aborted: Vec<WorkerId>,
+}
+
+struct FakePoster(Arc<Mutex<Sent>>);
+
+impl Deliver for FakePoster {
+    fn post(&self, id: WorkerId, _t: &Arc<HttpTarget>, _queue: &str, d: &Delivery) {
+        self.0.lock().unwrap().posted.push((id, d.id.clone()));
+    }
+    fn abort(&self, id: WorkerId) {
+        self.0.lock().unwrap().aborted.push(id);
+    }
+}
+
+fn http_rig(connections: usize) -> (Rig, Arc<HttpTarget>, Arc<Mutex<Sent>>) {
+    let mut r = rig(1, 1, false, Some(2));
+    let target: toml::Value = toml::Value::String("http://127.0.0.1:9/".into());
+    let mut target = crate::config::http_target(&target).unwrap();
+    target.connections = connections;
+    let target = Arc::new(target);
+    let sent = Arc::new(Mutex::new(Sent::default()));
+    r.master.posts = Posts::new(Box::new(FakePoster(sent.clone())));
+    (r, target, sent)
+}
+
+impl Rig {
+    fn posted_msg(&self, id: &str, target: &Arc<HttpTarget>) -> Delivery {
+        Delivery {
+            post_to: Some(target.clone()),
+            ..self.msg(id)
+        }
+    }
+
+    fn answer(&mut self, id: WorkerId, outcome: Outcome) {
+        let p = Posted {
+            id,
+            outcome,
+            elapsed: Duration::from_millis(5),
+        };
+        self.master.on_posted(p);
+    }
+}
+
+fn status(code: u16) -> Outcome {
+    Outcome::Answered {
+        status: code,
+        retry_after: None,
+        excerpt: String::new(),
+    }
+}
+
+#[test]
+fn posts_start_up_to_the_targets_connections_and_only_a_200_completes() {
+    let (mut r, t, sent) = http_rig(2);
+    let msgs = ["a", "b", "c"]
+        .iter()
+        .map(|i| r.posted_msg(i, &t))
+        .collect();
+    r.receive(msgs, false);
+    r.master.dispatch(r.at(0));
+    let posted = |s: &Arc<Mutex<Sent>>| s.lock().unwrap().posted.clone();
+    assert_eq!(posted(&sent), [(1, "a".into()), (2, "b".into())]);
+    assert!(r.batches().is_empty(), "no worker for posted messages");
+    r.answer(1, status(200));
+    r.answer(2, status(204));
+    r.master.dispatch(r.at(0));
+    assert_eq!(posted(&sent)[2], (3, "c".into()));
+    r.answer(3, status(500));
+    assert_eq!(
+        r.queue.ops(),
+        [
+            Op::Complete("a".into()),
+            Op::Retry("b".into(), Duration::from_secs(2)),
+            Op::Retry("c".into(), Duration::from_secs(2)),
+        ]
+    );
+    assert!(r.all_credits_back());
+}
+
+#[test]
+fn a_post_past_its_deadline_is_aborted_and_retried() {
+    let (mut r, t, sent) = http_rig(5);
+    let a = r.posted_msg("a", &t);
+    r.receive(vec![a], true);
+    r.master.dispatch(r.at(0));
+    r.master.kill_expired(r.at(59));
+    assert!(sent.lock().unwrap().aborted.is_empty());
+    r.master.kill_expired(r.at(60));
+    assert_eq!(sent.lock().unwrap().aborted, [1]);
+    r.answer(1, Outcome::Aborted);
+    assert_eq!(
+        r.queue.ops(),
+        [Op::Retry("a".into(), Duration::from_secs(2))]
+    );
+    assert!(r.all_credits_back());
+}
+
+#[test]
+fn a_drain_gives_back_unposted_messages_and_waits_for_posts_in_flight() {
+    let (mut r, t, sent) = http_rig(1);
+    let msgs = ["a", "b"].iter().map(|i| r.posted_msg(i, &t)).collect();
+    r.receive(msgs, true);
+    r.master.dispatch(r.at(0));
+    r.master.on_signal(SIGTERM, r.at(1));
+    assert_eq!(r.queue.ops(), [Op::GiveBack("b".into())]);
+    assert!(!r.master.turn(r.at(2), true), "a post is in flight");
+    assert!(
+        !r.master.turn(r.at(31), true),
+        "aborted at shutdown-timeout"
+    );
+    assert_eq!(sent.lock().unwrap().aborted, [1]);
+    r.answer(1, Outcome::Aborted);
+    assert!(r.master.turn(r.at(32), true), "drained");
+    let last = r.queue.ops().pop();
+    assert_eq!(last, Some(Op::Retry("a".into(), Duration::from_secs(2))));
+    assert!(r.all_credits_back());
 }

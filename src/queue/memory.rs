@@ -83,8 +83,6 @@ pub fn queue_config() -> crate::config::QueueConfig {
         on_permanent_failure: None,
         dedupe: false,
         dedupe_key: None,
-        meta: None,
-        post_to: None,
     }
 }
 

@@ -1,13 +1,14 @@
 //! Receiving: one `SqsConsumer` per consumer thread long-polls its queue, gives the poll up
 //! when the master stops, and turns each SQS message into a `Delivery` (`delivery`, pure:
-//! the attempt from `ApproximateReceiveCount`, the FIFO group, the first heartbeat).
+//! the attempt from `ApproximateReceiveCount`, the FIFO group, the first heartbeat, and the
+//! times, sender and message attributes an HTTP handler forwards as headers).
 
 use super::{MAX_BATCH, Sqs};
-use crate::queue::{Consume, Delivery, Received, Stop};
+use crate::queue::{Attribute, Consume, Delivery, Meta, Received, Stop};
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use std::io;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Receives for one consumer thread.
 pub(super) struct SqsConsumer {
@@ -31,7 +32,14 @@ impl Consume for SqsConsumer {
             .queue_url(&self.url)
             .max_number_of_messages(max as i32)
             .wait_time_seconds(self.wait.as_secs() as i32)
-            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount);
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            // What an HTTP handler forwards (the SQS daemon's headers); no extra calls.
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .message_system_attribute_names(
+                MessageSystemAttributeName::ApproximateFirstReceiveTimestamp,
+            )
+            .message_system_attribute_names(MessageSystemAttributeName::SenderId)
+            .message_attribute_names("All");
         if self.fifo {
             req = req.message_system_attribute_names(MessageSystemAttributeName::MessageGroupId);
         }
@@ -99,9 +107,35 @@ fn delivery(m: &Message, now: Instant, visibility: Duration) -> Option<Delivery>
         class: None,
         group: attr(MessageSystemAttributeName::MessageGroupId).cloned(),
         dedupe_key: None,
-        meta: None,
+        meta: Some(Box::new(meta(m))),
         post_to: None,
     })
+}
+
+/// Times, sender and message attributes (sorted by name, as SQS returns a map).
+fn meta(m: &Message) -> Meta {
+    let attr = |k: MessageSystemAttributeName| m.attributes().and_then(|a| a.get(&k));
+    let time = |k| {
+        let ms: u64 = attr(k)?.parse().ok()?;
+        SystemTime::UNIX_EPOCH.checked_add(Duration::from_millis(ms))
+    };
+    let mut attributes: Vec<Attribute> = m
+        .message_attributes()
+        .into_iter()
+        .flatten()
+        .map(|(name, v)| Attribute {
+            name: name.clone(),
+            data_type: v.data_type().to_owned(),
+            string_value: v.string_value().map(str::to_owned),
+        })
+        .collect();
+    attributes.sort_by(|a, b| a.name.cmp(&b.name));
+    Meta {
+        sent_at: time(MessageSystemAttributeName::SentTimestamp),
+        first_received_at: time(MessageSystemAttributeName::ApproximateFirstReceiveTimestamp),
+        sender_id: attr(MessageSystemAttributeName::SenderId).cloned(),
+        attributes,
+    }
 }
 
 #[cfg(test)]
@@ -134,6 +168,42 @@ mod tests {
         assert_eq!(d.renew_at, now + Duration::from_secs(15));
         assert_eq!(d.class, None);
         assert_eq!(d.dedupe_key, None);
+    }
+
+    #[test]
+    fn times_sender_and_attributes_are_kept_for_http_handlers() {
+        use aws_sdk_sqs::types::MessageAttributeValue;
+        let value = |t: &str, v: &str| {
+            MessageAttributeValue::builder()
+                .data_type(t)
+                .string_value(v)
+                .build()
+                .unwrap()
+        };
+        let m = message()
+            .attributes(A::SentTimestamp, "1700000000123")
+            .attributes(A::ApproximateFirstReceiveTimestamp, "1700000001000")
+            .attributes(A::SenderId, "AROA:i-1")
+            .message_attributes("origin", value("String", "AEJ"))
+            .message_attributes("count", value("Number.float", "1.5"))
+            .build();
+        let d = delivery(&m, Instant::now(), Duration::from_secs(30)).unwrap();
+        let meta = d.meta.unwrap();
+        let secs = |t: SystemTime| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_millis()
+        };
+        assert_eq!(meta.sent_at.map(secs), Some(1_700_000_000_123));
+        assert_eq!(meta.first_received_at.map(secs), Some(1_700_000_001_000));
+        assert_eq!(meta.sender_id.as_deref(), Some("AROA:i-1"));
+        let names: Vec<_> = meta
+            .attributes
+            .iter()
+            .map(|a| (a.name.as_str(), a.data_type.as_str()))
+            .collect();
+        assert_eq!(names, [("count", "Number.float"), ("origin", "String")]);
+        assert_eq!(meta.attributes[1].string_value.as_deref(), Some("AEJ"));
     }
 
     #[test]
