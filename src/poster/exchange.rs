@@ -88,7 +88,11 @@ async fn exchange(client: &HttpClient, built: Built, inactivity: Duration) -> Ou
 }
 
 /// One try. Err: the connection closed before any response byte (worth one more try).
-async fn attempt(client: &HttpClient, b: Built, inactivity: Duration) -> Result<Outcome, ClientError> {
+async fn attempt(
+    client: &HttpClient,
+    b: Built,
+    inactivity: Duration,
+) -> Result<Outcome, ClientError> {
     let mut req = Request::new(Full::new(b.body));
     *req.method_mut() = Method::POST;
     *req.uri_mut() = b.uri;

@@ -83,7 +83,11 @@ impl Health {
                 }
             }
         };
-        let state = if matches!(probe, Probe::Off) { UP } else { UNKNOWN };
+        let state = if matches!(probe, Probe::Off) {
+            UP
+        } else {
+            UNKNOWN
+        };
         Health {
             inner: Arc::new(Inner {
                 url: target.url.clone(),
@@ -102,15 +106,13 @@ impl Health {
 
     /// Block until the target accepts connections (true) or `stop` fires (false).
     pub fn wait_ready(&self, stop: &Stop) -> bool {
-        loop {
-            match self.inner.state.load(SeqCst) {
-                UP => return true,
-                _ => self.start_prober(),
-            }
+        while !self.is_ready() {
+            self.start_prober();
             if stop.sleep(WAIT_POLL) {
                 return false;
             }
         }
+        true
     }
 
     /// A post to the target found no connection: pause receiving until a probe succeeds.
@@ -118,7 +120,10 @@ impl Health {
         if matches!(self.inner.probe, Probe::Off) {
             return;
         }
-        let up = self.inner.state.compare_exchange(UP, SUSPECT, SeqCst, SeqCst);
+        let up = self
+            .inner
+            .state
+            .compare_exchange(UP, SUSPECT, SeqCst, SeqCst);
         if up.is_ok() {
             self.start_prober();
         }
@@ -188,8 +193,8 @@ impl Probe {
                 request,
                 timeout,
             } => {
-                let status = get(authority, request, *timeout)
-                    .map_err(|e| format!("GET {url}: {e}"))?;
+                let status =
+                    get(authority, request, *timeout).map_err(|e| format!("GET {url}: {e}"))?;
                 match status {
                     200..=399 => Ok(()),
                     _ => Err(format!("GET {url} answered {status}")),
@@ -226,9 +231,8 @@ fn get(authority: &str, request: &str, timeout: Duration) -> io::Result<u16> {
             n => len += n,
         }
     }
-    status_of(&head[..len]).ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidData, "the answer is not HTTP")
-    })
+    status_of(&head[..len])
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "the answer is not HTTP"))
 }
 
 fn status_of(head: &[u8]) -> Option<u16> {

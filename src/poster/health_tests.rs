@@ -115,7 +115,10 @@ fn a_health_url_must_answer_2xx_or_3xx() {
     assert!(h.wait_ready(&Stop::new().unwrap()));
     let head = requests.recv().unwrap();
     assert!(head.starts_with("GET /up HTTP/1.1\r\n"), "{head}");
-    assert!(head.contains(&format!("Host: 127.0.0.1:{port}\r\n")), "{head}");
+    assert!(
+        head.contains(&format!("Host: 127.0.0.1:{port}\r\n")),
+        "{head}"
+    );
 
     let (port, requests) = http_server(503);
     let h = health(port, HttpHealth::Url(format!("http://127.0.0.1:{port}/up")));
@@ -136,8 +139,14 @@ fn urls_split_into_where_to_connect_and_what_to_ask() {
         (a, h, p)
     };
     let own = |a: &str, h: &str, p: &str| (a.to_owned(), h.to_owned(), p.to_owned());
-    assert_eq!(s("http://localhost/up"), own("localhost:80", "localhost", "/up"));
-    assert_eq!(s("http://localhost:80/up"), own("localhost:80", "localhost", "/up"));
+    assert_eq!(
+        s("http://localhost/up"),
+        own("localhost:80", "localhost", "/up")
+    );
+    assert_eq!(
+        s("http://localhost:80/up"),
+        own("localhost:80", "localhost", "/up")
+    );
     assert_eq!(s("http://app:3000"), own("app:3000", "app:3000", "/"));
     assert_eq!(s("http://[::1]/h?x"), own("[::1]:80", "[::1]", "/h?x"));
     assert_eq!(s("http://[::1]:81/"), own("[::1]:81", "[::1]:81", "/"));

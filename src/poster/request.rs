@@ -61,7 +61,9 @@ impl Template {
             .url
             .parse()
             .map_err(|e| format!("the URL `{}`: {e}", t.url))?;
-        let authority = uri.authority().ok_or_else(|| format!("`{}` has no host", t.url))?;
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("`{}` has no host", t.url))?;
         Ok(Template {
             // As the URL writes it, so that periodic posts share the connection pool.
             origin: format!("http://{authority}"),
@@ -171,14 +173,20 @@ pub fn build(t: &Template, queue: &str, d: &Delivery) -> Result<Built, String> {
         }
     }
     if let Some(sender) = meta.and_then(|m| m.sender_id.as_deref()) {
-        put(&mut h, SENDER_ID, sender.as_bytes(), &|| "the sender id".into());
+        put(&mut h, SENDER_ID, sender.as_bytes(), &|| {
+            "the sender id".into()
+        });
     }
     if let Some(p) = &periodic {
         let at = utc::scheduled_iso(&p.scheduled);
         let at = at.as_deref().unwrap_or(&p.scheduled);
-        put(&mut h, SCHEDULED_AT, at.as_bytes(), &|| "the scheduled time".into());
+        put(&mut h, SCHEDULED_AT, at.as_bytes(), &|| {
+            "the scheduled time".into()
+        });
         if let Some(task) = &p.task {
-            put(&mut h, TASKNAME, task.as_bytes(), &|| "the task name".into());
+            put(&mut h, TASKNAME, task.as_bytes(), &|| {
+                "the task name".into()
+            });
         }
     }
     for a in attributes.iter().filter(|a| forwarded(a)) {

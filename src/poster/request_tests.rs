@@ -56,7 +56,10 @@ fn the_host_names_the_port_unless_it_is_80() {
     assert_eq!(header(&b, "x-aws-sqsd-path"), Some("/jobs?x=1"));
     let mut t = target("localhost", 80, "/");
     t.url = "http://localhost:80/".into();
-    assert_eq!(header(&built(&t, &delivery("m", "{}")), "host"), Some("localhost"));
+    assert_eq!(
+        header(&built(&t, &delivery("m", "{}")), "host"),
+        Some("localhost")
+    );
 }
 
 #[test]
@@ -178,7 +181,10 @@ fn a_periodic_path_goes_to_the_targets_host_and_port() {
     let t = target("127.0.0.1", 3000, "/jobs");
     let d = with_meta(delivery("m", ""), periodic_attrs("periodic_tasks?x=1"));
     let b = built(&t, &d);
-    assert_eq!(b.uri.to_string(), "http://127.0.0.1:3000/periodic_tasks?x=1");
+    assert_eq!(
+        b.uri.to_string(),
+        "http://127.0.0.1:3000/periodic_tasks?x=1"
+    );
     assert_eq!(header(&b, "x-aws-sqsd-path"), Some("/periodic_tasks?x=1"));
     let d = with_meta(delivery("m", ""), periodic_attrs("/has space"));
     assert!(build(&Template::new(&t).unwrap(), "q", &d).is_err());
@@ -216,7 +222,11 @@ fn the_filesystem_form_of_a_periodic_message_is_its_json_body() {
         "elasticbeanstalk scheduled job",
         r#"{"class":"Job","args":["beanstalk.sqsd.scheduled_time"]}"#,
     ] {
-        assert_eq!(periodic(&delivery("m", not_periodic)), None, "{not_periodic}");
+        assert_eq!(
+            periodic(&delivery("m", not_periodic)),
+            None,
+            "{not_periodic}"
+        );
     }
 }
 
@@ -224,7 +234,10 @@ fn the_filesystem_form_of_a_periodic_message_is_its_json_body() {
 fn an_unparsable_scheduled_time_is_passed_on_as_it_is() {
     let mut attrs = periodic_attrs("/t");
     attrs[2].string_value = Some("2019-11-14T00:47:00Z".into());
-    let b = built(&target("localhost", 80, "/"), &with_meta(delivery("m", ""), attrs));
+    let b = built(
+        &target("localhost", 80, "/"),
+        &with_meta(delivery("m", ""), attrs),
+    );
     assert_eq!(
         header(&b, "x-aws-sqsd-scheduled-at"),
         Some("2019-11-14T00:47:00Z")

@@ -155,7 +155,10 @@ fn a_post_sends_the_daemons_request_byte_for_byte() {
     let raw = seen.recv().unwrap().text();
     assert!(raw.starts_with("POST /tick HTTP/1.1\r\n"), "{raw}");
     assert!(raw.contains("\r\nContent-Length: 0\r\n"), "{raw}");
-    assert!(raw.contains("\r\nContent-Type: application/json\r\n"), "{raw}");
+    assert!(
+        raw.contains("\r\nContent-Type: application/json\r\n"),
+        "{raw}"
+    );
     assert!(raw.contains("\r\nX-Aws-Sqsd-Scheduled-At: 2026-11-29T17:00:00Z\r\n"));
     assert!(raw.ends_with("X-Aws-Sqsd-Taskname: n\r\n\r\n"), "{raw}");
 }
@@ -196,7 +199,11 @@ fn a_failure_keeps_its_status_retry_after_and_the_start_of_its_body() {
     assert_eq!(outcome(&events, 1).outcome, expected);
     poster.post(2, &t, "q", &delivery("m", "{}"));
     match outcome(&events, 2).outcome {
-        Outcome::Answered { status: 500, excerpt, .. } => assert_eq!(excerpt, "x".repeat(exchange::BODY_READ)),
+        Outcome::Answered {
+            status: 500,
+            excerpt,
+            ..
+        } => assert_eq!(excerpt, "x".repeat(exchange::BODY_READ)),
         other => panic!("{other:?}"),
     }
 }
@@ -206,11 +213,20 @@ fn no_response_bytes_for_the_inactivity_timeout_aborts_the_request() {
     let (port, _seen) = serve(|n| match n {
         0 => Reply::Stall(Duration::from_secs(3)),
         // The head, then half the body, then nothing.
-        1 => Reply::Trickle(Duration::ZERO, &[b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf"]),
+        1 => Reply::Trickle(
+            Duration::ZERO,
+            &[b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf"],
+        ),
         // A byte every 100 ms keeps a slow answer alive past the timeout.
         _ => Reply::Trickle(
             Duration::from_millis(100),
-            &[b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n", b"a", b"b", b"c", b"d"],
+            &[
+                b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n",
+                b"a",
+                b"b",
+                b"c",
+                b"d",
+            ],
         ),
     });
     let (poster, events) = poster();
@@ -229,11 +245,18 @@ fn no_response_bytes_for_the_inactivity_timeout_aborts_the_request() {
 
 #[test]
 fn a_refused_connection_is_no_connection() {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let (poster, events) = poster();
     poster.post(1, &to(port, |_| {}), "q", &delivery("m", "{}"));
     match outcome(&events, 1).outcome {
-        Outcome::NoConnection { timed_out: false, error } => {
+        Outcome::NoConnection {
+            timed_out: false,
+            error,
+        } => {
             assert!(error.contains("refused"), "{error}")
         }
         other => panic!("{other:?}"),

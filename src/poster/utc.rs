@@ -149,8 +149,14 @@ mod tests {
         assert_eq!(iso_str(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(iso_str(951_868_800), "2000-03-01T00:00:00Z");
         assert_eq!(iso_str(1_709_208_000), "2024-02-29T12:00:00Z");
-        assert_eq!(civil_from_days(days_from_civil(2100, 3, 1) - 1), (2100, 2, 28));
-        assert_eq!(civil_from_days(days_from_civil(2024, 3, 1) - 1), (2024, 2, 29));
+        assert_eq!(
+            civil_from_days(days_from_civil(2100, 3, 1) - 1),
+            (2100, 2, 28)
+        );
+        assert_eq!(
+            civil_from_days(days_from_civil(2024, 3, 1) - 1),
+            (2024, 2, 29)
+        );
         assert_eq!(days_from_civil(1970, 1, 1), 0);
         assert_eq!(days_from_civil(1969, 12, 31), -1);
         for d in (-800_000..800_000).step_by(97) {
@@ -188,7 +194,16 @@ mod tests {
             retry_after("Thu, 29 Feb 2024 12:00:00 GMT", now),
             Some(at(1_709_208_000).duration_since(now).unwrap())
         );
-        for bad in ["", "-5", "1.5", "soon", "Sun, 06 Nov 1994 08:49:37 UTC", "Sunday, 06-Nov-94 08:49:37 GMT", "Sun, 06 Foo 1994 08:49:37 GMT", "Sun, 06 Nov 1994 25:49:37 GMT"] {
+        for bad in [
+            "",
+            "-5",
+            "1.5",
+            "soon",
+            "Sun, 06 Nov 1994 08:49:37 UTC",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun, 06 Foo 1994 08:49:37 GMT",
+            "Sun, 06 Nov 1994 25:49:37 GMT",
+        ] {
             assert_eq!(retry_after(bad, now), None, "{bad}");
         }
     }

@@ -59,7 +59,9 @@ fn only_200_completes() {
             Settlement::Complete
         );
     }
-    for status in [201, 202, 204, 301, 302, 304, 400, 403, 404, 429, 500, 502, 504] {
+    for status in [
+        201, 202, 204, 301, 302, 304, 400, 403, 404, 429, 500, 502, 504,
+    ] {
         let s = verdict(&answered(status), &sqsd(), 1, None, &backoff);
         assert_eq!(s, retry(2), "{status}");
         let s = verdict(&answered(status), &chore(), 1, Some(3), &backoff);
@@ -90,7 +92,12 @@ fn the_daemons_rule_retries_every_failure_for_ever_after_the_error_visibility_ti
 #[test]
 fn chores_rule_backs_off_then_dead_letters() {
     let backoff = Backoff::List(vec![Duration::from_secs(5), Duration::from_secs(60)]);
-    for o in [answered(503), refused(), connect_timeout(), Outcome::Inactive] {
+    for o in [
+        answered(503),
+        refused(),
+        connect_timeout(),
+        Outcome::Inactive,
+    ] {
         assert_eq!(verdict(&o, &chore(), 1, Some(3), &backoff), retry(5));
         assert_eq!(verdict(&o, &chore(), 2, Some(3), &backoff), retry(60));
         match verdict(&o, &chore(), 3, Some(3), &backoff) {
@@ -112,8 +119,14 @@ fn chores_rule_backs_off_then_dead_letters() {
 #[test]
 fn a_429_with_retry_after_waits_what_it_asks() {
     let backoff = Backoff::List(vec![Duration::from_secs(5)]);
-    assert_eq!(verdict(&too_many(45), &sqsd(), 1, None, &backoff), retry(45));
-    assert_eq!(verdict(&too_many(45), &chore(), 1, Some(3), &backoff), retry(45));
+    assert_eq!(
+        verdict(&too_many(45), &sqsd(), 1, None, &backoff),
+        retry(45)
+    );
+    assert_eq!(
+        verdict(&too_many(45), &chore(), 1, Some(3), &backoff),
+        retry(45)
+    );
     assert_eq!(verdict(&too_many(0), &sqsd(), 1, None, &backoff), retry(0));
     // Capped at what SQS can do.
     assert_eq!(
@@ -158,7 +171,10 @@ fn describe_names_the_status_or_the_timeout_and_the_time() {
         describe(&refused(), ms),
         "could not connect: tcp connect error: Connection refused (os error 111) (after 0.012 s)"
     );
-    assert!(describe(&connect_timeout(), Duration::from_secs(5)).starts_with("no connection within connect-timeout"));
+    assert!(
+        describe(&connect_timeout(), Duration::from_secs(5))
+            .starts_with("no connection within connect-timeout")
+    );
     assert_eq!(
         describe(&Outcome::Inactive, Duration::from_millis(299_001)),
         "no response bytes for inactivity-timeout: the request was aborted (after 299.001 s)"
@@ -193,11 +209,21 @@ fn sqsd_lines_have_the_daemons_form() {
         "socket-err: m (1) Errno::ETIMEDOUT - 0.000"
     );
     assert_eq!(
-        sqsd_line("m", 1, &Outcome::Failed("read: Connection reset by peer (os error 104)".into()), Duration::ZERO),
+        sqsd_line(
+            "m",
+            1,
+            &Outcome::Failed("read: Connection reset by peer (os error 104)".into()),
+            Duration::ZERO
+        ),
         "socket-err: m (1) Errno::ECONNRESET - 0.000"
     );
     assert_eq!(
-        sqsd_line("m", 1, &Outcome::Failed("connection closed\nearly".into()), Duration::ZERO),
+        sqsd_line(
+            "m",
+            1,
+            &Outcome::Failed("connection closed\nearly".into()),
+            Duration::ZERO
+        ),
         "socket-err: m (1) connection closed early - 0.000"
     );
     assert_eq!(
