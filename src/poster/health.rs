@@ -139,7 +139,7 @@ impl Health {
             .spawn(move || prober(weak));
         if let Err(e) = spawned {
             // Never leave the consumers waiting on a prober that does not exist.
-            tracing::error!(target = %self.inner.url, error = %e, "cannot start the health probe; receiving as if the target were up");
+            tracing::error!(url = %self.inner.url, error = %e, "cannot start the health probe; receiving as if the target were up");
             self.inner.state.store(UP, SeqCst);
             self.inner.probing.store(false, SeqCst);
         }
@@ -157,7 +157,7 @@ fn prober(weak: Weak<Inner>) {
         match inner.probe.check() {
             Ok(()) => {
                 if let Some(since) = down_since {
-                    tracing::info!(target = %inner.url, down_secs = since.elapsed().as_secs(), "accepting connections again; receiving resumed for queues posting to it");
+                    tracing::info!(url = %inner.url, down_secs = since.elapsed().as_secs(), "accepting connections again; receiving resumed for queues posting to it");
                 }
                 // In this order: a `mark_down` that lands in between finds the state not
                 // yet up and is dropped (the next failed post tells again), never left
@@ -168,7 +168,7 @@ fn prober(weak: Weak<Inner>) {
             }
             Err(error) => {
                 if down_since.is_none() {
-                    tracing::warn!(target = %inner.url, %error, "not accepting connections; receiving paused for queues posting to it");
+                    tracing::warn!(url = %inner.url, %error, "not accepting connections; receiving paused for queues posting to it");
                     down_since = Some(Instant::now());
                     inner.state.store(DOWN, SeqCst);
                 }

@@ -62,7 +62,9 @@ type Live = Arc<Mutex<HashMap<PostId, AbortHandle>>>;
 
 /// Sends the posts, on its own small runtime, with pooled keep-alive connections.
 pub struct Poster {
-    runtime: tokio::runtime::Runtime,
+    /// Taken by `drop`, so that shutting down waits for no one.
+    runtime: Option<tokio::runtime::Runtime>,
+    spawner: tokio::runtime::Handle,
     events: Sender<Posted>,
     /// One route (client and request template) per target, keyed by the target's address;
     /// the route holds the `Arc`, so the address is not reused while it is a key.
@@ -83,7 +85,8 @@ impl Poster {
             .enable_all()
             .build()?;
         Ok(Poster {
-            runtime,
+            spawner: runtime.handle().clone(),
+            runtime: Some(runtime),
             events,
             routes: Mutex::default(),
             live: Live::default(),
@@ -112,7 +115,7 @@ impl Poster {
         // Held across the spawn, so that the task cannot finish (and remove its entry)
         // before the entry is there.
         let mut live = lock(&self.live);
-        let task = self.runtime.spawn(exchange::run(route, built, report));
+        let task = self.spawner.spawn(exchange::run(route, built, report));
         live.insert(id, task.abort_handle());
     }
 
@@ -132,6 +135,16 @@ impl Poster {
             .entry(key)
             .or_insert_with(|| Arc::new(Route::new(target.clone())));
         route.clone()
+    }
+}
+
+impl Drop for Poster {
+    fn drop(&mut self) {
+        // Without waiting: a name lookup stuck in the blocking pool must not hold up the
+        // master's exit. Posts still in flight are dropped, each reported as aborted.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 

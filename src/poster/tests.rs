@@ -303,3 +303,13 @@ fn a_connection_closed_under_a_request_is_retried_once_on_a_fresh_one() {
     }
     assert_eq!(seen.try_iter().count(), 2);
 }
+
+#[test]
+fn posts_in_flight_when_the_poster_goes_are_reported_aborted() {
+    let (port, seen) = serve(|_| Reply::Stall(Duration::from_secs(3)));
+    let (poster, events) = poster();
+    poster.post(9, &to(port, |_| {}), "q", &delivery("m", "{}"));
+    seen.recv_timeout(Duration::from_secs(2)).unwrap();
+    drop(poster);
+    assert_eq!(outcome(&events, 9).outcome, Outcome::Aborted);
+}
