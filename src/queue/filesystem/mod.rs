@@ -26,7 +26,7 @@ mod periodic;
 #[cfg(test)]
 mod tests;
 
-use super::{Consume, Delivery, Periodic, Queue};
+use super::{Consume, Delivery, Meta, Periodic, Queue};
 use consume::FilesystemConsumer;
 pub use names::JobName;
 use names::{epoch_now, epoch_now_ceil, local_timestamp, sanitize_class, secs_ceil};
@@ -266,7 +266,12 @@ impl FilesystemQueue {
             class: None,
             group: None,
             dedupe_key: None,
-            meta: None,
+            // The file was written when the message was sent (renames keep the time); the
+            // first receive is not recorded anywhere.
+            meta: Some(Box::new(Meta {
+                sent_at: meta.modified().ok(),
+                ..Meta::default()
+            })),
             post_to: None,
         };
         if meta.len() > MAX_BODY {
