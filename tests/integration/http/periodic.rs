@@ -147,8 +147,8 @@ fn http_two_masters_on_a_filesystem_queue_post_one_request_per_tick() {
     assert_one_per_tick(&ticks, "two masters");
 }
 
-/// The periodic sends moto recorded: each SendMessage (or batch entry) whose body is the
-/// leader's, as its input.
+/// The periodic sends moto recorded: each SendMessage (or batch entry, with its batch's
+/// QueueUrl) whose body is the leader's, as its input.
 fn periodic_sends(moto: &Moto) -> Vec<Value> {
     let calls = moto.recorded();
     let mut out = Vec::new();
@@ -156,7 +156,11 @@ fn periodic_sends(moto: &Moto) -> Vec<Value> {
         out.push(input.clone());
     }
     for input in calls.get("SendMessageBatch").into_iter().flatten() {
-        out.extend(input["Entries"].as_array().unwrap().iter().cloned());
+        for e in input["Entries"].as_array().unwrap() {
+            let mut e = e.clone();
+            e["QueueUrl"] = input["QueueUrl"].clone();
+            out.push(e);
+        }
     }
     out.retain(|e| e["MessageBody"] == "elasticbeanstalk scheduled job");
     out
