@@ -1,6 +1,7 @@
 //! HTTP handlers on SQS (moto): message attributes as `X-Aws-Sqsd-Attr-*` headers (the
-//! Active Elastic Job digest among them, byte for byte), SQS's own attributes, a
-//! redelivery's receive count, a periodic message written by an Elastic Beanstalk leader,
+//! Active Elastic Job digest among them, byte for byte; a value that cannot be a header
+//! left out), SQS's own attributes, a redelivery's receive count (duplicate detection
+//! letting it through), a periodic message written by an Elastic Beanstalk leader,
 //! the visibility heartbeat while a slow post runs, the health gate, and the retention
 //! period.
 
@@ -10,6 +11,7 @@ use super::{
 use crate::harness::*;
 use crate::support::app::App;
 use crate::support::http::exchange;
+use crate::support::memcached::Memcached;
 use crate::support::moto::Moto;
 use crate::support::service::{Service, Spec, free_port, program_path};
 use serde_json::{Value, json};
@@ -42,7 +44,17 @@ fn sqs_http_attributes_become_headers_and_a_redelivery_counts_up() {
     let url = moto.create("attrs", json!({}));
     let sb = Sandbox::new("http-sqs-attrs");
     let app = App::start(sb.path(), "app", json!({}));
-    sqs_chorefile(&sb, &moto, &sqs_queue("attrs", &target(&app, "/", ""), ""));
+    // Duplicate detection on: it must not take a redelivery after a non-200 for a duplicate.
+    let memcached = Memcached::start();
+    sqs_chorefile(
+        &sb,
+        &moto,
+        &format!(
+            "dedupe-servers = {:?}\n{}",
+            memcached.addr(),
+            sqs_queue("attrs", &target(&app, "/", ""), "")
+        ),
+    );
     // What Active Elastic Job sends: the job, its HMAC-SHA1 and its origin.
     let aej_body = r#"{"job_class":"TestJob","arguments":["test"]}"#;
     let digest = "025eec2883d6e42672d22c11522a239c80a402e8";
@@ -57,6 +69,7 @@ fn sqs_http_attributes_become_headers_and_a_redelivery_counts_up() {
             "ratio": {"DataType": "Number.float", "StringValue": "1.5"},
             "blob": {"DataType": "Binary", "BinaryValue": "AAEC"},
             "beanstalk.sqsd.extra": string_attr("internal"),
+            "multiline": string_attr("one\r\nX-Injected: yes"),
         }),
     );
     let retried_body = "not JSON ✓";
@@ -96,6 +109,16 @@ fn sqs_http_attributes_become_headers_and_a_redelivery_counts_up() {
             .any(|(k, _)| k.to_ascii_lowercase().contains("beanstalk")),
         "beanstalk.sqsd.* attributes are never forwarded: {:?}",
         r.headers
+    );
+    assert!(
+        r.header("X-Aws-Sqsd-Attr-multiline").is_none() && r.header("X-Injected").is_none(),
+        "a value with CR LF cannot be a header value: left out, {:?}",
+        r.headers
+    );
+    assert!(
+        !log_lines(&master, &[&aej, "multiline"]).is_empty(),
+        "a line says the attribute was left out:\n{}",
+        master.log_text()
     );
     assert!(r.header("X-Aws-Sqsd-Taskname").is_none(), "not periodic");
     assert_eq!(r.header("X-Aws-Sqsd-Sender-Id"), Some(MOTO_SENDER_ID));
