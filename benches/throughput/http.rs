@@ -42,7 +42,9 @@ pub fn figures(chore: &Path) {
             "HTTP on SQS: moto_server not found (run `bash scripts/test.sh` once, or set CHORE_TEST_MOTO_SERVER)"
         ),
     }
-    println!("targets: ≤ 50 µs of chore CPU per message; ≥ 10,000 messages/s on the filesystem queue");
+    println!(
+        "targets: ≤ 50 µs of chore CPU per message; ≥ 10,000 messages/s on the filesystem queue"
+    );
 }
 
 /// One run's figures.
