@@ -212,6 +212,19 @@ impl Dedupe {
         seen
     }
 
+    /// Store `key` (a full key from `key()`) for `ttl` seconds unless someone has: Some(true)
+    /// when this caller was first, Some(false) when not, None when memcached could not be
+    /// asked. For claims that are not deliveries (a periodic task's tick,
+    /// docs/decisions/0017-periodic-tasks-without-a-leader.md): the delivery counters and
+    /// `dupe-on-cache-failure` stay out of it; the caller decides what an outage means.
+    pub fn claim(&self, key: &str, ttl: u32) -> Option<bool> {
+        match self.call(key, |c, k| c.add(k, "1", ttl.max(1))) {
+            Ok(()) => Some(true),
+            Err(Outcome::Exists) => Some(false),
+            Err(Outcome::Unavailable) => None,
+        }
+    }
+
     /// Remove `key` (a full key) soon, without waiting: a retry must not look like a
     /// duplicate.
     pub fn forget(&self, key: String) {
@@ -432,6 +445,19 @@ mod tests {
         assert_eq!(d.key("0e1f-uuid"), "p-0e1f-uuid");
         assert!(d.key("has space").starts_with("p-sha1:"));
         assert!(d.key(&"x".repeat(300)).len() <= MAX_KEY);
+    }
+
+    #[test]
+    fn a_claim_on_an_unreachable_server_says_it_could_not_ask() {
+        let d = Dedupe::new(&DedupeSettings {
+            servers: vec!["127.0.0.1:1".into()],
+            dupe_on_cache_failure: true,
+            prefix: String::new(),
+        });
+        assert_eq!(d.claim("chore-cron:q:t:1", 3600), None);
+        // Claims are not deliveries: the status dump's counters do not move.
+        assert_eq!(d.counters.checks.load(Ordering::Relaxed), 0);
+        assert_eq!(d.counters.failures.load(Ordering::Relaxed), 0);
     }
 
     #[test]

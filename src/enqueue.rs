@@ -34,11 +34,18 @@ pub fn run(args: EnqueueArgs) -> i32 {
             return 2;
         }
     };
+    // A queue whose default handler is an HTTP application takes any body (the
+    // application reads it, as behind the SQS daemon); every other wants JSON.
+    let any_body = config.queue(&args.queue).is_some_and(|q| q.http.is_some());
     let mut out = io::stdout().lock();
     let mut publish = |raw: &str, line: Option<usize>| -> Result<(), String> {
         let at = line.map(|n| format!("line {n}: ")).unwrap_or_default();
         let body = wrap(raw, args.class.as_deref()).map_err(|e| format!("{at}{e}"))?;
-        let class = classify(&body).map_err(|e| format!("{at}the body is not valid JSON: {e}"))?;
+        let class = match classify(&body) {
+            Ok(class) => class,
+            Err(_) if any_body && args.class.is_none() => None,
+            Err(e) => return Err(format!("{at}the body is not valid JSON: {e}")),
+        };
         target
             .publish(class.as_deref(), body, line, &mut out)
             .map_err(|e| format!("{at}{e}"))

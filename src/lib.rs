@@ -19,6 +19,7 @@
 
 mod backoff;
 mod batcher;
+mod calendar;
 mod config;
 mod consumer;
 mod dedupe;
@@ -87,9 +88,10 @@ mod layering {
     //! it. Read from the sources, outside their own unit tests.
 
     /// Bottom-up, as in ARCHITECTURE.md.
-    const ORDER: [&str; 16] = [
-        "backoff", "config", "logging", "protocol", "queue", "dedupe", "launch", "hooks", "settle",
-        "poster", "periodic", "consumer", "batcher", "master", "worker", "enqueue",
+    const ORDER: [&str; 17] = [
+        "backoff", "calendar", "config", "logging", "protocol", "queue", "dedupe", "launch",
+        "hooks", "settle", "poster", "periodic", "consumer", "batcher", "master", "worker",
+        "enqueue",
     ];
 
     fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {

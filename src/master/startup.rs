@@ -128,7 +128,16 @@ pub fn start(config: Config, log: LogHandle) -> Result<Master, StartError> {
     };
     // Only the consumers hold senders once this returns: the channel disconnects when they
     // have all ended.
-    let consumers = start_consumers(&config, &qconfigs, &settlers, &health, shared)?;
+    // Periodic tasks first: if the consumers then fail to start, their stop ends it too.
+    let scheduled: Vec<(&QueueConfig, Arc<dyn Queue>)> = qconfigs
+        .iter()
+        .zip(settlers.iter().map(|s| s.queue.clone()))
+        .collect();
+    let periodic = crate::periodic::spawn(&config, &scheduled, dedupe.clone(), stop.clone())
+        .map_err(StartError::System)?;
+    let mut consumers = start_consumers(&config, &qconfigs, &settlers, &health, shared)?;
+    // Joined with the consumers at exit.
+    consumers.extend(periodic);
     log_start(&config, &qconfigs);
 
     let (worker_tx, worker_rx) = unbounded();

@@ -1,15 +1,30 @@
 //! The HTTP handler: one POST per message to an application, the way Elastic Beanstalk's
 //! SQS daemon sends them (docs/elastic-beanstalk.md).
 //!
-//! (Skeleton: filled in by the HTTP work.) The master starts a post with `Poster::post`
-//! and learns its outcome as a `Posted` on the channel it gave `Poster::start`.
+//! The master starts a post with `Poster::post` and learns how it ended as one `Posted` on
+//! the channel it gave `Poster::start`; `verdict` turns that into a settlement. Posts run
+//! as tasks on the poster's own small tokio runtime, over pooled keep-alive HTTP/1.1
+//! connections (`exchange`). The request is built by `request`, the meaning of outcomes
+//! is `verdict`'s, and `health` keeps consumers from receiving for a target that is down.
+
+mod exchange;
+mod health;
+mod request;
+mod utc;
+mod verdict;
+
+pub use health::Health;
+pub use verdict::{describe, expired, sqsd_line, verdict};
 
 use crate::config::HttpTarget;
 use crate::queue::Delivery;
 use crossbeam_channel::Sender;
+use exchange::Route;
+use std::collections::HashMap;
 use std::io;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::task::AbortHandle;
 
 /// A post's number, chosen by the master (unique among those in flight).
 pub type PostId = u64;
@@ -18,7 +33,7 @@ pub type PostId = u64;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// The application answered: its status, a `Retry-After` it gave (429), and the start
-    /// of the response body, for the log.
+    /// of the response body, for the log (empty for a 200).
     Answered {
         status: u16,
         retry_after: Option<Duration>,
@@ -42,78 +57,137 @@ pub struct Posted {
     pub elapsed: Duration,
 }
 
+/// Posts in flight, by id, so that the master can abort them.
+type Live = Arc<Mutex<HashMap<PostId, AbortHandle>>>;
+
 /// Sends the posts, on its own small runtime, with pooled keep-alive connections.
 pub struct Poster {
+    /// Taken by `drop`, so that shutting down waits for no one.
+    runtime: Option<tokio::runtime::Runtime>,
+    spawner: tokio::runtime::Handle,
     events: Sender<Posted>,
+    /// One route (client and request template) per target, keyed by the target's address;
+    /// the route holds the `Arc`, so the address is not reused while it is a key.
+    routes: Mutex<HashMap<usize, Arc<Route>>>,
+    live: Live,
 }
 
 impl Poster {
+    /// Start the runtime. One worker thread: a post costs its thread a few microseconds,
+    /// so one thread carries tens of thousands of posts a second, and leaves the other
+    /// cores to the master and consumers.
     pub fn start(events: Sender<Posted>) -> io::Result<Poster> {
-        Ok(Poster { events })
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            // Name resolution for new connections only.
+            .max_blocking_threads(4)
+            .thread_name("chore-poster")
+            .enable_all()
+            .build()?;
+        Ok(Poster {
+            spawner: runtime.handle().clone(),
+            runtime: Some(runtime),
+            events,
+            routes: Mutex::default(),
+            live: Live::default(),
+        })
     }
 
-    /// POST `d` (of queue `queue_name`) to `target`.
+    /// POST `d` (of queue `queue_name`) to `target`. Exactly one `Posted` for `id` follows
+    /// on the events channel, however the post ends.
     pub fn post(&self, id: PostId, target: &Arc<HttpTarget>, queue_name: &str, d: &Delivery) {
-        let _ = (target, queue_name, d);
-        let _ = self.events.send(Posted {
+        let report = Report {
             id,
-            outcome: Outcome::Failed("not implemented".into()),
-            elapsed: Duration::ZERO,
+            started: Instant::now(),
+            events: self.events.clone(),
+            live: self.live.clone(),
+            done: false,
+        };
+        let route = self.route(target);
+        let built = match &route.template {
+            Ok(template) => request::build(template, queue_name, d),
+            Err(e) => Err(e.clone()),
+        };
+        let built = match built {
+            Ok(b) => b,
+            Err(e) => return report.send(Outcome::Failed(e)),
+        };
+        // Held across the spawn, so that the task cannot finish (and remove its entry)
+        // before the entry is there.
+        let mut live = lock(&self.live);
+        let task = self.spawner.spawn(exchange::run(route, built, report));
+        live.insert(id, task.abort_handle());
+    }
+
+    /// Abort post `id`; its outcome then arrives as `Outcome::Aborted` (unless it had
+    /// already ended: then as it ended). An id not in flight is ignored.
+    pub fn abort(&self, id: PostId) {
+        let handle = lock(&self.live).remove(&id);
+        if let Some(h) = handle {
+            h.abort();
+        }
+    }
+
+    fn route(&self, target: &Arc<HttpTarget>) -> Arc<Route> {
+        let mut routes = lock(&self.routes);
+        let key = Arc::as_ptr(target) as usize;
+        let route = routes
+            .entry(key)
+            .or_insert_with(|| Arc::new(Route::new(target.clone())));
+        route.clone()
+    }
+}
+
+impl Drop for Poster {
+    fn drop(&mut self) {
+        // Without waiting: a name lookup stuck in the blocking pool must not hold up the
+        // master's exit. Posts still in flight are dropped, each reported as aborted.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Sends a post's one `Posted`: with its outcome, or as `Aborted` when the task is dropped
+/// before it has one (aborted, or the runtime shut down).
+struct Report {
+    id: PostId,
+    started: Instant,
+    events: Sender<Posted>,
+    live: Live,
+    done: bool,
+}
+
+impl Report {
+    fn send(mut self, outcome: Outcome) {
+        self.done = true;
+        self.deliver(outcome);
+    }
+
+    fn deliver(&self, outcome: Outcome) {
+        // Out of the table first: once the master has the outcome it may reuse the id.
+        lock(&self.live).remove(&self.id);
+        let _ = self.events.send(Posted {
+            id: self.id,
+            outcome,
+            elapsed: self.started.elapsed(),
         });
     }
+}
 
-    /// Abort post `id`; its outcome then arrives as `Outcome::Aborted`.
-    pub fn abort(&self, id: PostId) {
-        let _ = id;
+impl Drop for Report {
+    fn drop(&mut self) {
+        if !self.done {
+            self.deliver(Outcome::Aborted);
+        }
     }
 }
 
-/// Whether a target accepts connections (stub until the poster lands).
-pub struct Health;
-
-impl Health {
-    pub fn new(target: &HttpTarget) -> Health {
-        let _ = target;
-        Health
-    }
-    pub fn wait_ready(&self, stop: &crate::queue::Stop) {
-        let _ = stop;
-    }
-    pub fn mark_down(&self) {}
-}
-
-/// What an outcome means for the message (stub).
-pub fn verdict(
-    outcome: &Outcome,
-    target: &HttpTarget,
-    attempt: u32,
-    max_attempts: Option<u32>,
-    backoff: &crate::backoff::Backoff,
-) -> crate::settle::Settlement {
-    let _ = (target, attempt, max_attempts, backoff);
-    match outcome {
-        Outcome::Answered { status: 200, .. } => crate::settle::Settlement::Complete,
-        _ => crate::settle::Settlement::Retry {
-            delay: target.error_visibility_timeout,
-        },
-    }
-}
-
-/// One phrase for the log (stub).
-pub fn describe(outcome: &Outcome, elapsed: Duration) -> String {
-    format!("{outcome:?} after {:.3}s", elapsed.as_secs_f64())
-}
-
-/// The daemon's log form (stub).
-pub fn sqsd_line(id: &str, receive_count: u32, outcome: &Outcome, elapsed: Duration) -> String {
-    format!(
-        "http-err: {id} ({receive_count}) {outcome:?} - {:.3}",
-        elapsed.as_secs_f64()
-    )
-}
-
-/// Past the retention period (stub).
-pub fn expired(target: &HttpTarget, d: &Delivery, now: std::time::SystemTime) -> bool {
-    let _ = (target, d, now);
-    false
-}
+#[cfg(test)]
+mod fixtures;
+#[cfg(test)]
+mod tests;

@@ -2,7 +2,7 @@
 //! put in and records every settlement, so the master's logic can be tested in
 //! milliseconds, without files, processes or services.
 
-use super::{Consume, Delivery, Queue, Received, Stop};
+use super::{Consume, Delivery, Periodic, Queue, Received, Stop};
 use std::collections::VecDeque;
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -17,6 +17,8 @@ pub enum Op {
     GiveBack(String),
     Renew(String),
     LeaveInFlight(String),
+    /// A periodic task's tick: task name and tick.
+    Periodic(String, i64),
 }
 
 pub struct MemoryQueue {
@@ -134,6 +136,9 @@ impl Queue for MemoryQueue {
     }
     fn ordered(&self) -> bool {
         self.ordered
+    }
+    fn publish_periodic(&self, m: &Periodic) -> io::Result<()> {
+        self.record(Op::Periodic(m.task.clone(), m.tick))
     }
 }
 

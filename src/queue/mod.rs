@@ -98,6 +98,32 @@ pub struct Received {
     pub short: bool,
 }
 
+/// One tick of a periodic task, which `Queue::publish_periodic` writes in the backend's
+/// wire form (docs/decisions/0017-periodic-tasks-without-a-leader.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Periodic {
+    /// The task's `name`.
+    pub task: String,
+    /// The task's `url`: the path the request is posted to.
+    pub path: String,
+    /// The tick, in Unix seconds.
+    pub tick: i64,
+    /// The tick as `YYYY-MM-DD HH:MM:SS UTC`.
+    pub scheduled_time: String,
+}
+
+impl Periodic {
+    /// The three values that make a message periodic, by the names Elastic Beanstalk gives
+    /// them: SQS message attributes, or the keys of a filesystem message's JSON body.
+    pub fn fields(&self) -> [(&'static str, &str); 3] {
+        [
+            ("beanstalk.sqsd.path", &self.path),
+            ("beanstalk.sqsd.task_name", &self.task),
+            ("beanstalk.sqsd.scheduled_time", &self.scheduled_time),
+        ]
+    }
+}
+
 /// A backend queue, shared by its consumer threads and the master.
 pub trait Queue: Send + Sync {
     /// The full (prefixed) name.
@@ -126,6 +152,14 @@ pub trait Queue: Send + Sync {
     /// Whether one message group must never run in two batches at once (FIFO queues).
     fn ordered(&self) -> bool {
         false
+    }
+    /// Publish one tick of a periodic task, in this backend's wire form.
+    fn publish_periodic(&self, m: &Periodic) -> io::Result<()> {
+        let _ = m;
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this queue cannot publish periodic tasks",
+        ))
     }
 }
 

@@ -22,10 +22,11 @@
 
 mod consume;
 mod names;
+mod periodic;
 #[cfg(test)]
 mod tests;
 
-use super::{Consume, Delivery, Queue};
+use super::{Consume, Delivery, Meta, Periodic, Queue};
 use consume::FilesystemConsumer;
 pub use names::JobName;
 use names::{epoch_now, epoch_now_ceil, local_timestamp, sanitize_class, secs_ceil};
@@ -265,7 +266,12 @@ impl FilesystemQueue {
             class: None,
             group: None,
             dedupe_key: None,
-            meta: None,
+            // The file was written when the message was sent (renames keep the time); the
+            // first receive is not recorded anywhere.
+            meta: Some(Box::new(Meta {
+                sent_at: meta.modified().ok(),
+                ..Meta::default()
+            })),
             post_to: None,
         };
         if meta.len() > MAX_BODY {
@@ -399,6 +405,13 @@ impl Queue for FilesystemQueue {
         }
         d.renew_at = now + self.lease / 3;
         Ok(())
+    }
+
+    /// The JSON body form (no attributes here), its file named after the task as if it
+    /// were a job class (cut short: a file name holds 255 bytes).
+    fn publish_periodic(&self, m: &Periodic) -> io::Result<()> {
+        let class: String = m.task.chars().take(64).collect();
+        self.publish(Some(&class), &periodic::body(m)).map(|_| ())
     }
 }
 

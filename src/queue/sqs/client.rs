@@ -1,14 +1,16 @@
 //! The connection to SQS, shared by every SQS queue of the process and by `chore enqueue`:
 //! connecting (`Sqs::connect`), finding a queue's URL (creating it when asked), and
-//! publishing (`Sqs::send_batch`). How a batch's request entries are built and how its
-//! answer maps back to the messages are pure functions, tested here.
+//! publishing (`Sqs::send_batch`; `Sqs::send_periodic`, a periodic task's tick in Elastic
+//! Beanstalk's form). How request entries are built and how an answer maps back to the
+//! messages are pure functions, tested here.
 
 use super::MAX_WAIT;
 use crate::config::SqsSettings;
+use crate::queue::Periodic;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{
-    BatchResultErrorEntry, QueueAttributeName, SendMessageBatchRequestEntry,
+    BatchResultErrorEntry, MessageAttributeValue, QueueAttributeName, SendMessageBatchRequestEntry,
     SendMessageBatchResultEntry,
 };
 use std::io;
@@ -38,6 +40,10 @@ impl std::fmt::Display for OpenError {
         }
     }
 }
+
+/// The body of every periodic message Elastic Beanstalk's daemon sends; what matters is in
+/// the attributes.
+const PERIODIC_BODY: &str = "elasticbeanstalk scheduled job";
 
 /// One message to publish.
 #[derive(Debug, Clone, Default)]
@@ -149,6 +155,57 @@ impl Sqs {
             )
             .map_err(|e| format!("SendMessageBatch failed: {}", DisplayErrorContext(&e)))?;
         Ok(send_results(batch.len(), out.successful(), out.failed()))
+    }
+
+    /// Publish one tick of a periodic task in Elastic Beanstalk's form (on a FIFO queue
+    /// with the task's group and the tick's deduplication id); returns its MessageId.
+    pub fn send_periodic(&self, url: &str, m: &Periodic, fifo: bool) -> Result<String, String> {
+        let entry = periodic_entry(m, fifo)?;
+        let out = self
+            .block_on(
+                self.client
+                    .send_message_batch()
+                    .queue_url(url)
+                    .entries(entry)
+                    .send(),
+            )
+            .map_err(|e| format!("SendMessageBatch failed: {}", DisplayErrorContext(&e)))?;
+        send_results(1, out.successful(), out.failed()).remove(0)
+    }
+}
+
+/// A periodic message: the daemon's body and its three String attributes; on a FIFO
+/// queue, group = the task (so ticks of one task stay in order) and deduplication id =
+/// task and tick (so the masters that all send a tick deliver it once).
+fn periodic_entry(m: &Periodic, fifo: bool) -> Result<SendMessageBatchRequestEntry, String> {
+    let mut e = SendMessageBatchRequestEntry::builder()
+        .id("0")
+        .message_body(PERIODIC_BODY);
+    for (name, value) in m.fields() {
+        let attr = MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(value)
+            .build()
+            .map_err(|e| e.to_string())?;
+        e = e.message_attributes(name, attr);
+    }
+    if fifo {
+        let id = fifo_id(&m.task);
+        e = e
+            .message_deduplication_id(format!("{id}-{}", m.tick))
+            .message_group_id(id);
+    }
+    e.build().map_err(|e| e.to_string())
+}
+
+/// A task's FIFO group id, which also starts its deduplication ids: the name itself when
+/// SQS takes it (visible ASCII, short enough to leave room for the tick within SQS's 128
+/// characters), else a digest of it, the same on every master.
+fn fifo_id(task: &str) -> String {
+    if !task.is_empty() && task.len() <= 100 && task.bytes().all(|b| b.is_ascii_graphic()) {
+        task.to_string()
+    } else {
+        format!("sha1-{}", sha1_smol::Sha1::from(task).digest())
     }
 }
 
@@ -280,6 +337,57 @@ mod tests {
         assert_eq!(e[1].message_group_id(), Some("g"));
         assert_eq!(e[1].message_deduplication_id(), Some("d"));
         assert_eq!(e[1].delay_seconds(), Some(900));
+    }
+
+    fn tick(task: &str) -> Periodic {
+        Periodic {
+            task: task.into(),
+            path: "/periodic_tasks".into(),
+            tick: 1_795_971_600,
+            scheduled_time: "2026-11-29 17:00:00 UTC".into(),
+        }
+    }
+
+    #[test]
+    fn a_periodic_entry_is_the_daemons_body_and_attributes() {
+        let e = periodic_entry(&tick("PeriodicTaskJob"), false).unwrap();
+        assert_eq!(e.message_body(), "elasticbeanstalk scheduled job");
+        let attrs = e.message_attributes().unwrap();
+        assert_eq!(attrs.len(), 3);
+        for (name, value) in [
+            ("beanstalk.sqsd.path", "/periodic_tasks"),
+            ("beanstalk.sqsd.task_name", "PeriodicTaskJob"),
+            ("beanstalk.sqsd.scheduled_time", "2026-11-29 17:00:00 UTC"),
+        ] {
+            assert_eq!(attrs[name].data_type(), "String");
+            assert_eq!(attrs[name].string_value(), Some(value));
+        }
+        assert_eq!(e.message_group_id(), None);
+        assert_eq!(e.message_deduplication_id(), None);
+    }
+
+    #[test]
+    fn on_fifo_the_group_is_the_task_and_the_dedup_id_the_task_and_tick() {
+        let e = periodic_entry(&tick("Cleanup::Job"), true).unwrap();
+        assert_eq!(e.message_group_id(), Some("Cleanup::Job"));
+        assert_eq!(
+            e.message_deduplication_id(),
+            Some("Cleanup::Job-1795971600")
+        );
+    }
+
+    #[test]
+    fn a_task_name_sqs_would_refuse_as_an_id_is_digested_the_same_everywhere() {
+        let e = periodic_entry(&tick("nightly report"), true).unwrap();
+        let group = e.message_group_id().unwrap();
+        assert!(group.starts_with("sha1-") && group.len() == 45, "{group}");
+        assert_eq!(
+            e.message_deduplication_id(),
+            Some(format!("{group}-1795971600").as_str())
+        );
+        assert_eq!(fifo_id("nightly report"), fifo_id("nightly report"));
+        assert_ne!(fifo_id(&"x".repeat(101)), "x".repeat(101));
+        assert_eq!(fifo_id(&"x".repeat(100)), "x".repeat(100));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use super::{Sqs, SqsQueue};
 use crate::config::SqsQueueOptions;
-use crate::queue::{Consume, Delivery, Queue, Received, Stop};
+use crate::queue::{Consume, Delivery, Periodic, Queue, Received, Stop};
 use std::io;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -88,6 +88,10 @@ impl Queue for LazySqsQueue {
     }
     fn leave_in_flight(&self, d: &Delivery, hold: Duration) -> io::Result<()> {
         self.shared.get()?.leave_in_flight(d, hold)
+    }
+    /// Opens the queue if need be: a tick is due whether or not anything was received.
+    fn publish_periodic(&self, m: &Periodic) -> io::Result<()> {
+        self.shared.get()?.publish_periodic(m)
     }
     fn flush(&self) {
         if let Some(q) = self.shared.queue.get() {

@@ -8,7 +8,7 @@ use super::receive::SqsConsumer;
 use super::visibility::{heartbeat, retry_secs};
 use super::{MAX_WAIT, OpenError, Sqs, calls, settler};
 use crate::config::SqsQueueOptions;
-use crate::queue::{Consume, Delivery, Queue};
+use crate::queue::{Consume, Delivery, Periodic, Queue};
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::QueueAttributeName;
 use crossbeam_channel::Sender;
@@ -167,6 +167,13 @@ impl Queue for SqsQueue {
         // after its key (TTL = visibility − 10 s) has expired
         // (docs/decisions/0011-dedupe-through-memcached.md).
         Ok(())
+    }
+
+    fn publish_periodic(&self, m: &Periodic) -> io::Result<()> {
+        self.sqs
+            .send_periodic(&self.url, m, self.fifo)
+            .map(|_| ())
+            .map_err(io::Error::other)
     }
 
     fn flush(&self) {
