@@ -6,7 +6,7 @@
 //! (`CHORE_BENCH_HTTP_SQS_JOBS`, default 2,000; skipped when moto is not installed):
 //! messages/s from the master's start to the last answer, and chore's own CPU time per
 //! message (the master's user + system time from `/proc/<pid>/stat`, plus any children's,
-//! start-up included). `CHORE_BENCH_HTTP_CONNECTIONS` (default 8) sets the handler's
+//! start-up included). `CHORE_BENCH_HTTP_CONNECTIONS` (default 50, the handler's own default) sets its
 //! `connections`. Targets the figures are read against: at most 50 µs of chore's CPU per
 //! message, at least 10,000 messages/s on the filesystem queue.
 //!
@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub fn figures(chore: &Path) {
     let jobs: usize = env_or("CHORE_BENCH_HTTP_JOBS", 20_000);
     let sqs_jobs: usize = env_or("CHORE_BENCH_HTTP_SQS_JOBS", 2_000);
-    let connections: usize = env_or("CHORE_BENCH_HTTP_CONNECTIONS", 8);
+    let connections: usize = env_or("CHORE_BENCH_HTTP_CONNECTIONS", 50);
     println!(
         "chore {} HTTP handler benchmark (a keep-alive server answering 200 at once, connections = {connections})",
         env!("CARGO_PKG_VERSION")
@@ -52,6 +52,8 @@ struct Posted {
     jobs: usize,
     elapsed: Duration,
     cpu: Duration,
+    /// The master's CPU time by thread name (threads that ended are not counted).
+    threads: Vec<(String, Duration)>,
     retries: usize,
 }
 
@@ -69,6 +71,14 @@ fn report(what: &str, r: &Posted) {
             String::new()
         }
     );
+    let per_msg = |d: &Duration| d.as_secs_f64() * 1e6 / r.jobs as f64;
+    let by_thread: Vec<String> = r
+        .threads
+        .iter()
+        .filter(|(_, d)| per_msg(d) >= 0.05)
+        .map(|(name, d)| format!("{name} {:.1}", per_msg(d)))
+        .collect();
+    println!("    by thread, µs/msg: {}", by_thread.join(", "));
 }
 
 fn handler(server: &Server, connections: usize) -> String {
@@ -98,12 +108,13 @@ fn filesystem(chore: &Path, server: &Server, jobs: usize, connections: usize) ->
         server.served() - before >= jobs && is_empty(&new) && is_empty(&inprogress)
     });
     let elapsed = t0.elapsed();
-    let cpu = cpu_of(pid);
+    let (cpu, threads) = (cpu_of(pid), threads_of(pid));
     stop(child);
     Posted {
         jobs,
         elapsed,
         cpu,
+        threads,
         retries: retries_logged(&scratch.0.join("chore.log")),
     }
 }
@@ -161,13 +172,14 @@ fn sqs(
     let pid = child.id() as i32;
     wait_for(t0, dir, || server.served() - before >= jobs);
     let elapsed = t0.elapsed();
-    let cpu = cpu_of(pid);
+    let (cpu, threads) = (cpu_of(pid), threads_of(pid));
     // The drain sends the last batched deletes before the master exits.
     stop(child);
     Posted {
         jobs,
         elapsed,
         cpu,
+        threads,
         retries: retries_logged(&log),
     }
 }
@@ -191,6 +203,30 @@ fn cpu_of(pid: i32) -> Duration {
         .chain(family_of(pid))
         .map(|p| stat_ticks(p, p == pid))
         .sum();
+    ticks_to_time(ticks)
+}
+
+/// CPU time of each live thread of `pid`, summed by thread name, most first.
+fn threads_of(pid: i32) -> Vec<(String, Duration)> {
+    let mut by_name: Vec<(String, Duration)> = Vec::new();
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten();
+    for task in tasks.flatten() {
+        let dir = task.path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+        let cpu = ticks_to_time(ticks_in(&stat, 2));
+        match by_name.iter_mut().find(|(n, _)| n == name.trim()) {
+            Some((_, d)) => *d += cpu,
+            None => by_name.push((name.trim().to_owned(), cpu)),
+        }
+    }
+    by_name.sort_by(|a, b| b.1.cmp(&a.1));
+    by_name
+}
+
+fn ticks_to_time(ticks: u64) -> Duration {
     // SAFETY: sysconf only reads a constant of the C library.
     let per_sec = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) };
     Duration::from_secs_f64(ticks as f64 / per_sec.max(1) as f64)
@@ -200,19 +236,21 @@ fn cpu_of(pid: i32) -> Duration {
 /// cutime + cstime (16 and 17), in clock ticks; 0 when it is gone.
 fn stat_ticks(pid: i32, children: bool) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    ticks_in(&stat, if children { 4 } else { 2 })
+}
+
+/// The sum of the first `n` of utime, stime, cutime, cstime in a `stat` line.
+fn ticks_in(stat: &str, n: usize) -> u64 {
     // The command name may hold spaces: count fields after its closing parenthesis, where
     // field 3 (the state) comes first.
     let Some((_, rest)) = stat.rsplit_once(')') else {
         return 0;
     };
-    let fields: Vec<u64> = rest
-        .split_whitespace()
+    rest.split_whitespace()
         .skip(11)
-        .take(4)
-        .map(|f| f.parse().unwrap_or(0))
-        .collect();
-    let take = if children { 4 } else { 2 };
-    fields.iter().take(take).sum()
+        .take(n)
+        .map(|f| f.parse::<u64>().unwrap_or(0))
+        .sum()
 }
 
 /// The retries chore logged (`failed; will retry`): none is expected.

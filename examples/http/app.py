@@ -27,20 +27,24 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length)
+        # One block per request, printed at once: requests can arrive together.
+        lines = [f"POST {self.path}"]
         sqsd = {k: v for k, v in self.headers.items() if k.lower().startswith("x-aws-sqsd-")}
-        for name, value in sorted(sqsd.items()):
-            self.log(f"  {name}: {value}")
+        lines += [f"  {name}: {value}" for name, value in sorted(sqsd.items())]
         if self.path.startswith("/tasks/"):
             task = self.headers.get("X-Aws-Sqsd-Taskname", "?")
             tick = self.headers.get("X-Aws-Sqsd-Scheduled-At", "?")
-            self.log(f"periodic task {task} for {tick}: done")
-            self.answer(200)
+            lines.append(f"  periodic task {task} for {tick}: done")
+            status = 200
         elif self.path == "/":
-            self.log(f"message body: {body.decode('utf-8', 'replace')}")
+            lines.append(f"  body: {body.decode('utf-8', 'replace')}")
             count = int(self.headers.get("X-Aws-Sqsd-Receive-Count") or 1)
-            self.answer(500 if count <= fail_attempts(body) else 200)
+            status = 500 if count <= fail_attempts(body) else 200
         else:
-            self.answer(404)
+            status = 404
+        lines.append(f"  answered {status}")
+        self.log("\n".join(lines))
+        self.answer(status)
 
     def do_GET(self):
         self.answer(200 if self.path == "/up" else 404)
@@ -53,12 +57,13 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(text)
 
-    def log(self, line):
-        print(line, flush=True)
+    def log(self, text):
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
 
     def log_message(self, fmt, *args):
-        # One line per request: "POST / 200".
-        self.log(f"{self.address_string()} {fmt % args}")
+        # do_POST prints its own block; other requests (GET /up) are not worth a line.
+        pass
 
 
 def fail_attempts(body):
