@@ -222,7 +222,7 @@ fn threads_of(pid: i32) -> Vec<(String, Duration)> {
             None => by_name.push((name.trim().to_owned(), cpu)),
         }
     }
-    by_name.sort_by(|a, b| b.1.cmp(&a.1));
+    by_name.sort_by_key(|t| std::cmp::Reverse(t.1));
     by_name
 }
 
