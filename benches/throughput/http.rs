@@ -6,9 +6,11 @@
 //! (`CHORE_BENCH_HTTP_SQS_JOBS`, default 2,000; skipped when moto is not installed):
 //! messages/s from the master's start to the last answer, and chore's own CPU time per
 //! message (the master's user + system time from `/proc/<pid>/stat`, plus any children's,
-//! start-up included). `CHORE_BENCH_HTTP_CONNECTIONS` (default 50, the handler's own default) sets its
-//! `connections`. Targets the figures are read against: at most 50 µs of chore's CPU per
-//! message, at least 10,000 messages/s on the filesystem queue.
+//! start-up included), then the same split by the master's threads (consumer, master,
+//! poster, settler), which says where a regression is. `CHORE_BENCH_HTTP_CONNECTIONS`
+//! (default 50, the handler's own default) sets the handler's `connections`. Targets the
+//! figures are read against: at most 50 µs of chore's CPU per message, at least 10,000
+//! messages/s on the filesystem queue.
 //!
 //! The server is a thread per connection with blocking I/O: cheap enough beside chore,
 //! and its CPU is not counted in chore's.
