@@ -27,6 +27,11 @@ pub fn handler_of(raw: &RawKey, origin: &Origin) -> Result<Handler, String> {
             for (k, v) in t {
                 match k.as_str() {
                     "command" => h.command = argv(v)?,
+                    // Written out for symmetry with `kind = "http"`.
+                    "kind" if v.as_str() == Some("command") => {}
+                    "kind" => {
+                        return Err(format!("kind must be \"command\" or \"http\", found {v}"));
+                    }
                     "mode" => {
                         h.mode = match v.as_str() {
                             Some("message") => HandlerMode::Message,
@@ -148,7 +153,7 @@ mod tests {
         );
         assert_eq!(
             read("{ command = [\"x\"], mod = 1 }").unwrap_err(),
-            "unknown handler key `mod` (did you mean `mode`?) (known: command, mode, env, dir)"
+            "unknown handler key `mod` (did you mean `mode`?) (known: command, mode, env, dir, kind)"
         );
     }
 }

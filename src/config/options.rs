@@ -319,4 +319,4 @@ pub fn queue_key(key: &str) -> Option<&'static QueueKey> {
 }
 
 /// The keys of a handler table.
-pub const HANDLER_KEYS: &[&str] = &["command", "mode", "env", "dir"];
+pub const HANDLER_KEYS: &[&str] = &["command", "mode", "env", "dir", "kind"];

@@ -1,0 +1,336 @@
+//! The throughput bench's HTTP mode (`cargo bench --bench throughput -- http`): messages
+//! through an HTTP handler (the master posts each one, docs/elastic-beanstalk.md) to a
+//! minimal keep-alive HTTP/1.1 server in this process, which answers `200 OK` at once.
+//!
+//! Prints, on the filesystem queue (`CHORE_BENCH_HTTP_JOBS`, default 20,000) and on moto
+//! (`CHORE_BENCH_HTTP_SQS_JOBS`, default 2,000; skipped when moto is not installed):
+//! messages/s from the master's start to the last answer, and chore's own CPU time per
+//! message (the master's user + system time from `/proc/<pid>/stat`, plus any children's,
+//! start-up included), then the same split by the master's threads (consumer, master,
+//! poster, settler), which says where a regression is. `CHORE_BENCH_HTTP_CONNECTIONS`
+//! (default 50, the handler's own default) sets the handler's `connections`. Targets the
+//! figures are read against: at most 50 µs of chore's CPU per message, at least 10,000
+//! messages/s on the filesystem queue.
+//!
+//! The server is a thread per connection with blocking I/O: cheap enough beside chore,
+//! and its CPU is not counted in chore's.
+
+use super::support::moto::{AWS_ENV, Moto};
+use super::support::procs::family_of;
+use super::*;
+use std::io::{BufReader, Read};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub fn figures(chore: &Path) {
+    let jobs: usize = env_or("CHORE_BENCH_HTTP_JOBS", 20_000);
+    let sqs_jobs: usize = env_or("CHORE_BENCH_HTTP_SQS_JOBS", 2_000);
+    let connections: usize = env_or("CHORE_BENCH_HTTP_CONNECTIONS", 50);
+    println!(
+        "chore {} HTTP handler benchmark (a keep-alive server answering 200 at once, connections = {connections})",
+        env!("CARGO_PKG_VERSION")
+    );
+    let server = Server::start();
+    let fs = filesystem(chore, &server, jobs, connections);
+    report("filesystem queue", &fs);
+    let scratch = Scratch::new("http-sqs");
+    match Moto::start_fast_recording(&scratch.0.join("recording.jsonl")) {
+        Some(moto) => {
+            let run = sqs(chore, &server, &moto, &scratch.0, sqs_jobs, connections);
+            report("SQS (moto)", &run);
+        }
+        None => println!(
+            "HTTP on SQS: moto_server not found (run `bash scripts/test.sh` once, or set CHORE_TEST_MOTO_SERVER)"
+        ),
+    }
+    println!(
+        "targets: ≤ 50 µs of chore CPU per message; ≥ 10,000 messages/s on the filesystem queue"
+    );
+}
+
+/// One run's figures.
+struct Posted {
+    jobs: usize,
+    elapsed: Duration,
+    cpu: Duration,
+    /// The master's CPU time by thread name (threads that ended are not counted).
+    threads: Vec<(String, Duration)>,
+    retries: usize,
+}
+
+fn report(what: &str, r: &Posted) {
+    let label = format!("throughput, HTTP, {what}:");
+    println!(
+        "{label:<34}{:>8.0} msgs/s  ({} in {:.2} s; chore CPU {:.1} µs/msg{})",
+        r.jobs as f64 / r.elapsed.as_secs_f64(),
+        r.jobs,
+        r.elapsed.as_secs_f64(),
+        r.cpu.as_secs_f64() * 1e6 / r.jobs as f64,
+        if r.retries > 0 {
+            format!("; {} retries logged, see chore.log", r.retries)
+        } else {
+            String::new()
+        }
+    );
+    let per_msg = |d: &Duration| d.as_secs_f64() * 1e6 / r.jobs as f64;
+    let by_thread: Vec<String> = r
+        .threads
+        .iter()
+        .filter(|(_, d)| per_msg(d) >= 0.05)
+        .map(|(name, d)| format!("{name} {:.1}", per_msg(d)))
+        .collect();
+    println!("    by thread, µs/msg: {}", by_thread.join(", "));
+}
+
+fn handler(server: &Server, connections: usize) -> String {
+    format!(
+        "{{ url = \"http://{}/\", connections = {connections} }}",
+        server.addr
+    )
+}
+
+fn filesystem(chore: &Path, server: &Server, jobs: usize, connections: usize) -> Posted {
+    let scratch = Scratch::new("http-fs");
+    let file = chorefile(&scratch.0, &handler(server, connections), "");
+    let queue = open_queue(&scratch.0);
+    for i in 0..jobs {
+        queue.publish(None, &format!("{{\"n\":{i}}}")).unwrap();
+    }
+    let (new, inprogress) = (
+        scratch.0.join("queues/bench/new"),
+        scratch.0.join("queues/bench/inprogress"),
+    );
+    let before = server.served();
+    let t0 = Instant::now();
+    let child = start(chore, &file, &scratch.0);
+    let pid = child.id() as i32;
+    // Done when every message was answered and settled (a 200 deletes its file).
+    wait_for(t0, &scratch.0, || {
+        server.served() - before >= jobs && is_empty(&new) && is_empty(&inprogress)
+    });
+    let elapsed = t0.elapsed();
+    let (cpu, threads) = (cpu_of(pid), threads_of(pid));
+    stop(child);
+    Posted {
+        jobs,
+        elapsed,
+        cpu,
+        threads,
+        retries: retries_logged(&scratch.0.join("chore.log")),
+    }
+}
+
+fn sqs(
+    chore: &Path,
+    server: &Server,
+    moto: &Moto,
+    dir: &Path,
+    jobs: usize,
+    connections: usize,
+) -> Posted {
+    let file = dir.join("Chorefile");
+    std::fs::write(
+        &file,
+        format!(
+            "sqs-endpoint = {endpoint:?}\nlog-level = \"warn\"\n\n\
+             [queues.bench]\nbackend = \"sqs\"\ncreate = true\ndedupe = false\nhandler = {handler}\n",
+            endpoint = moto.endpoint(),
+            handler = handler(server, connections),
+        ),
+    )
+    .unwrap();
+    // The backlog first (SendMessageBatch, ten a call); then only the consumer is timed.
+    let lines: String = (0..jobs).map(|i| format!("{{\"n\":{i}}}\n")).collect();
+    let mut enqueue = Command::new(chore)
+        .envs(AWS_ENV)
+        .args(["enqueue", "-c"])
+        .arg(&file)
+        .arg("bench")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    enqueue
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    assert!(enqueue.wait().unwrap().success(), "enqueue failed");
+
+    let log = dir.join("chore.log");
+    let before = server.served();
+    let t0 = Instant::now();
+    let child = Command::new(chore)
+        .envs(AWS_ENV)
+        .arg("-c")
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    wait_for(t0, dir, || server.served() - before >= jobs);
+    let elapsed = t0.elapsed();
+    let (cpu, threads) = (cpu_of(pid), threads_of(pid));
+    // The drain sends the last batched deletes before the master exits.
+    stop(child);
+    Posted {
+        jobs,
+        elapsed,
+        cpu,
+        threads,
+        retries: retries_logged(&log),
+    }
+}
+
+/// Polls `done` until it holds; a run may take at most ten minutes.
+fn wait_for(t0: Instant, dir: &Path, mut done: impl FnMut() -> bool) {
+    while !done() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(600),
+            "the HTTP run did not finish in 10 minutes; see {}",
+            dir.join("chore.log").display()
+        );
+        // Coarse on purpose, as in `throughput`: this poll shares the cores.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// User + system CPU time of `pid`, its reaped children and its live family, so far.
+fn cpu_of(pid: i32) -> Duration {
+    let ticks: u64 = std::iter::once(pid)
+        .chain(family_of(pid))
+        .map(|p| stat_ticks(p, p == pid))
+        .sum();
+    ticks_to_time(ticks)
+}
+
+/// CPU time of each live thread of `pid`, summed by thread name, most first.
+fn threads_of(pid: i32) -> Vec<(String, Duration)> {
+    let mut by_name: Vec<(String, Duration)> = Vec::new();
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten();
+    for task in tasks.flatten() {
+        let dir = task.path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+        let cpu = ticks_to_time(ticks_in(&stat, 2));
+        match by_name.iter_mut().find(|(n, _)| n == name.trim()) {
+            Some((_, d)) => *d += cpu,
+            None => by_name.push((name.trim().to_owned(), cpu)),
+        }
+    }
+    by_name.sort_by_key(|t| std::cmp::Reverse(t.1));
+    by_name
+}
+
+fn ticks_to_time(ticks: u64) -> Duration {
+    // SAFETY: sysconf only reads a constant of the C library.
+    let per_sec = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) };
+    Duration::from_secs_f64(ticks as f64 / per_sec.max(1) as f64)
+}
+
+/// utime + stime of `pid` (fields 14 and 15 of `/proc/<pid>/stat`), and with `children`
+/// cutime + cstime (16 and 17), in clock ticks; 0 when it is gone.
+fn stat_ticks(pid: i32, children: bool) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    ticks_in(&stat, if children { 4 } else { 2 })
+}
+
+/// The sum of the first `n` of utime, stime, cutime, cstime in a `stat` line.
+fn ticks_in(stat: &str, n: usize) -> u64 {
+    // The command name may hold spaces: count fields after its closing parenthesis, where
+    // field 3 (the state) comes first.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0;
+    };
+    rest.split_whitespace()
+        .skip(11)
+        .take(n)
+        .map(|f| f.parse::<u64>().unwrap_or(0))
+        .sum()
+}
+
+/// The retries chore logged (`failed; will retry`): none is expected.
+fn retries_logged(log: &Path) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("will retry"))
+        .count()
+}
+
+/// A keep-alive HTTP/1.1 server on a loopback port: a thread per connection, `200 OK`
+/// with the body `OK` for every request, at once.
+struct Server {
+    addr: String,
+    served: Arc<AtomicUsize>,
+}
+
+impl Server {
+    fn start() -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        let addr = listener.local_addr().unwrap().to_string();
+        let served = Arc::new(AtomicUsize::new(0));
+        let count = served.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let count = count.clone();
+                std::thread::spawn(move || {
+                    let _ = connection(stream, &count);
+                });
+            }
+        });
+        Server { addr, served }
+    }
+
+    /// Requests answered so far.
+    fn served(&self) -> usize {
+        self.served.load(Ordering::Relaxed)
+    }
+}
+
+/// Serve one connection until the client closes it (or asks to, `Connection: close`).
+fn connection(stream: TcpStream, served: &AtomicUsize) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut out = stream.try_clone()?;
+    let mut input = BufReader::new(stream);
+    let mut line = String::new();
+    loop {
+        // The request line; end of input is the client closing (a health probe does so).
+        line.clear();
+        if input.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let (mut length, mut close) = (0u64, false);
+        loop {
+            line.clear();
+            if input.read_line(&mut line)? == 0 {
+                return Ok(());
+            }
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            let Some((name, value)) = header.split_once(':') else {
+                continue;
+            };
+            let value = value.trim();
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.parse().unwrap_or(0);
+            } else if name.eq_ignore_ascii_case("connection") {
+                close = value.eq_ignore_ascii_case("close");
+            }
+        }
+        std::io::copy(&mut (&mut input).take(length), &mut std::io::sink())?;
+        out.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK")?;
+        served.fetch_add(1, Ordering::Relaxed);
+        if close {
+            return Ok(());
+        }
+    }
+}

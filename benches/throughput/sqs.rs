@@ -1,0 +1,166 @@
+//! The throughput bench's SQS mode (`cargo bench --bench throughput -- sqs`): chore
+//! against moto on loopback, through a batch-mode handler: jobs/s for a backlog, SQS API
+//! calls per 1,000 jobs by action, and ReceiveMessage calls per idle queue-hour.
+
+use super::support::moto::{AWS_ENV, Moto};
+use super::*;
+use std::collections::BTreeMap;
+
+fn chorefile(dir: &Path, endpoint: &str, me: &Path, count: &Path) -> PathBuf {
+    let path = dir.join("Chorefile");
+    let text = format!(
+        "sqs-endpoint = {endpoint:?}\nconcurrency = 2\nbatch-size = 50\nlog-level = \"warn\"\n\n\
+         [queues.bench]\nbackend = \"sqs\"\ncreate = true\ndedupe = false\n\
+         handler = {{ command = [{me:?}, \"--noop-handler\"], mode = \"batch\", env = {{ CHORE_BENCH_COUNT = {count:?} }} }}\n",
+        me = me.display().to_string(),
+        count = count.display().to_string()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn processed(count: &Path) -> usize {
+    std::fs::read_to_string(count)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.parse::<usize>().ok())
+        .sum()
+}
+
+fn master(chore: &Path, file: &Path, log: &Path) -> Child {
+    Command::new(chore)
+        .envs(AWS_ENV)
+        .arg("-c")
+        .arg(file)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// When each recorded ReceiveMessage started, in seconds of the day (from its
+/// `X-Amz-Date`, `YYYYMMDDTHHMMSSZ`: enough for a run of a few minutes).
+fn receive_times(moto: &Moto) -> Vec<i64> {
+    let mut times = Vec::new();
+    for r in moto.recording() {
+        if r.action != "ReceiveMessage" {
+            continue;
+        }
+        let stamp = r
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("x-amz-date"))
+            .and_then(|(_, v)| v.as_str())
+            .unwrap_or("");
+        let digits: String = stamp.chars().skip(9).take(6).collect();
+        if let Ok(hms) = digits.parse::<i64>() {
+            times.push(hms / 10_000 * 3600 + hms / 100 % 100 * 60 + hms % 100);
+        }
+    }
+    times
+}
+
+pub fn figures(chore: &Path, me: &Path) {
+    let jobs: usize = env_or("CHORE_BENCH_SQS_JOBS", 2_000);
+    let scratch = Scratch::new("sqs");
+    let Some(moto) = Moto::start_fast_recording(&scratch.0.join("recording.jsonl")) else {
+        println!(
+            "SQS mode: moto_server not found (run `bash scripts/test.sh` once, or set CHORE_TEST_MOTO_SERVER)"
+        );
+        return;
+    };
+    println!(
+        "chore {} SQS benchmark (moto on loopback, concurrency 2, batch size 50)",
+        env!("CARGO_PKG_VERSION")
+    );
+    let count = scratch.0.join("count");
+    let file = chorefile(&scratch.0, &moto.endpoint(), me, &count);
+    backlog(chore, &moto, &file, &count, jobs);
+    idle_polls(chore, &moto, &file);
+}
+
+/// A backlog of `jobs`: jobs/s and SQS calls per 1,000 jobs.
+fn backlog(chore: &Path, moto: &Moto, file: &Path, count: &Path, jobs: usize) {
+    let dir = file.parent().unwrap();
+    // Publish the backlog (SendMessageBatch, ten a call), then count only the consumer.
+    let lines: String = (0..jobs)
+        .map(|i| format!("{{\"class\":\"Noop\",\"args\":[{i}]}}\n"))
+        .collect();
+    let mut enqueue = Command::new(chore)
+        .envs(AWS_ENV)
+        .args(["enqueue", "-c"])
+        .arg(file)
+        .arg("bench")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    enqueue
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    assert!(enqueue.wait().unwrap().success(), "enqueue failed");
+
+    moto.record();
+    let t0 = Instant::now();
+    let busy = master(chore, file, &dir.join("chore.log"));
+    while processed(count) < jobs {
+        assert!(
+            t0.elapsed() < Duration::from_secs(600),
+            "the SQS run did not finish; see chore.log"
+        );
+        // Coarse on purpose, as in `throughput`: this poll shares the cores.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let elapsed = t0.elapsed();
+    // The drain flushes the last batched deletes before the master exits.
+    stop(busy);
+    let by_action: BTreeMap<String, usize> = moto
+        .recorded()
+        .into_iter()
+        .map(|(action, calls)| (action, calls.len()))
+        .collect();
+    let total: usize = by_action.values().sum();
+    println!(
+        "throughput, batch handler:       {:>8.0} jobs/s  ({jobs} jobs in {:.2} s; moto bounds this)",
+        jobs as f64 / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "SQS API calls per 1,000 jobs:    {:>8.0} in all, under a backlog:",
+        total as f64 * 1000.0 / jobs as f64
+    );
+    for (action, n) in &by_action {
+        println!("    {action:<29}{:>8.1}", *n as f64 * 1000.0 / jobs as f64);
+    }
+}
+
+/// An empty queue: ReceiveMessage calls per idle queue-hour.
+fn idle_polls(chore: &Path, moto: &Moto, file: &Path) {
+    // Idle: an empty queue, long polls only, for a fixed stretch: the figure is a rate
+    // over time, so time is what is measured here, not a wait for anything.
+    moto.record();
+    let idle = Duration::from_secs(65);
+    let quiet = master(chore, file, &file.parent().unwrap().join("chore-idle.log"));
+    std::thread::sleep(idle);
+    stop(quiet);
+    // The rate is the spacing of successive polls, free of where the window's edges fall.
+    let times = receive_times(moto);
+    let (first, last) = (
+        times.first().copied().unwrap_or(0),
+        times.last().copied().unwrap_or(0),
+    );
+    let per_hour = if times.len() > 1 && last > first {
+        (times.len() - 1) as f64 * 3600.0 / (last - first) as f64
+    } else {
+        f64::NAN
+    };
+    println!(
+        "idle ReceiveMessage calls:       {per_hour:>8.0} per queue-hour ({} polls in {} s, one consumer thread)",
+        times.len(),
+        idle.as_secs()
+    );
+}
