@@ -319,6 +319,13 @@ fn sqs_http_two_masters_on_a_fifo_queue_send_one_message_per_tick() {
     let ticks: BTreeMap<i64, usize> = by_tick(&app)
         .into_iter()
         .map(|(tick, rs)| {
+            for r in &rs {
+                assert_eq!(
+                    r.header("X-Aws-Sqsd-Queue"),
+                    Some("ticks.fifo"),
+                    "the last segment of the queue URL: {r:?}"
+                );
+            }
             let ids: std::collections::BTreeSet<&str> = rs.iter().map(|r| r.msgid()).collect();
             (tick, ids.len())
         })
