@@ -7,6 +7,7 @@
 //! - `memcached`: memcached started that way, and a text-protocol client;
 //! - `moto`: moto (an SQS emulator) started that way, and a small SQS client;
 //! - `http`: the bare HTTP/1.1 exchange the SQS client speaks.
+//! - `app`: the HTTP test application (`http_app.py`) and what it received;
 //!
 //! Nothing here knows about test sandboxes or the bench's scratch directories: those stay
 //! with their users (`tests/integration/harness.rs`, the bench itself).
