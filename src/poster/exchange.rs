@@ -4,8 +4,10 @@
 //!
 //! The timers: connecting is bounded by `connect-timeout` (the connector's); once
 //! connected, every wait for response bytes (the head, then each body chunk) is bounded
-//! by `inactivity-timeout`, so bytes arriving keep a slow answer alive, as with the daemon.
+//! by `inactivity-timeout`, and any byte read resets it (`clocked`: even a byte of a head
+//! hyper has not finished reading), so a slow answer stays alive, as with the daemon.
 
+use super::clocked::{ClockedConnector, clock_of, unless_silent};
 use super::request::{Built, Template};
 use super::{Outcome, Report, utc};
 use crate::config::HttpTarget;
@@ -21,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::time::timeout;
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+type HttpClient = Client<ClockedConnector, Full<Bytes>>;
 type ClientError = hyper_util::client::legacy::Error;
 
 /// The most of a response body read: enough for the log's excerpt, and all of a small
@@ -57,7 +59,7 @@ impl Route {
             // A pooled connection found closed before the request went out is retried
             // on a fresh one, without counting a failure (the default; kept explicit).
             .retry_canceled_requests(true)
-            .build(connector);
+            .build(ClockedConnector(connector));
         Route {
             template: Template::new(&target),
             client,
@@ -107,10 +109,14 @@ async fn attempt(
     };
     let result = match early {
         Some(r) => r,
-        None => match timeout(inactivity, &mut response).await {
-            Ok(r) => r,
-            Err(_) => return Ok(Outcome::Inactive),
-        },
+        None => {
+            let clock = clock_of(connection.connection_metadata().as_ref());
+            let since = std::time::Instant::now();
+            match unless_silent(&mut response, clock.as_ref(), since, inactivity).await {
+                Some(r) => r,
+                None => return Ok(Outcome::Inactive),
+            }
+        }
     };
     match result {
         Ok(res) => Ok(answer(res, inactivity).await),

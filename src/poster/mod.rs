@@ -7,6 +7,7 @@
 //! connections (`exchange`). The request is built by `request`, the meaning of outcomes
 //! is `verdict`'s, and `health` keeps consumers from receiving for a target that is down.
 
+mod clocked;
 mod exchange;
 mod health;
 mod request;
