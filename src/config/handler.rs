@@ -7,9 +7,10 @@ use super::chorefile::RawKey;
 use super::error::Origin;
 use super::options::HANDLER_KEYS;
 use super::value::toml_type;
-use super::{Handler, HandlerMode, suggest};
+use super::{Handler, HandlerMode, Preload, suggest};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// `["cmd", "arg"]` (per-message mode) or
 /// `{ command = [...], mode = "batch", env = {...}, dir = "..." }`. A relative `dir` (and
@@ -20,7 +21,16 @@ pub fn handler_of(raw: &RawKey, origin: &Origin) -> Result<Handler, String> {
         mode: HandlerMode::Message,
         env: BTreeMap::new(),
         dir: None,
+        preload: None,
     };
+    let mut preload = Preload {
+        max_batches: None,
+        max_age: None,
+        max_memory: None,
+        boot_timeout: Duration::from_secs(120),
+        socket: None,
+    };
+    let mut preload_keys = Vec::new();
     match &raw.value {
         toml::Value::Array(_) => h.command = argv(&raw.value)?,
         toml::Value::Table(t) => {
@@ -36,9 +46,10 @@ pub fn handler_of(raw: &RawKey, origin: &Origin) -> Result<Handler, String> {
                         h.mode = match v.as_str() {
                             Some("message") => HandlerMode::Message,
                             Some("batch") => HandlerMode::Batch,
+                            Some("preload") => HandlerMode::Preload,
                             _ => {
                                 return Err(format!(
-                                    "mode must be \"message\" or \"batch\", found {v}"
+                                    "mode must be \"message\", \"batch\" or \"preload\", found {v}"
                                 ));
                             }
                         }
@@ -55,6 +66,22 @@ pub fn handler_of(raw: &RawKey, origin: &Origin) -> Result<Handler, String> {
                         }
                     }
                     "dir" => h.dir = Some(PathBuf::from(v.as_str().ok_or("dir must be a string")?)),
+                    "max-batches" => {
+                        preload.max_batches = Some(count(k, v)?);
+                        preload_keys.push(k.as_str());
+                    }
+                    "max-memory" => {
+                        preload.max_memory = Some(count(k, v)?);
+                        preload_keys.push(k.as_str());
+                    }
+                    "max-age" => {
+                        preload.max_age = Some(seconds(k, v)?);
+                        preload_keys.push(k.as_str());
+                    }
+                    "boot-timeout" => {
+                        preload.boot_timeout = seconds(k, v)?;
+                        preload_keys.push(k.as_str());
+                    }
                     other => {
                         return Err(format!(
                             "unknown handler key `{other}`{} (known: {})",
@@ -66,6 +93,12 @@ pub fn handler_of(raw: &RawKey, origin: &Origin) -> Result<Handler, String> {
             }
             if h.command.is_empty() {
                 return Err("the handler table needs a command".into());
+            }
+            if let (false, Some(k)) = (h.mode == HandlerMode::Preload, preload_keys.first()) {
+                return Err(format!("`{k}` applies only to mode = \"preload\""));
+            }
+            if h.mode == HandlerMode::Preload {
+                h.preload = Some(preload);
             }
         }
         other => {
@@ -82,6 +115,27 @@ pub fn handler_of(raw: &RawKey, origin: &Origin) -> Result<Handler, String> {
         None => base,
     });
     Ok(h)
+}
+
+/// A whole number ≥ 1.
+fn count(key: &str, v: &toml::Value) -> Result<u64, String> {
+    match v.as_integer() {
+        Some(n) if n >= 1 => Ok(n as u64),
+        _ => Err(format!("{key} must be a whole number ≥ 1, found {v}")),
+    }
+}
+
+/// Seconds > 0.
+fn seconds(key: &str, v: &toml::Value) -> Result<Duration, String> {
+    let s = match v {
+        toml::Value::Integer(i) => *i as f64,
+        toml::Value::Float(x) => *x,
+        _ => f64::NAN,
+    };
+    if !(s > 0.0 && s <= super::MAX_SECONDS) {
+        return Err(format!("{key} must be a number of seconds > 0, found {v}"));
+    }
+    Ok(Duration::from_secs_f64(s))
 }
 
 fn argv(v: &toml::Value) -> Result<Vec<String>, String> {
@@ -149,11 +203,11 @@ mod tests {
         );
         assert_eq!(
             read("{ command = [\"x\"], mode = \"bulk\" }").unwrap_err(),
-            "mode must be \"message\" or \"batch\", found \"bulk\""
+            "mode must be \"message\", \"batch\" or \"preload\", found \"bulk\""
         );
         assert_eq!(
             read("{ command = [\"x\"], mod = 1 }").unwrap_err(),
-            "unknown handler key `mod` (did you mean `mode`?) (known: command, mode, env, dir, kind)"
+            "unknown handler key `mod` (did you mean `mode`?) (known: command, mode, env, dir, kind, max-batches, max-age, max-memory, boot-timeout)"
         );
     }
 }

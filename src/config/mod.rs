@@ -75,6 +75,26 @@ pub enum HandlerMode {
     Message,
     /// One process per batch: JSON Lines in, one result line per message out.
     Batch,
+    /// A long-lived preloader forks a child per batch, which speaks batch mode
+    /// (docs/handlers.md, "Preloaded mode").
+    Preload,
+}
+
+/// A preloaded handler's lifecycle settings, and (filled in by the master for each batch)
+/// where its ready preloader listens.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Preload {
+    /// Recycle after this many batches.
+    pub max_batches: Option<u64>,
+    /// Recycle after this long.
+    pub max_age: Option<Duration>,
+    /// Recycle when the resident memory passes this many bytes.
+    pub max_memory: Option<u64>,
+    /// How long it may take to become ready.
+    pub boot_timeout: Duration,
+    /// The ready preloader's socket, for the worker; None in the configuration.
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
 }
 
 /// A command that runs jobs. No shell stands between chore and it: `command` is the argv.
@@ -87,6 +107,9 @@ pub struct Handler {
     pub env: BTreeMap<String, String>,
     /// Working directory of the command (defaults to the Chorefile's directory).
     pub dir: Option<PathBuf>,
+    /// `mode = "preload"`: the preloader's settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preload: Option<Preload>,
 }
 
 /// An application that takes one POST per message, as Elastic Beanstalk's SQS daemon

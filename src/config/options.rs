@@ -319,4 +319,14 @@ pub fn queue_key(key: &str) -> Option<&'static QueueKey> {
 }
 
 /// The keys of a handler table.
-pub const HANDLER_KEYS: &[&str] = &["command", "mode", "env", "dir", "kind"];
+pub const HANDLER_KEYS: &[&str] = &[
+    "command",
+    "mode",
+    "env",
+    "dir",
+    "kind",
+    "max-batches",
+    "max-age",
+    "max-memory",
+    "boot-timeout",
+];

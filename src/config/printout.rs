@@ -226,6 +226,7 @@ fn runs(h: &Handler, path_var: Option<&OsStr>, from: &str) -> String {
     let mode = match h.mode {
         HandlerMode::Message => "message",
         HandlerMode::Batch => "batch",
+        HandlerMode::Preload => "preload (a preloader forks each batch)",
     };
     let dir = h.dir.as_deref().unwrap_or(Path::new("."));
     let mut note = format!("{from}; {mode} mode, in {}", dir.display());

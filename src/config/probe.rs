@@ -190,6 +190,7 @@ mod tests {
             mode: super::super::HandlerMode::Message,
             env: BTreeMap::new(),
             dir: Some(dir.to_path_buf()),
+            preload: None,
         }
     }
 

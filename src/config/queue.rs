@@ -427,7 +427,7 @@ mod tests {
         assert_eq!(
             got,
             [
-                "2: unknown handler key `mod` (did you mean `mode`?) (known: command, mode, env, dir, kind)"
+                "2: unknown handler key `mod` (did you mean `mode`?) (known: command, mode, env, dir, kind, max-batches, max-age, max-memory, boot-timeout)"
             ]
         );
     }

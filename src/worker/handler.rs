@@ -42,9 +42,11 @@ fn to_log() -> Stdio {
     }
 }
 
-/// Feed `input` to the child's stdin and close it.
-fn feed(child: &mut Child, input: Vec<u8>) -> Option<std::thread::JoinHandle<()>> {
-    let mut stdin = child.stdin.take()?;
+/// Feed `input` to a handler's stdin and close it.
+fn feed(
+    mut stdin: impl Write + Send + 'static,
+    input: Vec<u8>,
+) -> Option<std::thread::JoinHandle<()>> {
     if input.len() <= PIPE_CAPACITY {
         // A handler that exits without reading makes this fail with EPIPE: not our problem.
         let _ = stdin.write_all(&input);
@@ -85,7 +87,10 @@ pub fn run_message(h: &Handler, queue: &str, job: &JobSpec) -> (Verdict, Option<
             );
         }
     };
-    let feeder = feed(&mut child, job.body.as_bytes().to_vec());
+    let feeder = child
+        .stdin
+        .take()
+        .and_then(|stdin| feed(stdin, job.body.as_bytes().to_vec()));
     let status = child.wait();
     if let Some(f) = feeder {
         let _ = f.join();
@@ -179,37 +184,33 @@ pub fn run_batch(
         runnable.push((i, j));
     }
     let jobs = runnable.as_slice();
-    let mut cmd = crate::launch::command(h, queue);
-    cmd.env("CHORE_BATCH_SIZE", jobs.len().to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
     let mut pending: HashMap<&str, usize> = jobs.iter().map(|(i, j)| (j.id.as_str(), *i)).collect();
-    let fail_rest =
-        |pending: &mut HashMap<&str, usize>, report: &mut dyn FnMut(Report), why: String| {
-            let mut left: Vec<usize> = pending.drain().map(|(_, i)| i).collect();
-            left.sort_unstable();
-            for i in left {
-                report(Report {
-                    i,
-                    verdict: Verdict::Fail,
-                    delay: None,
-                    error: Some(why.clone()),
-                });
-            }
-        };
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            return fail_rest(
-                &mut pending,
-                report,
-                format!("cannot start handler {:?}: {e}", h.command[0]),
-            );
+    let end_all = |pending: &mut HashMap<&str, usize>,
+                   report: &mut dyn FnMut(Report),
+                   verdict: Verdict,
+                   why: String| {
+        let mut left: Vec<usize> = pending.drain().map(|(_, i)| i).collect();
+        left.sort_unstable();
+        for i in left {
+            report(Report {
+                i,
+                verdict,
+                delay: None,
+                error: Some(why.clone()),
+            });
         }
     };
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let feeder = feed(&mut child, input);
+    let started = match &h.preload {
+        Some(p) => fork_batch(p, jobs.len()),
+        None => spawn_batch(h, queue, jobs.len()),
+    };
+    let (stdin, stdout, mut ending) = match started {
+        Ok(s) => s,
+        // A preloader that cannot be reached has not run anything: the messages go back
+        // unrun, and are not charged an attempt.
+        Err((verdict, why)) => return end_all(&mut pending, report, verdict, why),
+    };
+    let feeder = feed(stdin, input);
     crate::protocol::for_each_line(stdout, |line| {
         let out: BatchOutput = match serde_json::from_str(line) {
             Ok(o) => o,
@@ -237,19 +238,65 @@ pub fn run_batch(
         });
         true
     });
-    let status = child.wait();
+    let how = ending.wait();
     if let Some(f) = feeder {
         let _ = f.join();
     }
     if !pending.is_empty() {
-        let how = match status {
-            Ok(s) => describe(&s),
-            Err(e) => e.to_string(),
-        };
-        fail_rest(
+        end_all(
             &mut pending,
             report,
+            Verdict::Fail,
             format!("batch handler ended ({how}) without a result for this message"),
         );
     }
+}
+
+/// How a batch process is waited for: a child of ours, or a preloader's child (whose end
+/// is its output closing).
+enum Ending {
+    Child(Child),
+    Forked(u32),
+}
+
+impl Ending {
+    /// Wait for the end; how it ended, for the log.
+    fn wait(&mut self) -> String {
+        match self {
+            Ending::Child(c) => match c.wait() {
+                Ok(s) => describe(&s),
+                Err(e) => e.to_string(),
+            },
+            Ending::Forked(pid) => format!("forked process {pid} closed its output"),
+        }
+    }
+}
+
+type Started = (Box<dyn Write + Send>, Box<dyn io::Read>, Ending);
+
+/// Start a batch handler's command.
+fn spawn_batch(h: &Handler, queue: &str, messages: usize) -> Result<Started, (Verdict, String)> {
+    let mut cmd = crate::launch::command(h, queue);
+    cmd.env("CHORE_BATCH_SIZE", messages.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut child = cmd.spawn().map_err(|e| {
+        let why = format!("cannot start handler {:?}: {e}", h.command[0]);
+        (Verdict::Fail, why)
+    })?;
+    let stdin = child.stdin.take().expect("stdin is piped");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    Ok((Box::new(stdin), Box::new(stdout), Ending::Child(child)))
+}
+
+/// Have the ready preloader fork a child for the batch.
+fn fork_batch(p: &crate::config::Preload, messages: usize) -> Result<Started, (Verdict, String)> {
+    let unavailable = |why: String| (Verdict::Skip, format!("preloader unavailable: {why}"));
+    let socket = p
+        .socket
+        .as_deref()
+        .ok_or_else(|| unavailable("none is ready".into()))?;
+    let f = super::preload::fork(socket, messages).map_err(|e| unavailable(e.to_string()))?;
+    Ok((Box::new(f.input), Box::new(f.output), Ending::Forked(f.pid)))
 }

@@ -9,6 +9,7 @@
 //! its whole process group (itself and its handlers), so no orphan runs on unsupervised.
 
 pub mod handler;
+mod preload;
 
 use crate::config::{Handler, HandlerMode};
 use crate::protocol::{BatchSpec, JobSpec, Report, Verdict};
@@ -68,7 +69,7 @@ pub fn run_batch(spec: &BatchSpec, report: &mut dyn FnMut(Report)) {
     for (i, job) in spec.messages.iter().enumerate() {
         let h = route(spec, job);
         match groups.iter_mut().find(|(g, _)| same(*g, h)) {
-            Some((_, idx)) if h.is_some_and(|h| h.mode == HandlerMode::Batch) => idx.push(i),
+            Some((_, idx)) if h.is_some_and(|h| h.mode != HandlerMode::Message) => idx.push(i),
             _ => groups.push((h, vec![i])),
         }
     }
