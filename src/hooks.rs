@@ -62,7 +62,7 @@ impl Hooks {
 }
 
 /// The log file opened for appending, else the master's own stderr.
-fn to_log(log_file: Option<&Path>) -> Stdio {
+pub fn to_log(log_file: Option<&Path>) -> Stdio {
     log_file
         .and_then(|p| {
             std::fs::OpenOptions::new()

@@ -7,7 +7,7 @@ use crate::consumer::{Batchlet, Held};
 use crate::launch::describe_exit;
 use crate::protocol::{Report, Verdict};
 use crate::settle::{Settlement, decide};
-use signal_hook::consts::{SIGCONT, SIGINT, SIGQUIT, SIGTERM, SIGTSTP, SIGTTIN, SIGUSR1};
+use signal_hook::consts::{SIGCONT, SIGINT, SIGQUIT, SIGTERM, SIGTSTP, SIGTTIN, SIGUSR1, SIGUSR2};
 use std::time::{Duration, Instant};
 
 impl Master {
@@ -209,6 +209,11 @@ impl Master {
                 Ok(()) => tracing::info!("log file reopened"),
                 Err(e) => tracing::error!(error = %e, "could not reopen the log file"),
             },
+            SIGUSR2 if !self.preloaders.is_empty() => {
+                tracing::info!("SIGUSR2: replacing every preloader (batches keep running)");
+                self.preloaders.recycle_all();
+                self.preload_wake = Some(now);
+            }
             SIGTSTP if self.phase == Phase::Running => {
                 self.gate.pause(true);
                 self.phase = Phase::Quiet;

@@ -25,6 +25,7 @@ mod held;
 mod pool;
 mod posting;
 mod posts;
+mod preloaders;
 mod process;
 mod signals;
 mod startup;
@@ -45,6 +46,7 @@ use crossbeam_channel::{Receiver, never, select};
 use held::Holding;
 use pool::{Pool, WorkerEvent};
 use posts::Posts;
+use preloaders::Preloaders;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -96,6 +98,9 @@ struct Master {
     posts: Posts,
     /// Each HTTP target's health gate, which a refused connection closes.
     health: Vec<(Arc<HttpTarget>, Arc<Health>)>,
+    /// The preloaded handlers' preloaders, and when they next need a look.
+    preloaders: Preloaders,
+    preload_wake: Option<Instant>,
     gate: Arc<Gate>,
     stop: Arc<Stop>,
     log: LogHandle,
@@ -128,6 +133,8 @@ impl Master {
             pool,
             posts: Posts::none(),
             health: Vec::new(),
+            preloaders: Preloaders::none(),
+            preload_wake: None,
             config,
             qconfigs,
             settlers,
@@ -190,6 +197,7 @@ impl Master {
         for c in self.inputs.consumers.drain(..) {
             let _ = c.join();
         }
+        self.preloaders.stop_all();
         // Settlements some backends batch (SQS) go out before the master exits.
         for s in &self.settlers {
             s.queue.flush();
@@ -203,6 +211,9 @@ impl Master {
 
     /// The timed part of one turn: kill, renew, start. True when a drain is complete.
     fn turn(&mut self, now: Instant, consumers_done: bool) -> bool {
+        if self.preload_wake.is_some_and(|t| now >= t) {
+            self.preload_wake = self.preloaders.tick(now);
+        }
         self.kill_expired(now);
         self.renew_claims(now);
         if let Phase::Draining { deadline, killed } = self.phase {
@@ -232,6 +243,7 @@ impl Master {
         [
             self.pool.next_deadline(),
             self.posts.next_deadline(),
+            self.preload_wake,
             can_start.then(|| self.holding.next_timeout()).flatten(),
             can_start.then_some(self.spawn_paused_until).flatten(),
             drain_deadline,
@@ -293,7 +305,7 @@ impl Master {
     }
 
     /// The batch line a worker reads on its stdin.
-    fn batch_spec(&self, q: usize, batch: &[Held]) -> Vec<u8> {
+    fn batch_spec(&mut self, q: usize, batch: &[Held]) -> Vec<u8> {
         let qc = &self.qconfigs[q];
         let messages = batch
             .iter()
@@ -306,7 +318,7 @@ impl Master {
                 body: std::borrow::Cow::Borrowed(&d.body),
             })
             .collect();
-        let spec = BatchSpec {
+        let mut spec = BatchSpec {
             queue: qc.full_name.clone(),
             handler: qc.handler.clone(),
             classes: qc.classes.clone(),
@@ -315,6 +327,9 @@ impl Master {
             log_level: self.config.log_level.to_string(),
             messages,
         };
+        // A preloaded handler's batch goes to its serving preloader.
+        let handlers = spec.handler.iter_mut().chain(spec.classes.values_mut());
+        self.preloaders.assign(handlers);
         let mut line = serde_json::to_vec(&spec).expect("a batch serialises");
         line.push(b'\n');
         line

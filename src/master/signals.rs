@@ -6,11 +6,13 @@
 //! self-pipe write.
 
 use crossbeam_channel::Sender;
-use signal_hook::consts::{SIGCONT, SIGINT, SIGQUIT, SIGTERM, SIGTSTP, SIGTTIN, SIGUSR1};
+use signal_hook::consts::{SIGCONT, SIGINT, SIGQUIT, SIGTERM, SIGTSTP, SIGTTIN, SIGUSR1, SIGUSR2};
 use signal_hook::iterator::Signals;
 
 /// The signals the master handles.
-pub const HANDLED: [i32; 7] = [SIGINT, SIGTERM, SIGQUIT, SIGUSR1, SIGTSTP, SIGCONT, SIGTTIN];
+pub const HANDLED: [i32; 8] = [
+    SIGINT, SIGTERM, SIGQUIT, SIGUSR1, SIGUSR2, SIGTSTP, SIGCONT, SIGTTIN,
+];
 
 /// Start the signal thread.
 pub fn spawn(to_master: Sender<i32>) -> std::io::Result<()> {

@@ -7,6 +7,7 @@
 
 use super::pool::Pool;
 use super::posts::Posts;
+use super::preloaders::Preloaders;
 use super::process::Processes;
 use super::{Master, signals};
 use crate::config::{Config, HttpTarget, QueueConfig};
@@ -141,6 +142,9 @@ pub fn start(config: Config, log: LogHandle) -> Result<Master, StartError> {
     log_start(&config, &qconfigs);
 
     let (worker_tx, worker_rx) = unbounded();
+    let mut preloaders = Preloaders::new(&qconfigs, &std::env::temp_dir(), config.log_file.clone())
+        .map_err(|e| StartError::System(format!("cannot make the preloaders' directory: {e}")))?;
+    preloaders.start_all(std::time::Instant::now());
     let mut master = Master::new(
         config,
         qconfigs,
@@ -152,6 +156,8 @@ pub fn start(config: Config, log: LogHandle) -> Result<Master, StartError> {
     master.log = log;
     master.dedupe = dedupe;
     master.posts = posts;
+    master.preload_wake = Some(std::time::Instant::now());
+    master.preloaders = preloaders;
     master.health = health;
     master.inputs = super::Inputs {
         batch_rx,

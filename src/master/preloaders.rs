@@ -1,0 +1,396 @@
+//! Preloaders: the long-lived processes of preloaded handlers (docs/handlers.md,
+//! "Preloaded mode"), one per distinct handler, shared by every queue that routes to it.
+//!
+//! The master keeps each one through its life: start it with a fresh socket path, call it
+//! ready once its socket accepts a connection, hand its socket to every batch (the worker
+//! asks it to fork), and replace it when it dies, fails to boot (after a backoff), or is
+//! due for recycling (batches, age, resident memory, or SIGUSR2 for a deploy). A
+//! replacement boots while the old one still serves; the old one gets SIGTERM once the new
+//! one is ready, and SIGKILL 10 s later. Each handler's `ready` flag is what its queues'
+//! consumers wait on, so nothing is received while no preloader can fork.
+//!
+//! Everything but starting and signalling processes takes `now`.
+
+use crate::config::{Handler, QueueConfig};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// A preloader told to stop has this long before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How often a booting preloader's socket is tried.
+const BOOT_POLL: Duration = Duration::from_millis(50);
+/// How often a serving preloader's memory is read.
+const MEMORY_POLL: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+pub struct Preloaders {
+    slots: Vec<Slot>,
+    /// The private directory (mode 0700) the sockets live in.
+    dir: PathBuf,
+    log_file: Option<PathBuf>,
+    serial: u64,
+}
+
+/// One preloaded handler and its processes.
+struct Slot {
+    handler: Handler,
+    keep_credentials: bool,
+    ready: Arc<AtomicBool>,
+    serving: Option<Instance>,
+    booting: Option<Instance>,
+    retiring: Vec<(Instance, Instant)>,
+    /// Failures in a row (boot or death), for the backoff.
+    failures: u32,
+    start_at: Option<Instant>,
+    /// SIGUSR2 asked for a fresh one.
+    recycle: bool,
+}
+
+struct Instance {
+    child: Child,
+    socket: PathBuf,
+    started: Instant,
+    batches: u64,
+    memory_checked: Instant,
+}
+
+impl Preloaders {
+    /// No preloaded handler.
+    pub fn none() -> Preloaders {
+        Preloaders {
+            slots: Vec::new(),
+            dir: PathBuf::new(),
+            log_file: None,
+            serial: 0,
+        }
+    }
+
+    /// The preloaded handlers of `queues`, none started yet. Sockets go in a new private
+    /// directory under `runtime_dir`.
+    pub fn new(
+        queues: &[QueueConfig],
+        runtime_dir: &Path,
+        log_file: Option<PathBuf>,
+    ) -> std::io::Result<Preloaders> {
+        let mut slots: Vec<Slot> = Vec::new();
+        for q in queues {
+            for h in q.handler.iter().chain(q.classes.values()) {
+                if h.preload.is_none() {
+                    continue;
+                }
+                match slots.iter_mut().find(|s| s.handler == *h) {
+                    Some(s) => s.keep_credentials |= q.pass_aws_credentials,
+                    None => slots.push(Slot::new(h.clone(), q.pass_aws_credentials)),
+                }
+            }
+        }
+        let dir = runtime_dir.join(format!("chore-{}-preload", std::process::id()));
+        if !slots.is_empty() {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        }
+        Ok(Preloaders {
+            slots,
+            dir,
+            log_file,
+            serial: 0,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// The flag `h`'s queues' consumers wait on (None: `h` is not preloaded).
+    pub fn ready_flag(&self, h: &Handler) -> Option<Arc<AtomicBool>> {
+        let slot = self.slots.iter().find(|s| s.handler == *h)?;
+        Some(slot.ready.clone())
+    }
+
+    /// Point a batch's preloaded handlers at their serving preloader, and count the batch.
+    pub fn assign<'a>(&mut self, handlers: impl Iterator<Item = &'a mut Handler>) {
+        for h in handlers {
+            let Some(p) = h.preload.as_mut() else {
+                continue;
+            };
+            let slot = self.slots.iter_mut().find(|s| {
+                s.handler.command == h.command && s.handler.dir == h.dir && s.handler.env == h.env
+            });
+            p.socket = slot.and_then(|s| {
+                let i = s.serving.as_mut()?;
+                i.batches += 1;
+                Some(i.socket.clone())
+            });
+        }
+    }
+
+    /// SIGUSR2: replace every preloader (after a deploy), without dropping a batch.
+    pub fn recycle_all(&mut self) {
+        for s in &mut self.slots {
+            s.recycle = true;
+        }
+    }
+
+    /// Start, watch, replace and stop preloaders as their state asks. Returns when to look
+    /// again.
+    pub fn tick(&mut self, now: Instant) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut wake = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        for i in 0..self.slots.len() {
+            self.watch_booting(i, now);
+            self.watch_serving(i, now);
+            let slot = &mut self.slots[i];
+            let due = slot.start_at.is_some_and(|t| now >= t);
+            if slot.booting.is_none() && due {
+                slot.start_at = None;
+                self.start(i, now);
+            }
+            let slot = &mut self.slots[i];
+            retire(&mut slot.retiring, now);
+            slot.ready.store(slot.serving.is_some(), Ordering::Release);
+            if slot.booting.is_some() {
+                wake(now + BOOT_POLL);
+            }
+            if let Some(t) = slot.start_at {
+                wake(t);
+            }
+            if slot.serving.is_some() || !slot.retiring.is_empty() {
+                wake(now + Duration::from_secs(1));
+            }
+        }
+        next
+    }
+
+    /// Start every preloader.
+    pub fn start_all(&mut self, now: Instant) {
+        for s in &mut self.slots {
+            s.start_at = Some(now);
+        }
+        self.tick(now);
+    }
+
+    /// At exit: SIGTERM every preloader, SIGKILL what is left after the grace time.
+    pub fn stop_all(&mut self) {
+        let mut all: Vec<Instance> = Vec::new();
+        for s in &mut self.slots {
+            all.extend(s.serving.take());
+            all.extend(s.booting.take());
+            all.extend(s.retiring.drain(..).map(|(i, _)| i));
+            s.ready.store(false, Ordering::Release);
+        }
+        for i in &all {
+            signal(i, Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + STOP_GRACE;
+        for mut i in all {
+            while Instant::now() < deadline && matches!(i.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if matches!(i.child.try_wait(), Ok(None)) {
+                signal(&i, Signal::SIGKILL);
+                let _ = i.child.wait();
+            }
+            let _ = std::fs::remove_file(&i.socket);
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+
+    fn start(&mut self, i: usize, now: Instant) {
+        self.serial += 1;
+        let socket = self.dir.join(format!("p{}-{}.sock", i, self.serial));
+        let slot = &mut self.slots[i];
+        let h = &slot.handler;
+        let mut cmd = crate::launch::command(h, "");
+        cmd.env_remove("CHORE_QUEUE")
+            .env("CHORE_PRELOAD_SOCKET", &socket)
+            .stdin(Stdio::null())
+            .stdout(crate::hooks::to_log(self.log_file.as_deref()))
+            .stderr(crate::hooks::to_log(self.log_file.as_deref()))
+            // Its own group: a worker's deadline kill never reaches it, and its stop
+            // reaches whatever it started at boot.
+            .process_group(0);
+        if !slot.keep_credentials {
+            crate::launch::strip_credentials(&mut cmd);
+        }
+        match cmd.spawn() {
+            Ok(child) => {
+                tracing::info!(pid = child.id(), command = ?h.command, "preloader starting");
+                slot.booting = Some(Instance {
+                    child,
+                    socket,
+                    started: now,
+                    batches: 0,
+                    memory_checked: now,
+                });
+            }
+            Err(e) => {
+                let command = h.command.clone();
+                let wait = slot.fail(now);
+                tracing::error!(?command, error = %e, retry_in_secs = wait.as_secs_f64(), "cannot start the preloader");
+            }
+        }
+    }
+
+    fn watch_booting(&mut self, i: usize, now: Instant) {
+        let slot = &mut self.slots[i];
+        let Some(b) = slot.booting.as_mut() else {
+            return;
+        };
+        let timeout = slot
+            .handler
+            .preload
+            .as_ref()
+            .map_or(Duration::from_secs(120), |p| p.boot_timeout);
+        let pid = b.child.id();
+        let failed = if let Ok(Some(status)) = b.child.try_wait() {
+            Some(format!(
+                "it exited before it was ready ({})",
+                crate::launch::describe_exit(&status)
+            ))
+        } else if UnixStream::connect(&b.socket).is_ok() {
+            None
+        } else if now.duration_since(b.started) >= timeout {
+            signal(b, Signal::SIGKILL);
+            let _ = b.child.wait();
+            Some(format!(
+                "it was not ready within boot-timeout ({}s)",
+                timeout.as_secs_f64()
+            ))
+        } else {
+            return;
+        };
+        let b = slot.booting.take().expect("booting");
+        match failed {
+            Some(why) => {
+                let _ = std::fs::remove_file(&b.socket);
+                let wait = slot.fail(now);
+                tracing::error!(pid, command = ?slot.handler.command, retry_in_secs = wait.as_secs_f64(), "preloader failed to boot: {why}");
+            }
+            None => {
+                tracing::info!(
+                    pid,
+                    boot_secs = now.duration_since(b.started).as_secs_f64(),
+                    "preloader ready"
+                );
+                slot.failures = 0;
+                if let Some(old) = slot.serving.replace(b) {
+                    signal(&old, Signal::SIGTERM);
+                    slot.retiring.push((old, now + STOP_GRACE));
+                }
+            }
+        }
+    }
+
+    fn watch_serving(&mut self, i: usize, now: Instant) {
+        let slot = &mut self.slots[i];
+        let Some(s) = slot.serving.as_mut() else {
+            return;
+        };
+        if let Ok(Some(status)) = s.child.try_wait() {
+            let s = slot.serving.take().expect("serving");
+            let _ = std::fs::remove_file(&s.socket);
+            let wait = slot.fail(now);
+            tracing::error!(pid = s.child.id(), how = %crate::launch::describe_exit(&status), retry_in_secs = wait.as_secs_f64(), "preloader died; its queues receive nothing until a new one is ready");
+            return;
+        }
+        if slot.booting.is_some() {
+            return;
+        }
+        let why = due_for_recycling(s, slot.handler.preload.as_ref(), slot.recycle, now);
+        if let Some(why) = why {
+            tracing::info!(
+                pid = s.child.id(),
+                batches = s.batches,
+                "recycling the preloader: {why}"
+            );
+            slot.recycle = false;
+            slot.start_at = Some(now);
+        }
+    }
+}
+
+impl Slot {
+    fn new(handler: Handler, keep_credentials: bool) -> Slot {
+        Slot {
+            handler,
+            keep_credentials,
+            ready: Arc::new(AtomicBool::new(false)),
+            serving: None,
+            booting: None,
+            retiring: Vec::new(),
+            failures: 0,
+            start_at: None,
+            recycle: false,
+        }
+    }
+
+    /// One more failure: when to try again (1 s, doubling, at most a minute).
+    fn fail(&mut self, now: Instant) -> Duration {
+        self.failures += 1;
+        let wait =
+            Duration::from_secs(1 << self.failures.min(6).saturating_sub(1)).min(MAX_BACKOFF);
+        self.start_at = Some(now + wait);
+        wait
+    }
+}
+
+/// Why a serving preloader should be replaced now, if it should.
+fn due_for_recycling(
+    s: &mut Instance,
+    p: Option<&crate::config::Preload>,
+    asked: bool,
+    now: Instant,
+) -> Option<String> {
+    if asked {
+        return Some("SIGUSR2".into());
+    }
+    let p = p?;
+    if let Some(max) = p.max_batches.filter(|&m| s.batches >= m) {
+        return Some(format!("{max} batches (max-batches)"));
+    }
+    if let Some(max) = p.max_age.filter(|&m| now.duration_since(s.started) >= m) {
+        return Some(format!("{}s old (max-age)", max.as_secs_f64()));
+    }
+    let max = p.max_memory?;
+    if now.duration_since(s.memory_checked) < MEMORY_POLL {
+        return None;
+    }
+    s.memory_checked = now;
+    let rss = resident_bytes(s.child.id())?;
+    (rss >= max).then(|| format!("{rss} bytes resident, max-memory is {max}"))
+}
+
+/// A process's resident memory, from /proc.
+fn resident_bytes(pid: u32) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf only reads a constant of the system.
+    let page = unsafe { nix::libc::sysconf(nix::libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
+}
+
+/// Reap retired preloaders; SIGKILL those past their grace time.
+fn retire(retiring: &mut Vec<(Instance, Instant)>, now: Instant) {
+    retiring.retain_mut(|(i, kill_at)| {
+        if matches!(i.child.try_wait(), Ok(Some(_))) {
+            let _ = std::fs::remove_file(&i.socket);
+            return false;
+        }
+        if now >= *kill_at {
+            signal(i, Signal::SIGKILL);
+        }
+        true
+    });
+}
+
+/// Signal a preloader's whole group (it leads it).
+fn signal(i: &Instance, sig: Signal) {
+    let _ = killpg(Pid::from_raw(i.child.id() as i32), sig);
+}
