@@ -335,7 +335,7 @@ impl Slot {
     fn fail(&mut self, now: Instant) -> Duration {
         self.failures += 1;
         let wait =
-            Duration::from_secs(1 << self.failures.min(6).saturating_sub(1)).min(MAX_BACKOFF);
+            Duration::from_secs(1 << self.failures.min(7).saturating_sub(1)).min(MAX_BACKOFF);
         self.start_at = Some(now + wait);
         wait
     }
@@ -393,4 +393,95 @@ fn retire(retiring: &mut Vec<(Instance, Instant)>, now: Instant) {
 /// Signal a preloader's whole group (it leads it).
 fn signal(i: &Instance, sig: Signal) {
     let _ = killpg(Pid::from_raw(i.child.id() as i32), sig);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{HandlerMode, Preload};
+
+    fn handler() -> Handler {
+        Handler {
+            command: vec!["true".into()],
+            mode: HandlerMode::Preload,
+            env: Default::default(),
+            dir: None,
+            preload: Some(Preload {
+                max_batches: Some(3),
+                max_age: Some(Duration::from_secs(60)),
+                max_memory: None,
+                boot_timeout: Duration::from_secs(5),
+                socket: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn failures_back_off_from_a_second_to_a_minute() {
+        let mut slot = Slot::new(handler(), false);
+        let now = Instant::now();
+        let waits: Vec<u64> = (0..9).map(|_| slot.fail(now).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(slot.start_at, Some(now + Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn a_preloader_is_recycled_by_batches_age_or_request() {
+        let t0 = Instant::now();
+        let child = std::process::Command::new("true").spawn().unwrap();
+        let mut i = Instance {
+            child,
+            socket: PathBuf::new(),
+            started: t0,
+            batches: 0,
+            memory_checked: t0,
+        };
+        let p = handler().preload;
+        assert_eq!(due_for_recycling(&mut i, p.as_ref(), false, t0), None);
+        assert_eq!(
+            due_for_recycling(&mut i, p.as_ref(), true, t0).as_deref(),
+            Some("SIGUSR2")
+        );
+        i.batches = 3;
+        assert!(
+            due_for_recycling(&mut i, p.as_ref(), false, t0)
+                .unwrap()
+                .contains("max-batches")
+        );
+        i.batches = 0;
+        let later = t0 + Duration::from_secs(60);
+        assert!(
+            due_for_recycling(&mut i, p.as_ref(), false, later)
+                .unwrap()
+                .contains("max-age")
+        );
+        let _ = i.child.wait();
+    }
+
+    #[test]
+    fn a_batch_gets_the_serving_preloaders_socket_and_is_counted() {
+        let mut pre = Preloaders::none();
+        let mut slot = Slot::new(handler(), false);
+        let child = std::process::Command::new("true").spawn().unwrap();
+        let t0 = Instant::now();
+        slot.serving = Some(Instance {
+            child,
+            socket: PathBuf::from("/run/p.sock"),
+            started: t0,
+            batches: 0,
+            memory_checked: t0,
+        });
+        pre.slots.push(slot);
+        let (mut a, mut other) = (handler(), handler());
+        other.command = vec!["other".into()];
+        pre.assign([&mut a, &mut other].into_iter());
+        assert_eq!(
+            a.preload.unwrap().socket,
+            Some(PathBuf::from("/run/p.sock"))
+        );
+        assert_eq!(other.preload.unwrap().socket, None);
+        let s = pre.slots[0].serving.as_mut().unwrap();
+        assert_eq!(s.batches, 1);
+        let _ = s.child.wait();
+    }
 }
