@@ -82,7 +82,7 @@ pub fn spawn(
     config: &QueueConfig,
     settler: &Settler,
     threads: usize,
-    health: Option<Arc<Health>>,
+    waits: Vec<Arc<dyn Ready>>,
     shared: &Shared,
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
     let mut handles = Vec::new();
@@ -93,7 +93,7 @@ pub fn spawn(
             consume,
             settler: settler.clone(),
             routes: Routes::of(config),
-            health: health.clone(),
+            waits: waits.clone(),
             shared: shared.clone(),
         };
         let handle = std::thread::Builder::new()
@@ -110,8 +110,9 @@ struct Thread {
     consume: Box<dyn crate::queue::Consume>,
     settler: Settler,
     routes: Routes,
-    /// The health gate of the application this queue posts to, when it does.
-    health: Option<Arc<Health>>,
+    /// What must be ready before each receive: the application this queue posts to, the
+    /// preloader its handler forks from.
+    waits: Vec<Arc<dyn Ready>>,
     shared: Shared,
 }
 
@@ -129,8 +130,8 @@ impl Thread {
         loop {
             // Nothing is received while the application cannot take it, so receive counts
             // are not burned while it boots or restarts.
-            if let Some(health) = &self.health {
-                health.wait_ready(&stop);
+            for w in &self.waits {
+                w.wait_ready(&stop);
             }
             let Some(credits) = gate.take(polling_size) else {
                 break;
@@ -202,6 +203,33 @@ impl Thread {
                 );
             }
             return false;
+        }
+        true
+    }
+}
+
+/// Something a queue's consumers wait for before each receive, so that nothing is received
+/// that could not run (and no receive count is burned meanwhile).
+pub trait Ready: Send + Sync {
+    /// Block until ready, or until `stop` fires (false).
+    fn wait_ready(&self, stop: &Stop) -> bool;
+}
+
+impl Ready for Health {
+    fn wait_ready(&self, stop: &Stop) -> bool {
+        Health::wait_ready(self, stop)
+    }
+}
+
+/// A flag someone else raises (a preloader that is ready), looked at every 50 ms.
+pub struct Flag(pub Arc<std::sync::atomic::AtomicBool>);
+
+impl Ready for Flag {
+    fn wait_ready(&self, stop: &Stop) -> bool {
+        while !self.0.load(std::sync::atomic::Ordering::Acquire) {
+            if stop.sleep(Duration::from_millis(50)) {
+                return false;
+            }
         }
         true
     }
@@ -399,7 +427,7 @@ mod tests {
             hooks: Default::default(),
             dedupe: None,
         };
-        let threads = spawn(0, &qc, &settler, 1, None, &shared).unwrap();
+        let threads = spawn(0, &qc, &settler, 1, Vec::new(), &shared).unwrap();
         let b = rx.recv_timeout(Duration::from_secs(10)).unwrap();
         let ids: Vec<&str> = b.messages.iter().map(|h| h.delivery.id.as_str()).collect();
         assert_eq!(ids, ["routed"]);

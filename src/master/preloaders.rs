@@ -316,6 +316,19 @@ impl Preloaders {
     }
 }
 
+/// A master that fails to start, or panics, leaves no preloader behind.
+impl Drop for Preloaders {
+    fn drop(&mut self) {
+        if self
+            .slots
+            .iter()
+            .any(|s| s.serving.is_some() || s.booting.is_some() || !s.retiring.is_empty())
+        {
+            self.stop_all();
+        }
+    }
+}
+
 impl Slot {
     fn new(handler: Handler, keep_credentials: bool) -> Slot {
         Slot {

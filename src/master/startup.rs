@@ -129,6 +129,10 @@ pub fn start(config: Config, log: LogHandle) -> Result<Master, StartError> {
     };
     // Only the consumers hold senders once this returns: the channel disconnects when they
     // have all ended.
+    // Preloaders boot while the consumers wait for them.
+    let mut preloaders = Preloaders::new(&qconfigs, &std::env::temp_dir(), config.log_file.clone())
+        .map_err(|e| StartError::System(format!("cannot make the preloaders' directory: {e}")))?;
+    preloaders.start_all(std::time::Instant::now());
     // Periodic tasks first: if the consumers then fail to start, their stop ends it too.
     let scheduled: Vec<(&QueueConfig, Arc<dyn Queue>)> = qconfigs
         .iter()
@@ -136,15 +140,13 @@ pub fn start(config: Config, log: LogHandle) -> Result<Master, StartError> {
         .collect();
     let periodic = crate::periodic::spawn(&config, &scheduled, dedupe.clone(), stop.clone())
         .map_err(StartError::System)?;
-    let mut consumers = start_consumers(&config, &qconfigs, &settlers, &health, shared)?;
+    let mut consumers =
+        start_consumers(&config, &qconfigs, &settlers, &health, &preloaders, shared)?;
     // Joined with the consumers at exit.
     consumers.extend(periodic);
     log_start(&config, &qconfigs);
 
     let (worker_tx, worker_rx) = unbounded();
-    let mut preloaders = Preloaders::new(&qconfigs, &std::env::temp_dir(), config.log_file.clone())
-        .map_err(|e| StartError::System(format!("cannot make the preloaders' directory: {e}")))?;
-    preloaders.start_all(std::time::Instant::now());
     let mut master = Master::new(
         config,
         qconfigs,
@@ -207,16 +209,13 @@ fn start_consumers(
     qconfigs: &[QueueConfig],
     settlers: &[Settler],
     health: &[(Arc<HttpTarget>, Arc<Health>)],
+    preloaders: &Preloaders,
     shared: consumer::Shared,
 ) -> Result<Vec<JoinHandle<()>>, StartError> {
     let mut consumers = Vec::new();
     for (i, (settler, qc)) in settlers.iter().zip(qconfigs).enumerate() {
-        // A queue whose default handler posts waits for that application to be up.
-        let gate = qc.http.as_ref().and_then(|t| {
-            let (_, h) = health.iter().find(|(k, _)| Arc::ptr_eq(k, t))?;
-            Some(h.clone())
-        });
-        match consumer::spawn(i, qc, settler, config.threads_per_queue, gate, &shared) {
+        let waits = readiness(qc, health, preloaders);
+        match consumer::spawn(i, qc, settler, config.threads_per_queue, waits, &shared) {
             Ok(handles) => consumers.extend(handles),
             Err(e) => {
                 shared.stop.trigger();
@@ -229,6 +228,27 @@ fn start_consumers(
         }
     }
     Ok(consumers)
+}
+
+/// What a queue's consumers wait for before receiving: the application its default handler
+/// posts to, and the preloaders its handlers fork from.
+fn readiness(
+    qc: &QueueConfig,
+    health: &[(Arc<HttpTarget>, Arc<Health>)],
+    preloaders: &Preloaders,
+) -> Vec<Arc<dyn consumer::Ready>> {
+    let mut waits: Vec<Arc<dyn consumer::Ready>> = Vec::new();
+    if let Some(t) = &qc.http
+        && let Some((_, h)) = health.iter().find(|(k, _)| Arc::ptr_eq(k, t))
+    {
+        waits.push(h.clone());
+    }
+    for h in qc.handler.iter().chain(qc.classes.values()) {
+        if let Some(flag) = preloaders.ready_flag(h) {
+            waits.push(Arc::new(consumer::Flag(flag)));
+        }
+    }
+    waits
 }
 
 fn log_start(config: &Config, qconfigs: &[QueueConfig]) {
