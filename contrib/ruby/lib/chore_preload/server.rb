@@ -60,7 +60,9 @@ module ChorePreload
     # One request: a JSON line and three descriptors. A connection that closes without
     # one (chore's readiness check) is ignored.
     def handle(conn)
-      data, _addr, _flags, *controls = conn.recvmsg(4096, 0, 0, scm_rights: true)
+      # The control length must be nil (as much as comes) or large enough: 0 truncates the
+      # ancillary data (MSG_CTRUNC) and the descriptors are lost.
+      data, _addr, _flags, *controls = conn.recvmsg(4096, 0, nil, scm_rights: true)
       fds = controls.select { |c| c.cmsg_is?(:SOCKET, :RIGHTS) }.flat_map(&:unix_rights)
       return if data.nil? || (data.empty? && fds.empty?)
 
