@@ -30,12 +30,14 @@ def check(cond, what, detail=""):
 class Preloader:
     """One preloader process, started as chore starts it (own process group, stdin null)."""
 
-    def __init__(self, tmp, name, require):
+    def __init__(self, tmp, name, require, rubylib=None):
         self.sock = os.path.join(tmp, f"{name}.sock")
         self.trace = os.path.join(tmp, f"{name}.trace")
         env = dict(os.environ, CHORE_PRELOAD_SOCKET=self.sock, TRACE=self.trace)
         env.pop("RAILS_ENV", None)
         env.pop("RACK_ENV", None)
+        if rubylib:
+            env["RUBYLIB"] = rubylib
         self.log = open(os.path.join(tmp, f"{name}.log"), "w+")
         self.proc = subprocess.Popen(["ruby", PRELOAD, "--require", require], env=env, cwd=tmp,
                                      stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
@@ -116,6 +118,7 @@ def main():
     try:
         run_app_tests(p, pgid)
         run_rails_root_test(tmp, pgid)
+        run_gem_test(tmp, pgid)
         run_usage_tests(tmp)
     finally:
         for proc in (p.proc, group):
@@ -182,6 +185,7 @@ def run_app_tests(p, pgid):
     where = next(e for e in child if e[0] == "where")
     check(where[1] == f"pgrp={pgid}", "the child joined the given process group", where)
     check(where[3] == "env=development", "RAILS_ENV defaults to development", where)
+    check(where[4] == "gem=0", "without the gem: the stand-in Chore::Job", where)
     check(child[-1] == ["before_fork_shutdown"] and ["within_fork_after_yield"] not in child,
           "before_fork_shutdown last; within_fork's code after yield never runs", child)
 
@@ -258,6 +262,18 @@ def run_rails_root_test(tmp, pgid):
         check(where[2] == f"cwd={os.path.realpath(root)}", "Rails root: runs from inside the root", where)
         check(["rails_environment", f"cwd={os.path.realpath(root)}"] in [e[:-1] for e in p.events()],
               "Rails root: config/environment.rb required from the root")
+    finally:
+        p.proc.terminate()
+        p.proc.wait(timeout=5)
+
+
+def run_gem_test(tmp, pgid):
+    p = Preloader(tmp, "gem", os.path.join(FIXTURES, "app.rb"), rubylib=os.path.join(FIXTURES, "fake_gem"))
+    try:
+        p.wait_ready()
+        _, res, _, _ = p.run_batch(pgid, [msg("where", "WhereAmI")])
+        where = next(e for e in p.events() if e[0] == "where")
+        check(res["where"]["result"] == "ok" and where[4] == "gem=1", "with the gem: its own Chore::Job", where)
     finally:
         p.proc.terminate()
         p.proc.wait(timeout=5)

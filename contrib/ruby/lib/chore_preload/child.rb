@@ -17,9 +17,10 @@ module ChorePreload
     def run
       # First: chore's deadline kill is a SIGKILL to the worker's group, and it must reach us.
       Process.setpgid(0, @batch.pgid)
-      take_descriptors
-      # Back to Ruby's defaults: TERM kills the batch, INT raises Interrupt.
+      # Back to Ruby's defaults (TERM kills the batch, INT raises Interrupt) before the
+      # preloader's handler, which writes to a pipe closed below, can run here.
       %w[TERM INT].each { |sig| trap(sig, 'DEFAULT') }
+      take_descriptors
       Process.setproctitle("chore-preload-batch:Started:#{@batch.started_at}")
       exit!(run_hooks_and_batch)
     rescue Exception => e # rubocop:disable Lint/RescueException -- nothing may escape into the preloader's code
