@@ -30,7 +30,7 @@ def check(cond, what, detail=""):
 class Preloader:
     """One preloader process, started as chore starts it (own process group, stdin null)."""
 
-    def __init__(self, tmp, name, require, rubylib=None):
+    def __init__(self, tmp, name, require, rubylib=None, command=None):
         self.sock = os.path.join(tmp, f"{name}.sock")
         self.trace = os.path.join(tmp, f"{name}.trace")
         env = dict(os.environ, CHORE_PRELOAD_SOCKET=self.sock, TRACE=self.trace)
@@ -39,7 +39,8 @@ class Preloader:
         if rubylib:
             env["RUBYLIB"] = rubylib
         self.log = open(os.path.join(tmp, f"{name}.log"), "w+")
-        self.proc = subprocess.Popen(["ruby", PRELOAD, "--require", require], env=env, cwd=tmp,
+        command = command or ["ruby", PRELOAD, "--require", require]
+        self.proc = subprocess.Popen(command, env=env, cwd=tmp,
                                      stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
                                      process_group=0)
 
@@ -119,6 +120,7 @@ def main():
         run_app_tests(p, pgid)
         run_rails_root_test(tmp, pgid)
         run_gem_test(tmp, pgid)
+        run_python_example_test(tmp, pgid)
         run_usage_tests(tmp)
     finally:
         for proc in (p.proc, group):
@@ -277,6 +279,25 @@ def run_gem_test(tmp, pgid):
     finally:
         p.proc.terminate()
         p.proc.wait(timeout=5)
+
+
+def run_python_example_test(tmp, pgid):
+    """examples/preload/preloader.py speaks the same protocol."""
+    example = os.path.join(HERE, "..", "..", "..", "examples", "preload", "preloader.py")
+    p = Preloader(tmp, "python", None, command=["python3", example])
+    try:
+        p.wait_ready()
+        for _ in range(2):
+            _, res, _, log = p.run_batch(pgid, [msg("a", "Greet", ["ada"]), msg("b", "Divide", [1, 0]),
+                                                  msg("c", "Busy"), msg("d", "Nope")])
+            got = {k: v["result"] for k, v in res.items()}
+            check(got == {"a": "ok", "b": "fail", "c": "retry", "d": "permanent"} and "hello, ada" in log,
+                  "examples/preload/preloader.py runs a batch", res)
+        check(p.log_text().count("booted") == 1, "examples/preload/preloader.py booted once")
+        wait_for(lambda: not zombies_of(p.proc.pid), "the Python preloader reaps its children")
+    finally:
+        p.proc.terminate()
+        check(p.proc.wait(timeout=5) == 0 and not os.path.exists(p.sock), "the Python preloader stops on SIGTERM")
 
 
 def run_usage_tests(tmp):
