@@ -226,12 +226,33 @@ fn runs(h: &Handler, path_var: Option<&OsStr>, from: &str) -> String {
     let mode = match h.mode {
         HandlerMode::Message => "message",
         HandlerMode::Batch => "batch",
-        HandlerMode::Preload => "preload (a preloader forks each batch)",
+        HandlerMode::Preload => "preload",
     };
     let dir = h.dir.as_deref().unwrap_or(Path::new("."));
     let mut note = format!("{from}; {mode} mode, in {}", dir.display());
     if let Ok(p) = probe::program(h, path_var) {
         let _ = write!(note, ", runs {}", p.display());
+    }
+    if let Some(p) = &h.preload {
+        let mut recycle = Vec::new();
+        if let Some(n) = p.max_batches {
+            recycle.push(format!("{n} batches"));
+        }
+        if let Some(d) = p.max_age {
+            recycle.push(format!("{}s", secs(d)));
+        }
+        if let Some(b) = p.max_memory {
+            recycle.push(format!("{b} bytes resident"));
+        }
+        let recycle = match recycle.is_empty() {
+            true => "only on SIGUSR2".to_string(),
+            false => format!("after {} or on SIGUSR2", recycle.join(" or ")),
+        };
+        let boot = secs(p.boot_timeout);
+        let _ = write!(
+            note,
+            " (a preloader forks each batch; boot-timeout {boot}s; recycled {recycle})"
+        );
     }
     if !h.env.is_empty() {
         let names: Vec<&str> = h.env.keys().map(String::as_str).collect();
