@@ -231,6 +231,7 @@ impl Master {
 
     fn begin_drain(&mut self, sig: i32, now: Instant) {
         self.stop.trigger();
+        self.preloaders.drain();
         self.gate.stop();
         let waiting = self.holding.take_buffered();
         tracing::info!(

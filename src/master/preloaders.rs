@@ -36,6 +36,8 @@ pub struct Preloaders {
     dir: PathBuf,
     log_file: Option<PathBuf>,
     serial: u64,
+    /// Draining: no preloader is started or replaced any more.
+    draining: bool,
 }
 
 /// One preloaded handler and its processes.
@@ -69,6 +71,7 @@ impl Preloaders {
             dir: PathBuf::new(),
             log_file: None,
             serial: 0,
+            draining: false,
         }
     }
 
@@ -101,6 +104,7 @@ impl Preloaders {
             dir,
             log_file,
             serial: 0,
+            draining: false,
         })
     }
 
@@ -148,7 +152,7 @@ impl Preloaders {
             self.watch_serving(i, now);
             let slot = &mut self.slots[i];
             let due = slot.start_at.is_some_and(|t| now >= t);
-            if slot.booting.is_none() && due {
+            if slot.booting.is_none() && due && !self.draining {
                 slot.start_at = None;
                 self.start(i, now);
             }
@@ -166,6 +170,12 @@ impl Preloaders {
             }
         }
         next
+    }
+
+    /// A drain has begun: the running batches need the preloaders no more, so none is
+    /// started or replaced from now on (a booting one is left to finish or fail).
+    pub fn drain(&mut self) {
+        self.draining = true;
     }
 
     /// Start every preloader.
