@@ -162,7 +162,7 @@ impl Preloaders {
             if slot.booting.is_some() {
                 wake(now + BOOT_POLL);
             }
-            if let Some(t) = slot.start_at {
+            if let (Some(t), false) = (slot.start_at, self.draining) {
                 wake(t);
             }
             if slot.serving.is_some() || !slot.retiring.is_empty() {
