@@ -22,6 +22,9 @@ struct GateState {
     free: usize,
     paused: bool,
     stopped: bool,
+    /// What each waiting `take` wants: a returned credit wakes them only when it can
+    /// satisfy one of them (a notify is a syscall, and credits come back one by one).
+    waiting: Vec<usize>,
 }
 
 impl Gate {
@@ -31,6 +34,7 @@ impl Gate {
                 free: capacity,
                 paused: false,
                 stopped: false,
+                waiting: Vec::new(),
             }),
             changed: Condvar::new(),
             capacity,
@@ -56,7 +60,11 @@ impl Gate {
                     n: want,
                 });
             }
+            s.waiting.push(want);
             s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner());
+            if let Some(i) = s.waiting.iter().position(|&w| w == want) {
+                s.waiting.swap_remove(i);
+            }
         }
     }
 
@@ -81,8 +89,13 @@ impl Gate {
         if n == 0 {
             return;
         }
-        self.lock().free += n;
-        self.changed.notify_all();
+        let mut s = self.lock();
+        s.free += n;
+        let wake = s.waiting.iter().any(|&w| w <= s.free);
+        drop(s);
+        if wake {
+            self.changed.notify_all();
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {

@@ -55,6 +55,9 @@ use std::time::{Duration, Instant};
 const IDLE_TICK: Duration = Duration::from_secs(1);
 /// After a failed spawn, wait this long before trying again.
 const SPAWN_RETRY: Duration = Duration::from_secs(1);
+/// At most this many more post outcomes are settled in one turn after the one that woke
+/// the loop, so that signals and worker events wait for no long burst.
+const POSTED_PER_TURN: usize = 255;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Phase {
@@ -184,6 +187,15 @@ impl Master {
                 recv(self.inputs.post_rx) -> p => {
                     if let Ok(p) = p {
                         self.on_posted(p);
+                        // Posts end in bursts: settle every outcome already here before
+                        // the next turn, which then starts their successors at once
+                        // (one pass over the held messages and timers, not one per post).
+                        for _ in 0..POSTED_PER_TURN {
+                            let Ok(p) = self.inputs.post_rx.try_recv() else {
+                                break;
+                            };
+                            self.on_posted(p);
+                        }
                     }
                 },
                 recv(self.inputs.signal_rx) -> s => {

@@ -101,7 +101,6 @@ impl Poster {
             id,
             started: Instant::now(),
             events: self.events.clone(),
-            live: self.live.clone(),
             done: false,
         };
         let route = self.route(target);
@@ -113,10 +112,14 @@ impl Poster {
             Ok(b) => b,
             Err(e) => return report.send(Outcome::Failed(e)),
         };
-        // Held across the spawn, so that the task cannot finish (and remove its entry)
-        // before the entry is there.
-        let mut live = lock(&self.live);
+        // Only this (the master's) thread touches the table: a finished post's handle
+        // stays until a sweep (aborting it is a no-op; a reused id replaces it), so the
+        // poster's thread takes no lock per post.
         let task = self.spawner.spawn(exchange::run(route, built, report));
+        let mut live = lock(&self.live);
+        if live.len() >= live.capacity().max(64) {
+            live.retain(|_, h| !h.is_finished());
+        }
         live.insert(id, task.abort_handle());
     }
 
@@ -159,7 +162,6 @@ struct Report {
     id: PostId,
     started: Instant,
     events: Sender<Posted>,
-    live: Live,
     done: bool,
 }
 
@@ -170,8 +172,6 @@ impl Report {
     }
 
     fn deliver(&self, outcome: Outcome) {
-        // Out of the table first: once the master has the outcome it may reuse the id.
-        lock(&self.live).remove(&self.id);
         let _ = self.events.send(Posted {
             id: self.id,
             outcome,

@@ -281,8 +281,7 @@ impl FilesystemQueue {
             );
             return Ok(Some(Claimed::Unreadable(delivery, reason)));
         }
-        let mut bytes = Vec::with_capacity(meta.len() as usize);
-        file.read_to_end(&mut bytes)?;
+        let bytes = read_body(&mut file, meta.len() as usize)?;
         drop(file);
         match String::from_utf8(bytes) {
             Ok(body) => Ok(Some(Claimed::Body(Delivery { body, ..delivery }))),
@@ -413,6 +412,34 @@ impl Queue for FilesystemQueue {
         let class: String = m.task.chars().take(64).collect();
         self.publish(Some(&class), &periodic::body(m)).map(|_| ())
     }
+}
+
+/// Read a claimed file to its end, `len` being its size as `fstat` saw it.
+///
+/// `read_to_end` would ask the size again (a second `statx`, an `lseek`) and then probe
+/// for the end with one more `read`. A read that comes up short past the size already
+/// seen is the end of a regular file, so a body is usually one `read`; a file that grew
+/// since (a publisher finishing between the `fstat` and the lock) is read on to its end.
+fn read_body(file: &mut File, len: usize) -> io::Result<Vec<u8>> {
+    // One byte of slack, so that a read of exactly `len` bytes comes up short.
+    let mut bytes = vec![0u8; len + 1];
+    let mut filled = 0;
+    loop {
+        if filled == bytes.len() {
+            bytes.resize(filled + filled.max(4096), 0);
+        }
+        let n = match file.read(&mut bytes[filled..]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        filled += n;
+        if n == 0 || (filled >= len && filled < bytes.len()) {
+            break;
+        }
+    }
+    bytes.truncate(filled);
+    Ok(bytes)
 }
 
 fn try_lock(file: &File) -> bool {
