@@ -170,6 +170,9 @@ impl Master {
 
     /// Renew every held claim that is due, buffered, deferred or running.
     pub(super) fn renew_claims(&mut self, now: Instant) {
+        if self.holding.next_renewal().is_none_or(|t| t > now) {
+            return;
+        }
         let settlers = &self.settlers;
         self.holding.each_mut(|q, d| {
             if d.renew_at > now {

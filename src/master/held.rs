@@ -26,6 +26,9 @@ pub struct Holding {
     to_post: VecDeque<(usize, Held)>,
     deferred: Vec<(usize, Held)>,
     running: HashMap<WorkerId, Batch>,
+    /// No held claim is due for renewal before this (it may be early, never late): the
+    /// master looks at every held message only when one may be due, not every turn.
+    earliest_renewal: Option<Instant>,
 }
 
 /// A running batch: its queue, and its messages in order; a slot becomes None once its
@@ -43,6 +46,7 @@ impl Holding {
             to_post: VecDeque::new(),
             deferred: Vec::new(),
             running: HashMap::new(),
+            earliest_renewal: None,
         }
     }
 
@@ -52,6 +56,7 @@ impl Holding {
         let mut fresh = Vec::with_capacity(messages.len());
         let mut second = Vec::new();
         for mut h in messages {
+            self.note_renewal(h.delivery.renew_at);
             if self.ids.insert((q, h.delivery.id.clone())) {
                 if h.delivery.post_to.is_some() {
                     self.to_post.push_back((q, h));
@@ -133,6 +138,7 @@ impl Holding {
     /// Hold `h` again, buffered (a deferred copy whose first copy was given back unrun).
     pub fn hold(&mut self, q: usize, h: Held) {
         self.ids.insert((q, h.delivery.id.clone()));
+        self.note_renewal(h.delivery.renew_at);
         if h.delivery.post_to.is_some() {
             self.to_post.push_back((q, h));
         } else {
@@ -165,8 +171,14 @@ impl Holding {
         std::mem::take(&mut self.deferred)
     }
 
-    /// Every held message, buffered, deferred or running, for renewing claims.
+    /// Every held message, buffered, deferred or running, for renewing claims; afterwards
+    /// the earliest renewal is known exactly again.
     pub fn each_mut(&mut self, mut f: impl FnMut(usize, &mut Delivery)) {
+        self.visit(&mut f);
+        self.earliest_renewal = self.compute_earliest();
+    }
+
+    fn visit(&mut self, f: &mut impl FnMut(usize, &mut Delivery)) {
         for (q, d) in self.batcher.held_mut() {
             f(q, d);
         }
@@ -180,8 +192,16 @@ impl Holding {
         }
     }
 
-    /// When the next held claim must be renewed.
+    /// When the next held claim may have to be renewed (never later than the truth).
     pub fn next_renewal(&self) -> Option<Instant> {
+        self.earliest_renewal
+    }
+
+    fn note_renewal(&mut self, at: Instant) {
+        self.earliest_renewal = Some(self.earliest_renewal.map_or(at, |e| e.min(at)));
+    }
+
+    fn compute_earliest(&self) -> Option<Instant> {
         let buffered = self.batcher.held().map(|(_, d)| d.renew_at);
         let deferred =
             (self.to_post.iter().chain(&self.deferred)).map(|(_, h)| h.delivery.renew_at);
