@@ -96,11 +96,17 @@ impl Holding {
         if self.to_post.is_empty() {
             return None;
         }
-        let busy = busy_groups(&self.running, ordered);
+        // Only FIFO messages need the running groups: worked out once, when one comes up.
+        let mut busy: Option<HashSet<(usize, &str)>> = None;
+        let running = &self.running;
         let i = self.to_post.iter().position(|(q, h)| {
             let d = &h.delivery;
             d.post_to.as_deref().is_some_and(room)
-                && d.group.as_deref().is_none_or(|g| !busy.contains(&(*q, g)))
+                && d.group.as_deref().is_none_or(|g| {
+                    !busy
+                        .get_or_insert_with(|| busy_groups(running, ordered))
+                        .contains(&(*q, g))
+                })
         })?;
         self.to_post.remove(i)
     }
