@@ -120,12 +120,15 @@ pub fn start(config: Config, log: LogHandle) -> Result<Master, StartError> {
         .iter()
         .map(|t| (t.clone(), Arc::new(Health::new(t))))
         .collect();
-    let (post_tx, post_rx) = unbounded();
-    let posts = if targets.is_empty() {
-        Posts::none()
+    // Without HTTP handlers the loop waits on a channel that never delivers (a
+    // disconnected one would wake it at once, for ever).
+    let (posts, post_rx) = if targets.is_empty() {
+        (Posts::none(), crossbeam_channel::never())
     } else {
-        Posts::start(post_tx)
-            .map_err(|e| StartError::System(format!("cannot start the HTTP client: {e}")))?
+        let (post_tx, post_rx) = unbounded();
+        let posts = Posts::start(post_tx)
+            .map_err(|e| StartError::System(format!("cannot start the HTTP client: {e}")))?;
+        (posts, post_rx)
     };
     // Only the consumers hold senders once this returns: the channel disconnects when they
     // have all ended.

@@ -295,3 +295,27 @@ fn a_relative_chorefile_path_finds_handlers_beside_it() {
     );
     assert_eq!(master.stop().code(), Some(0));
 }
+
+/// An idle master sleeps: its loop waits on its channels and timers, none of which may
+/// wake it for nothing (a disconnected channel would, for ever). Generous: an idle master
+/// uses a few milliseconds of CPU a second; a spinning one uses most of a core.
+#[test]
+fn an_idle_master_uses_next_to_no_cpu() {
+    let sb = Sandbox::new("idle");
+    sb.chorefile("[queues.jobs]\nhandler = [\"/bin/true\"]\n");
+    let mut master = sb.start(&[]);
+    master.wait_log("chore master started");
+    let ticks = |pid: i32| -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = after.split_whitespace().collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let before = ticks(master.pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let used = ticks(master.pid) - before;
+    // Clock ticks are 1/100 s: 2 s of spinning would be about 200.
+    assert!(used <= 40, "an idle master used {used} ticks of CPU in 2 s");
+    assert_eq!(master.stop().code(), Some(0));
+}
