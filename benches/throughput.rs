@@ -22,7 +22,9 @@
 //!
 //! With `-- http`, it measures HTTP handlers instead (`throughput/http.rs`): messages/s
 //! and chore's CPU per message, posting to a keep-alive server in this process, on the
-//! filesystem queue and on moto. `-- all` runs every mode.
+//! filesystem queue and on moto. With `-- preload`, it compares a preloaded Ruby handler
+//! (a 2 s boot, paid once) with a Ruby batch handler that boots nothing
+//! (`throughput/preload.rs`). `-- all` runs every mode.
 //!
 //! Figures, not pass/fail: nothing here asserts a speed.
 //!
@@ -56,7 +58,8 @@ fn main() {
     let picked = |mode: &str| args.iter().any(|a| a == mode);
     let all = picked("all");
     let (sqs_mode, http_mode) = (all || picked("sqs"), all || picked("http"));
-    let fs_mode = all || !(picked("sqs") || picked("http"));
+    let preload_mode = all || picked("preload");
+    let fs_mode = all || !(picked("sqs") || picked("http") || picked("preload"));
     let chore = PathBuf::from(env!("CARGO_BIN_EXE_chore"));
     let me = std::env::current_exe().expect("own path");
     if fs_mode {
@@ -67,6 +70,9 @@ fn main() {
     }
     if http_mode {
         http::figures(&chore);
+    }
+    if preload_mode {
+        preload::figures(&chore);
     }
 }
 
@@ -389,3 +395,6 @@ mod sqs;
 
 #[path = "throughput/http.rs"]
 mod http;
+
+#[path = "throughput/preload.rs"]
+mod preload;

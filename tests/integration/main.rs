@@ -14,6 +14,7 @@ mod enqueue;
 mod handlers;
 mod harness;
 mod http;
+mod preload;
 mod processing;
 mod retries;
 mod review;

@@ -1,0 +1,148 @@
+//! Jobs under the Ruby runner: a backlog runs on one boot in forked children, each batch in
+//! a fresh process; a job that raises is retried, then dead-lettered with its exception; a
+//! hung job is killed at its deadline without touching the preloader.
+
+use super::{Preloaded, log_count};
+use crate::harness::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+#[test]
+fn preload_500_jobs_run_on_one_boot_each_batch_in_a_fresh_child() {
+    let p = Preloaded::new("preload-backlog");
+    p.chorefile(
+        "concurrency = 2\nbatch-size = 50\n",
+        &p.handler("", ""),
+        &[("work", "")],
+    );
+    assert_eq!(
+        p.enqueue("work", "Work", (0..500).map(|i| i.to_string())),
+        500
+    );
+    let mut master = p.sb.start(&[]);
+    let q = p.sb.queue("work");
+    master.wait_for(
+        "500 jobs done and the queue empty",
+        Duration::from_secs(40),
+        || p.jobs_of("work").len() >= 500 && q.is_idle(),
+    );
+    let boots = p.boots();
+    assert_eq!(boots.len(), 1, "one boot for the whole backlog: {boots:?}");
+    let preloader = Preloaded::boot_pid(&boots[0]);
+
+    let jobs = p.jobs_of("work");
+    let args: BTreeSet<&str> = jobs.iter().map(|j| j.arg.as_str()).collect();
+    assert_eq!((jobs.len(), args.len()), (500, 500), "each job once");
+    assert!(q.dead().is_empty(), "{:?}", q.dead());
+    let mut by_pid: BTreeMap<i32, Vec<&super::Job>> = BTreeMap::new();
+    for j in &jobs {
+        assert_eq!(j.boot, boots[0], "forked from the one boot: {j:?}");
+        assert_ne!(j.pid, preloader, "a job ran in the preloader itself: {j:?}");
+        assert_eq!(j.attempt, 1, "{j:?}");
+        by_pid.entry(j.pid).or_default().push(j);
+    }
+    // A batch is at most 50 messages, one child each: at least ten children.
+    assert!(by_pid.len() >= 10, "{} batch processes", by_pid.len());
+    for (pid, runs) in &by_pid {
+        assert!(runs.len() <= 50, "{} jobs in process {pid}", runs.len());
+        // Unpolluted: each batch's first job finds the global unset and the class
+        // variable at zero, though earlier batches set both; later ones see their own.
+        for (n, j) in runs.iter().enumerate() {
+            let expected = if n == 0 {
+                "unset".to_string()
+            } else {
+                pid.to_string()
+            };
+            assert_eq!(j.touched, expected, "job {n} of process {pid}: {j:?}");
+            assert_eq!(j.ran_here as usize, n, "job {n} of process {pid}: {j:?}");
+        }
+    }
+    assert!(!pid_gone(preloader), "the preloader serves on");
+    assert_eq!(master.stop().code(), Some(0));
+}
+
+#[test]
+fn preload_a_raising_job_is_retried_then_dead_lettered_with_its_exception() {
+    let p = Preloaded::new("preload-raise");
+    p.chorefile(
+        "",
+        &p.handler("", ""),
+        &[("boom", "backoff = [1]\nmax-attempts = 2")],
+    );
+    p.enqueue("boom", "Boom", std::iter::once("7".to_string()));
+    let mut master = p.sb.start(&[]);
+    let q = p.sb.queue("boom");
+    master.wait("the message dead-lettered", || q.dead_letters() == 1);
+    let attempts: Vec<u32> = p.jobs_of("boom").iter().map(|j| j.attempt).collect();
+    assert_eq!(attempts, vec![1, 2], "tried, retried, then set aside");
+    let runs = p.jobs_of("boom");
+    assert_ne!(runs[0].pid, runs[1].pid, "each attempt in its own child");
+    let reason_file = q
+        .dead()
+        .into_iter()
+        .find(|n| n.ends_with(".reason"))
+        .unwrap();
+    let reason = q.read("dead", &reason_file);
+    assert!(
+        reason.contains("ArgumentError") && reason.contains("boom number 7"),
+        "the exception's class and message in {reason_file}: {reason:?}"
+    );
+    assert!(
+        log_count(&master, "will retry") >= 1,
+        "the first failure is retried"
+    );
+    assert!(q.is_idle());
+    assert_eq!(p.boots().len(), 1);
+    assert_eq!(master.stop().code(), Some(0));
+}
+
+#[test]
+fn preload_a_hung_job_is_killed_at_its_deadline_and_the_preloader_lives_on() {
+    let p = Preloaded::new("preload-hang");
+    p.chorefile(
+        "",
+        &p.handler("", ""),
+        &[("hang", "timeout = 2\nmax-attempts = 1")],
+    );
+    p.enqueue("hang", "Hang", std::iter::once("1000".to_string()));
+    let mut master = p.sb.start(&[]);
+    let q = p.sb.queue("hang");
+    master.wait("the hung job to start", || !p.jobs_of("hang").is_empty());
+    let started = std::time::Instant::now();
+    let hung = p.jobs_of("hang")[0].clone();
+    master.wait("the killed job dead-lettered", || q.dead_letters() == 1);
+    let killed_after = started.elapsed();
+    assert!(
+        killed_after >= Duration::from_millis(1500),
+        "killed {killed_after:?} after it started, with a 2 s timeout"
+    );
+    wait_until("the hung child to die", Duration::from_secs(5), || {
+        pid_gone(hung.pid)
+    });
+    assert!(p.jobs_of("hang-done").is_empty());
+    let reason_file = q
+        .dead()
+        .into_iter()
+        .find(|n| n.ends_with(".reason"))
+        .unwrap();
+    let reason = q.read("dead", &reason_file);
+    assert!(reason.contains("killed"), "{reason:?}");
+
+    // The deadline kill reached the batch's group, never the preloader's.
+    let preloader = Preloaded::boot_pid(&hung.boot);
+    assert!(
+        !pid_gone(preloader),
+        "the preloader was killed with the batch"
+    );
+    p.enqueue("hang", "Work", std::iter::once("1".to_string()));
+    master.wait("the next batch", || !p.jobs_of("work").is_empty());
+    let next = &p.jobs_of("work")[0];
+    assert_eq!(
+        next.boot, hung.boot,
+        "forked from the same preloader: {next:?}"
+    );
+    assert_ne!(next.pid, hung.pid);
+    assert_eq!(p.boots(), vec![hung.boot.clone()], "no second boot");
+    assert_eq!(log_count(&master, "preloader starting"), 1);
+    assert_eq!(master.stop().code(), Some(0));
+}
