@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine with Rust: installs what the tests need
-# (memcached from Debian, moto from PyPI into ./.venv) when it is missing, then runs
+# (memcached and ruby from Debian, moto from PyPI into ./.venv) when it is missing, then runs
 # `cargo test`. The tests start memcached and moto_server themselves, on free loopback
 # ports, and fail (never skip) when they cannot.
 set -euo pipefail
@@ -12,6 +12,13 @@ if ! command -v memcached >/dev/null 2>&1 && [ ! -x /usr/bin/memcached ]; then
     echo "==> installing memcached (apt-get)"
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq memcached >/dev/null
+fi
+
+# Ruby Chore's publisher and job classes, and the Ruby preloader, run under Debian's ruby.
+if ! command -v ruby >/dev/null 2>&1; then
+    echo "==> installing ruby (apt-get)"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ruby >/dev/null
 fi
 
 if [ ! -x .venv/bin/moto_server ]; then
