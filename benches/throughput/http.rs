@@ -54,8 +54,8 @@ struct Posted {
     jobs: usize,
     elapsed: Duration,
     cpu: Duration,
-    /// The master's CPU time by thread name (threads that ended are not counted).
-    threads: Vec<(String, Duration)>,
+    /// The master's threads by name (threads that ended are not counted).
+    threads: Vec<Thread>,
     retries: usize,
 }
 
@@ -74,13 +74,21 @@ fn report(what: &str, r: &Posted) {
         }
     );
     let per_msg = |d: &Duration| d.as_secs_f64() * 1e6 / r.jobs as f64;
-    let by_thread: Vec<String> = r
-        .threads
-        .iter()
-        .filter(|(_, d)| per_msg(d) >= 0.05)
-        .map(|(name, d)| format!("{name} {:.1}", per_msg(d)))
+    let busy = || r.threads.iter().filter(|t| per_msg(&t.cpu) >= 0.05);
+    let by_thread: Vec<String> = busy()
+        .map(|t| format!("{} {:.1}", t.name, per_msg(&t.cpu)))
         .collect();
     println!("    by thread, µs/msg: {}", by_thread.join(", "));
+    // User time is chore's own code; the rest is the kernel's work for it, which
+    // contention on the shared cores makes the noisier part.
+    let user: Vec<String> = busy()
+        .map(|t| format!("{} {:.1}", t.name, per_msg(&t.user)))
+        .collect();
+    println!("    of which user, µs/msg: {}", user.join(", "));
+    let switches: Vec<String> = busy()
+        .map(|t| format!("{} {:.2}", t.name, t.switches as f64 / r.jobs as f64))
+        .collect();
+    println!("    context switches per msg: {}", switches.join(", "));
 }
 
 fn handler(server: &Server, connections: usize) -> String {
@@ -208,9 +216,20 @@ fn cpu_of(pid: i32) -> Duration {
     ticks_to_time(ticks)
 }
 
-/// CPU time of each live thread of `pid`, summed by thread name, most first.
-fn threads_of(pid: i32) -> Vec<(String, Duration)> {
-    let mut by_name: Vec<(String, Duration)> = Vec::new();
+/// One thread name's figures (summed over the threads of that name).
+struct Thread {
+    name: String,
+    /// User + system time.
+    cpu: Duration,
+    user: Duration,
+    /// Context switches, voluntary (it slept and was woken) or not.
+    switches: u64,
+}
+
+/// CPU time and context switches of each live thread of `pid`, summed by thread name,
+/// most CPU first.
+fn threads_of(pid: i32) -> Vec<Thread> {
+    let mut by_name: Vec<Thread> = Vec::new();
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
         .into_iter()
         .flatten();
@@ -219,12 +238,28 @@ fn threads_of(pid: i32) -> Vec<(String, Duration)> {
         let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
         let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
         let cpu = ticks_to_time(ticks_in(&stat, 2));
-        match by_name.iter_mut().find(|(n, _)| n == name.trim()) {
-            Some((_, d)) => *d += cpu,
-            None => by_name.push((name.trim().to_owned(), cpu)),
+        let user = ticks_to_time(ticks_in(&stat, 1));
+        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+        let switches: u64 = status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum();
+        match by_name.iter_mut().find(|t| t.name == name.trim()) {
+            Some(t) => {
+                t.cpu += cpu;
+                t.user += user;
+                t.switches += switches;
+            }
+            None => by_name.push(Thread {
+                name: name.trim().to_owned(),
+                cpu,
+                user,
+                switches,
+            }),
         }
     }
-    by_name.sort_by_key(|t| std::cmp::Reverse(t.1));
+    by_name.sort_by_key(|t| std::cmp::Reverse(t.cpu));
     by_name
 }
 

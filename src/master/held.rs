@@ -19,8 +19,9 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
 pub struct Holding {
-    /// (queue, id) of every buffered or running message.
-    ids: HashSet<(usize, String)>,
+    /// The ids of every buffered or running message, by queue (so that `release` looks
+    /// an id up by `&str`, without making a key).
+    ids: Vec<HashSet<String>>,
     batcher: Batcher<Held>,
     /// Messages for HTTP handlers, in arrival order.
     to_post: VecDeque<(usize, Held)>,
@@ -41,7 +42,7 @@ struct Batch {
 impl Holding {
     pub fn new(batcher: Batcher<Held>) -> Holding {
         Holding {
-            ids: HashSet::new(),
+            ids: Vec::new(),
             batcher,
             to_post: VecDeque::new(),
             deferred: Vec::new(),
@@ -57,7 +58,7 @@ impl Holding {
         let mut second = Vec::new();
         for mut h in messages {
             self.note_renewal(h.delivery.renew_at);
-            if self.ids.insert((q, h.delivery.id.clone())) {
+            if self.insert_id(q, &h.delivery.id) {
                 if h.delivery.post_to.is_some() {
                     self.to_post.push_back((q, h));
                 } else {
@@ -133,7 +134,12 @@ impl Holding {
     /// Message `id` of queue `q` has been settled or given back: forget it. Returns its
     /// deferred second copy, if one waits, for the caller to settle the same way or `hold`.
     pub fn release(&mut self, q: usize, id: &str) -> Option<Held> {
-        self.ids.remove(&(q, id.to_owned()));
+        if let Some(ids) = self.ids.get_mut(q) {
+            ids.remove(id);
+        }
+        if self.deferred.is_empty() {
+            return None;
+        }
         let i = self
             .deferred
             .iter()
@@ -143,7 +149,7 @@ impl Holding {
 
     /// Hold `h` again, buffered (a deferred copy whose first copy was given back unrun).
     pub fn hold(&mut self, q: usize, h: Held) {
-        self.ids.insert((q, h.delivery.id.clone()));
+        self.insert_id(q, &h.delivery.id);
         self.note_renewal(h.delivery.renew_at);
         if h.delivery.post_to.is_some() {
             self.to_post.push_back((q, h));
@@ -196,6 +202,15 @@ impl Holding {
                 f(b.queue, &mut h.delivery);
             }
         }
+    }
+
+    /// Note `id` of queue `q` as held; false when it already was.
+    fn insert_id(&mut self, q: usize, id: &str) -> bool {
+        if self.ids.len() <= q {
+            self.ids.resize_with(q + 1, HashSet::new);
+        }
+        let ids = &mut self.ids[q];
+        !ids.contains(id) && ids.insert(id.to_owned())
     }
 
     /// When the next held claim may have to be renewed (never later than the truth).

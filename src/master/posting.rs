@@ -43,9 +43,8 @@ impl Master {
             // X-Aws-Sqsd-Queue is the queue's name: the last segment of its URL when the
             // queue was given by URL.
             let full = self.settlers[q].queue.name();
-            let name = full.rsplit('/').next().unwrap_or(full).to_owned();
-            self.posts
-                .start_post(id, q, &name, &h.delivery, budget, now);
+            let name = full.rsplit('/').next().unwrap_or(full);
+            self.posts.start_post(id, q, name, &h.delivery, budget, now);
             self.holding.start(id, q, vec![h]);
         }
     }
