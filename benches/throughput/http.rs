@@ -207,8 +207,13 @@ fn wait_for(t0: Instant, dir: &Path, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// User + system CPU seconds of `pid` (and, with `children`, of its reaped children).
+pub(super) fn cpu_secs(pid: i32, children: bool) -> f64 {
+    ticks_to_time(stat_ticks(pid, children)).as_secs_f64()
+}
+
 /// User + system CPU time of `pid`, its reaped children and its live family, so far.
-fn cpu_of(pid: i32) -> Duration {
+pub(super) fn cpu_of(pid: i32) -> Duration {
     let ticks: u64 = std::iter::once(pid)
         .chain(family_of(pid))
         .map(|p| stat_ticks(p, p == pid))

@@ -15,7 +15,8 @@
 //! which report their own CPU as they exit), and Ruby's CPU per job (the preloader and its
 //! children; the batch handlers).
 
-use super::support::procs::{family_of, workers_of};
+use super::http::cpu_secs;
+use super::support::procs::workers_of;
 use super::*;
 
 pub fn figures(chore: &Path) {
@@ -174,28 +175,5 @@ fn handler_cpu(dir: &Path) -> f64 {
 /// chore's CPU seconds so far: the master with its reaped children (workers, and in batch
 /// mode their handlers), and its live family.
 fn chore_cpu(pid: i32) -> f64 {
-    cpu_secs(pid, true)
-        + family_of(pid)
-            .into_iter()
-            .map(|p| cpu_secs(p, false))
-            .sum::<f64>()
-}
-
-/// utime + stime of `pid` (fields 14 and 15 of `/proc/<pid>/stat`), with `children` also
-/// cutime + cstime (16 and 17), in seconds; 0 when it is gone.
-fn cpu_secs(pid: i32, children: bool) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The command name may hold spaces: count fields after its closing parenthesis.
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0.0;
-    };
-    let ticks: u64 = rest
-        .split_whitespace()
-        .skip(11)
-        .take(if children { 4 } else { 2 })
-        .map(|f| f.parse::<u64>().unwrap_or(0))
-        .sum();
-    // SAFETY: sysconf only reads a constant of the C library.
-    let per_sec = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) };
-    ticks as f64 / per_sec.max(1) as f64
+    super::http::cpu_of(pid).as_secs_f64()
 }
