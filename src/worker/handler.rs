@@ -69,6 +69,24 @@ fn describe(status: &ExitStatus) -> String {
     }
 }
 
+/// What a handler that could not be started means for its messages. A start that can never
+/// succeed, whatever the operator does to the machine, is a permanent failure: an argument
+/// or environment value with a NUL byte (a message's class `"A\u0000B"` in
+/// `CHORE_JOB_CLASS`), or an argument list and environment too large for `exec`. Anything
+/// else (a program that is missing or not executable, a full process table) may be mended
+/// and is a failure, retried with backoff.
+pub fn start_failure(e: &io::Error) -> Verdict {
+    if e.kind() == io::ErrorKind::InvalidInput || e.raw_os_error() == Some(nix::libc::E2BIG) {
+        Verdict::Permanent
+    } else {
+        Verdict::Fail
+    }
+}
+
+fn cannot_start(h: &Handler, e: &io::Error) -> String {
+    format!("cannot start handler {:?}: {e}", h.command[0])
+}
+
 /// Run one message in per-message mode.
 pub fn run_message(h: &Handler, queue: &str, job: &JobSpec) -> (Verdict, Option<String>) {
     let mut cmd = crate::launch::command(h, queue);
@@ -80,12 +98,7 @@ pub fn run_message(h: &Handler, queue: &str, job: &JobSpec) -> (Verdict, Option<
         .stderr(Stdio::inherit());
     let mut child = match cmd.spawn() {
         Ok(c) => c,
-        Err(e) => {
-            return (
-                Verdict::Fail,
-                Some(format!("cannot start handler {:?}: {e}", h.command[0])),
-            );
-        }
+        Err(e) => return (start_failure(&e), Some(cannot_start(h, &e))),
     };
     let feeder = child
         .stdin
@@ -281,10 +294,9 @@ fn spawn_batch(h: &Handler, queue: &str, messages: usize) -> Result<Started, (Ve
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-    let mut child = cmd.spawn().map_err(|e| {
-        let why = format!("cannot start handler {:?}: {e}", h.command[0]);
-        (Verdict::Fail, why)
-    })?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| (start_failure(&e), cannot_start(h, &e)))?;
     let stdin = child.stdin.take().expect("stdin is piped");
     let stdout = child.stdout.take().expect("stdout is piped");
     Ok((Box::new(stdin), Box::new(stdout), Ending::Child(child)))
