@@ -104,10 +104,11 @@ pub fn run_message(h: &Handler, queue: &str, job: &JobSpec) -> (Verdict, Option<
         .stdin
         .take()
         .and_then(|stdin| feed(stdin, job.body.as_bytes().to_vec()));
+    // The verdict is the handler's exit status. The feeder is not waited for: a child the
+    // handler left behind may hold its stdin open without reading, and that must not hold
+    // the verdict back (the feeder ends when the worker does).
+    drop(feeder);
     let status = child.wait();
-    if let Some(f) = feeder {
-        let _ = f.join();
-    }
     match status {
         Ok(s) if s.success() => (Verdict::Ok, None),
         Ok(s) if s.code() == Some(EXIT_RETRY) => (
@@ -251,10 +252,9 @@ pub fn run_batch(
         });
         true
     });
+    // Not waiting for the feeder: a leftover child may hold the handler's stdin.
+    drop(feeder);
     let how = ending.wait();
-    if let Some(f) = feeder {
-        let _ = f.join();
-    }
     if !pending.is_empty() {
         end_all(
             &mut pending,

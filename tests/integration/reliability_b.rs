@@ -1,6 +1,35 @@
 //! Reliability (issue 11): poison messages, leftover processes, held stdin, slow stops.
 
 use crate::harness::*;
+use crate::support::procs;
+use std::time::{Duration, Instant};
+
+/// Live processes whose argv contains `marker`.
+fn with_marker(marker: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if !procs::pid_gone(pid) && procs::cmdline(pid).iter().any(|a| a == marker) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Kill what a failed test left behind, so it does not outlive the suite.
+struct Reap(&'static str);
+impl Drop for Reap {
+    fn drop(&mut self) {
+        for pid in with_marker(self.0) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
 
 #[test]
 fn a_message_whose_handler_can_never_start_is_dead_lettered_at_once() {
@@ -40,5 +69,33 @@ fn a_missing_program_is_retried() {
     master.wait("dead-lettered after its attempts", || q.dead_letters() == 1);
     let reason = q.read("dead", &format!("{id}.3.job.reason"));
     assert!(reason.contains("failed 3 of 3 attempts"), "{reason}");
+    assert_eq!(master.stop().code(), Some(0));
+}
+
+#[test]
+fn a_leftover_child_holding_stdin_does_not_hold_back_the_verdict() {
+    const MARK: &str = "1000.5";
+    let _reap = Reap(MARK);
+    let sb = Sandbox::new("held-stdin");
+    sb.chorefile(&format!(
+        "[queues.jobs]\nhandler = [\"sh\", \"-c\", \"echo ran >> runs.txt; exec 3<&0; sleep {MARK} <&3 & exit 0\"]\n\
+         timeout = 20\nbackoff = [0.1]\nmax-attempts = 2\n"
+    ));
+    let mut master = sb.start(&[]);
+    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(200 * 1024));
+    let started = Instant::now();
+    let q = sb.queue("jobs");
+    q.put("new", "big.0.job", big.as_bytes());
+    master.wait_for("the job completed", Duration::from_secs(15), || {
+        q.is_idle() && sb.lines("runs.txt").len() == 1
+    });
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    master.assert_for(Duration::from_secs(1), "it stays done", || {
+        q.dead_letters() == 0 && sb.lines("runs.txt").len() == 1
+    });
     assert_eq!(master.stop().code(), Some(0));
 }
