@@ -99,3 +99,83 @@ fn a_leftover_child_holding_stdin_does_not_hold_back_the_verdict() {
     });
     assert_eq!(master.stop().code(), Some(0));
 }
+
+#[test]
+fn what_a_per_message_handler_leaves_behind_is_killed_with_its_batch() {
+    const MARK: &str = "1000.61";
+    let _reap = Reap(MARK);
+    let sb = Sandbox::new("leftover-message");
+    sb.chorefile(&format!(
+        "[queues.jobs]\nhandler = [\"sh\", \"-c\", \"echo ran >> runs.txt; sleep {MARK} & exit 0\"]\n"
+    ));
+    let mut master = sb.start(&[]);
+    sb.enqueue("jobs", "{}");
+    let q = sb.queue("jobs");
+    master.wait("the job completed", || {
+        q.is_idle() && sb.lines("runs.txt").len() == 1
+    });
+    master.wait_for("no sleep left", Duration::from_secs(5), || {
+        with_marker(MARK).is_empty()
+    });
+    assert_eq!(master.stop().code(), Some(0));
+}
+
+#[test]
+fn a_batch_handler_leaving_a_child_on_its_stdout_frees_its_slot_at_once() {
+    const MARK: &str = "1000.62";
+    let _reap = Reap(MARK);
+    let sb = Sandbox::new("leftover-batch");
+    let h = sb.ok_batch_handler(
+        "batch.sh",
+        &format!("sleep {MARK} &"),
+        "echo \"$id\" >> runs.txt",
+    );
+    sb.chorefile(&format!(
+        "concurrency = 1\nbatch-timeout = 0.1\n\
+         [queues.jobs]\nhandler = {{ command = [{h:?}], mode = \"batch\" }}\ntimeout = 60\n"
+    ));
+    let mut master = sb.start(&[]);
+    let q = sb.queue("jobs");
+    let started = Instant::now();
+    sb.enqueue("jobs", "{}");
+    master.wait_for("the first job completed", Duration::from_secs(10), || {
+        q.is_idle() && sb.lines("runs.txt").len() == 1
+    });
+    sb.enqueue("jobs", "{}");
+    master.wait_for("the second job completed", Duration::from_secs(10), || {
+        q.is_idle() && sb.lines("runs.txt").len() == 2
+    });
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    master.wait_for("no sleep left", Duration::from_secs(5), || {
+        with_marker(MARK).is_empty()
+    });
+    assert_eq!(master.stop().code(), Some(0));
+}
+
+#[test]
+fn hooks_run_a_few_at_a_time_and_none_outlives_the_master() {
+    const MARK: &str = "1000.63";
+    let _reap = Reap(MARK);
+    let sb = Sandbox::new("hook-flood");
+    sb.chorefile(&format!(
+        "[queues.jobs]\nhandler = [\"true\"]\non-permanent-failure = [\"sleep\", \"{MARK}\"]\n"
+    ));
+    let q = sb.queue("jobs");
+    for i in 0..50 {
+        q.put("new", &format!("bad{i}.0.job"), b"not json");
+    }
+    let mut master = sb.start(&[]);
+    master.wait("every bad body dead-lettered", || q.dead_letters() == 50);
+    master.wait("hooks running", || !with_marker(MARK).is_empty());
+    master.assert_for(Duration::from_secs(2), "at most 4 hooks at once", || {
+        with_marker(MARK).len() <= 4
+    });
+    assert_eq!(master.stop().code(), Some(0));
+    crate::support::poll::wait_until("no hook left", Duration::from_secs(5), || {
+        with_marker(MARK).is_empty()
+    });
+}
