@@ -179,3 +179,35 @@ fn hooks_run_a_few_at_a_time_and_none_outlives_the_master() {
         with_marker(MARK).is_empty()
     });
 }
+
+#[test]
+fn sqs_sigterm_while_sqs_is_unreachable_exits_within_the_shutdown_timeout() {
+    use crate::support::moto::{AWS_ENV, Moto};
+    use nix::sys::signal::Signal;
+    let moto = Moto::start();
+    let url = moto.create("gone", serde_json::json!({}));
+    let sb = Sandbox::new("sqs-slow-stop");
+    let h = sb.recorder("job.sh", "runs.txt", "sleep 1");
+    sb.chorefile(&format!(
+        "sqs-endpoint = {:?}\nshutdown-timeout = 3\n\
+         [queues.gone]\nbackend = \"sqs\"\nwait-time = 1\nhandler = [{h:?}]\n",
+        moto.endpoint()
+    ));
+    let mut master = sb.start_with_env("master", &[], &AWS_ENV);
+    moto.send(&url, "{}");
+    master.wait("the job to start", || !sb.runs("runs.txt").is_empty());
+    // SQS goes away while the job runs: its delete keeps failing.
+    drop(moto);
+    master.wait_log("delete failed");
+    master.signal(Signal::SIGTERM);
+    let t = Instant::now();
+    let status = master.wait_exit(Duration::from_secs(30));
+    let took = t.elapsed();
+    assert_eq!(status.code(), Some(0), "log:\n{}", master.log_text());
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    assert!(
+        master.log_text().contains("will be delivered again"),
+        "what was not flushed is logged:\n{}",
+        master.log_text()
+    );
+}
