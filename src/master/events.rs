@@ -249,6 +249,7 @@ impl Master {
             deadline: now + self.config.shutdown_timeout,
             killed: false,
         };
+        crate::queue::sqs::set_exit_deadline(now + self.config.shutdown_timeout);
         for (q, h) in waiting {
             self.give_back(q, h, "draining");
         }

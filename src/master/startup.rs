@@ -92,9 +92,7 @@ pub fn start(config: Config, log: LogHandle) -> Result<Master, StartError> {
         .iter()
         .any(|q| q.dedupe)
         .then(|| Dedupe::new(&config.dedupe));
-    let hooks = Hooks {
-        log_file: config.log_file.clone(),
-    };
+    let hooks = Hooks::new(config.log_file.clone());
     let settlers: Vec<Settler> = queues
         .into_iter()
         .zip(&qconfigs)

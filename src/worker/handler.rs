@@ -19,11 +19,13 @@ use crate::protocol::{JobSpec, Report, Verdict};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, ExitStatus, Stdio};
+use std::process::{Child, ChildStdout, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 /// EX_DATAERR: the input can never be processed.
 pub const EXIT_PERMANENT: i32 = 65;
@@ -69,6 +71,24 @@ fn describe(status: &ExitStatus) -> String {
     }
 }
 
+/// What a handler that could not be started means for its messages. A start that can never
+/// succeed, whatever the operator does to the machine, is a permanent failure: an argument
+/// or environment value with a NUL byte (a message's class `"A\u0000B"` in
+/// `CHORE_JOB_CLASS`), or an argument list and environment too large for `exec`. Anything
+/// else (a program that is missing or not executable, a full process table) may be mended
+/// and is a failure, retried with backoff.
+pub fn start_failure(e: &io::Error) -> Verdict {
+    if e.kind() == io::ErrorKind::InvalidInput || e.raw_os_error() == Some(nix::libc::E2BIG) {
+        Verdict::Permanent
+    } else {
+        Verdict::Fail
+    }
+}
+
+fn cannot_start(h: &Handler, e: &io::Error) -> String {
+    format!("cannot start handler {:?}: {e}", h.command[0])
+}
+
 /// Run one message in per-message mode.
 pub fn run_message(h: &Handler, queue: &str, job: &JobSpec) -> (Verdict, Option<String>) {
     let mut cmd = crate::launch::command(h, queue);
@@ -80,21 +100,17 @@ pub fn run_message(h: &Handler, queue: &str, job: &JobSpec) -> (Verdict, Option<
         .stderr(Stdio::inherit());
     let mut child = match cmd.spawn() {
         Ok(c) => c,
-        Err(e) => {
-            return (
-                Verdict::Fail,
-                Some(format!("cannot start handler {:?}: {e}", h.command[0])),
-            );
-        }
+        Err(e) => return (start_failure(&e), Some(cannot_start(h, &e))),
     };
     let feeder = child
         .stdin
         .take()
         .and_then(|stdin| feed(stdin, job.body.as_bytes().to_vec()));
+    // The verdict is the handler's exit status. The feeder is not waited for: a child the
+    // handler left behind may hold its stdin open without reading, and that must not hold
+    // the verdict back (the feeder ends when the worker does).
+    drop(feeder);
     let status = child.wait();
-    if let Some(f) = feeder {
-        let _ = f.join();
-    }
     match status {
         Ok(s) if s.success() => (Verdict::Ok, None),
         Ok(s) if s.code() == Some(EXIT_RETRY) => (
@@ -211,7 +227,10 @@ pub fn run_batch(
         Err((verdict, why)) => return end_all(&mut pending, report, verdict, why),
     };
     let feeder = feed(stdin, input);
-    crate::protocol::for_each_line(stdout, |line| {
+    // Set once every message has its result: with the handler gone, reading stops even if
+    // a child it left behind still holds its stdout.
+    let all_in = Cell::new(pending.is_empty());
+    let on_line = |line: &str| {
         let out: BatchOutput = match serde_json::from_str(line) {
             Ok(o) => o,
             Err(_) => {
@@ -236,12 +255,25 @@ pub fn run_batch(
             delay: out.delay,
             error: out.error,
         });
+        all_in.set(pending.is_empty());
         true
-    });
-    let how = ending.wait();
-    if let Some(f) = feeder {
-        let _ = f.join();
+    };
+    match &mut ending {
+        Ending::Child(child) => {
+            let out = child.stdout.take().expect("stdout is piped");
+            let watched = Watched {
+                out,
+                child,
+                all_in: &all_in,
+                exited_at: None,
+            };
+            crate::protocol::for_each_line(watched, on_line);
+        }
+        Ending::Forked(_) => crate::protocol::for_each_line(stdout, on_line),
     }
+    // Not waiting for the feeder: a leftover child may hold the handler's stdin.
+    drop(feeder);
+    let how = ending.wait();
     if !pending.is_empty() {
         end_all(
             &mut pending,
@@ -249,6 +281,49 @@ pub fn run_batch(
             Verdict::Fail,
             format!("batch handler ended ({how}) without a result for this message"),
         );
+    }
+}
+
+/// How long the output of a batch handler that has exited is still read for the results
+/// it did not give, should a child it left behind hold its stdout open.
+const AFTER_EXIT: Duration = Duration::from_secs(2);
+
+/// A batch handler's stdout that ends (reads as end of file) when the handler has exited
+/// and every result is in, or `AFTER_EXIT` after it exited, whoever still holds it open.
+struct Watched<'a> {
+    out: ChildStdout,
+    child: &'a mut Child,
+    all_in: &'a Cell<bool>,
+    exited_at: Option<Instant>,
+}
+
+impl io::Read for Watched<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        loop {
+            if self.exited_at.is_none() && self.all_in.get() {
+                self.check_exit();
+            }
+            if let Some(t) = self.exited_at
+                && (self.all_in.get() || t.elapsed() >= AFTER_EXIT)
+            {
+                return Ok(0);
+            }
+            let mut fds = [PollFd::new(self.out.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::from(100u8)) {
+                Ok(n) if n > 0 => return self.out.read(buf),
+                Ok(_) | Err(nix::errno::Errno::EINTR) => self.check_exit(),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+impl Watched<'_> {
+    fn check_exit(&mut self) {
+        if self.exited_at.is_none() && matches!(self.child.try_wait(), Ok(Some(_))) {
+            self.exited_at = Some(Instant::now());
+        }
     }
 }
 
@@ -281,13 +356,12 @@ fn spawn_batch(h: &Handler, queue: &str, messages: usize) -> Result<Started, (Ve
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-    let mut child = cmd.spawn().map_err(|e| {
-        let why = format!("cannot start handler {:?}: {e}", h.command[0]);
-        (Verdict::Fail, why)
-    })?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| (start_failure(&e), cannot_start(h, &e)))?;
     let stdin = child.stdin.take().expect("stdin is piped");
-    let stdout = child.stdout.take().expect("stdout is piped");
-    Ok((Box::new(stdin), Box::new(stdout), Ending::Child(child)))
+    // Its stdout stays with the child: `run_batch` reads it watching the child's exit.
+    Ok((Box::new(stdin), Box::new(io::empty()), Ending::Child(child)))
 }
 
 /// Have the ready preloader fork a child for the batch.

@@ -55,7 +55,54 @@ pub fn main() -> i32 {
         let _ = out.write_all(&line).and_then(|_| out.flush());
     };
     run_batch(&spec, &mut report);
+    // Every report is written and flushed: nothing a handler left behind may outlive the
+    // batch (nor hold the slot).
+    kill_leftovers();
     0
+}
+
+/// Kill every other member of this worker's process group (it leads it; its handlers and
+/// whatever they started are in it unless they left). A few rounds, for those forking
+/// while they are killed.
+fn kill_leftovers() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let me = std::process::id() as i32;
+    for _ in 0..10 {
+        let others = group_members(me);
+        if others.is_empty() {
+            return;
+        }
+        for pid in others {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+/// The live processes of process group `pgid` other than the caller (from `/proc`).
+fn group_members(pgid: i32) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != me)
+        .filter(|&pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // After comm (which may hold anything): state ppid pgrp …
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let mut f = rest.split_whitespace();
+            let state = f.next();
+            let pgrp = f.nth(1).and_then(|g| g.parse::<i32>().ok());
+            pgrp == Some(pgid) && !matches!(state, Some("Z") | Some("X"))
+        })
+        .collect()
 }
 
 /// Run every message of the batch, reporting each as it finishes.

@@ -16,6 +16,7 @@ mod harness;
 mod http;
 mod preload;
 mod processing;
+mod reliability_b;
 mod retries;
 mod review;
 mod routing;

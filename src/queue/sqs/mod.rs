@@ -40,7 +40,23 @@ pub use client::{OpenError, Outgoing, Sqs};
 pub use lazy::LazySqsQueue;
 pub use queue::SqsQueue;
 
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// When the master must be gone (its drain began plus `shutdown-timeout`), once it drains.
+static EXIT_DEADLINE: Mutex<Option<Instant>> = Mutex::new(None);
+
+/// The master is draining and must exit by `at`: the exit flush of every SQS queue sends
+/// what it can until then, and logs what it could not (those messages are delivered again
+/// after their visibility timeout; nothing is lost).
+pub fn set_exit_deadline(at: Instant) {
+    *EXIT_DEADLINE.lock().unwrap_or_else(|e| e.into_inner()) = Some(at);
+}
+
+/// The exit deadline, if the master is draining.
+fn exit_deadline() -> Option<Instant> {
+    *EXIT_DEADLINE.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Most entries SQS takes in one batch call, and most messages in one receive.
 pub const MAX_BATCH: usize = 10;

@@ -15,6 +15,7 @@ use crossbeam_channel::Sender;
 use std::collections::HashMap;
 use std::io;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -30,7 +31,12 @@ pub struct SqsQueue {
     sqs: Sqs,
     settle: Sender<Op>,
     settler: Mutex<Option<JoinHandle<()>>>,
+    /// A flush gave up waiting: the next one (when dropped) does not wait again.
+    flush_timed_out: AtomicBool,
 }
+
+/// The least an exit flush waits, even past the exit deadline.
+const MIN_EXIT_FLUSH: Duration = Duration::from_secs(1);
 
 impl SqsQueue {
     /// Open `name` (or a URL): look it up once, read its visibility timeout, start its
@@ -67,6 +73,7 @@ impl SqsQueue {
             sqs: sqs.clone(),
             settle,
             settler: Mutex::new(Some(settler)),
+            flush_timed_out: AtomicBool::new(false),
         })
     }
 
@@ -177,9 +184,23 @@ impl Queue for SqsQueue {
     }
 
     fn flush(&self) {
+        if self.flush_timed_out.load(Ordering::SeqCst) {
+            return;
+        }
+        let now = Instant::now();
+        // Within what is left of the shutdown timeout (a second at least, for what is
+        // already on its way), whatever SQS does; else within the settler's give-up time.
+        let deadline = match super::exit_deadline() {
+            Some(at) => at.max(now + MIN_EXIT_FLUSH),
+            None => now + calls::SETTLE_GIVE_UP + Duration::from_secs(5),
+        };
         let (ack, done) = crossbeam_channel::bounded(1);
-        if self.send(Op::Flush(ack)).is_ok() {
-            let _ = done.recv_timeout(calls::SETTLE_GIVE_UP + Duration::from_secs(5));
+        if self.send(Op::Flush(ack)).is_ok() && done.recv_deadline(deadline).is_err() {
+            self.flush_timed_out.store(true, Ordering::SeqCst);
+            tracing::error!(
+                queue = %self.name,
+                "settlements not sent to SQS before the shutdown timeout; their messages will be delivered again after their visibility timeout"
+            );
         }
     }
 }

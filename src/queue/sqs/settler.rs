@@ -95,9 +95,24 @@ impl Settler {
             self.send_all(&mut waiting);
             let acks = gather.acks();
             if !acks.is_empty() {
-                // A flush means "the master is exiting": try until done or given up.
+                // A flush means "the master is exiting": try until done, given up, or
+                // the master's exit deadline.
                 while !waiting.is_empty() {
-                    std::thread::sleep(RETRY_PAUSE);
+                    let pause = match super::exit_deadline() {
+                        Some(at) => at.saturating_duration_since(Instant::now()),
+                        None => RETRY_PAUSE,
+                    };
+                    if pause.is_zero() {
+                        tracing::error!(
+                            queue = %self.name,
+                            deletes = waiting.deletes.len(),
+                            visibility_changes = waiting.changes.len(),
+                            dead_letters = waiting.dead.len(),
+                            "SQS settlements still failing at the shutdown timeout; not sent (their messages will be delivered again after their visibility timeout)"
+                        );
+                        break;
+                    }
+                    std::thread::sleep(pause.min(RETRY_PAUSE));
                     self.send_all(&mut waiting);
                 }
                 for ack in acks {

@@ -1,0 +1,213 @@
+//! Reliability (issue 11): poison messages, leftover processes, held stdin, slow stops.
+
+use crate::harness::*;
+use crate::support::procs;
+use std::time::{Duration, Instant};
+
+/// Live processes whose argv contains `marker`.
+fn with_marker(marker: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if !procs::pid_gone(pid) && procs::cmdline(pid).iter().any(|a| a == marker) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Kill what a failed test left behind, so it does not outlive the suite.
+struct Reap(&'static str);
+impl Drop for Reap {
+    fn drop(&mut self) {
+        for pid in with_marker(self.0) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+#[test]
+fn a_message_whose_handler_can_never_start_is_dead_lettered_at_once() {
+    let sb = Sandbox::new("poison-class");
+    let h = sb.recorder("job.sh", "runs.txt", "exit 0");
+    sb.chorefile(&format!(
+        "[queues.jobs]\nhandler = [{h:?}]\nbackoff = [0.1]\nmax-attempts = 1000\n"
+    ));
+    let mut master = sb.start(&[]);
+    let q = sb.queue("jobs");
+    // `chore enqueue` refuses such a class; another producer may not.
+    q.put("new", "poison.0.job", br#"{"class":"A\u0000B"}"#);
+    let poison = "poison";
+    let fine = sb.enqueue_id("jobs", r#"{"class":"AB"}"#);
+    master.wait("the poison message dead-lettered", || {
+        q.dead_letters() == 1 && q.is_idle()
+    });
+    let name = format!("{poison}.1.job");
+    let reason = q.read("dead", &format!("{name}.reason"));
+    assert!(reason.contains("cannot start handler"), "{reason}");
+    assert!(reason.to_lowercase().contains("nul"), "{reason}");
+    let runs = sb.runs("runs.txt");
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].id, fine);
+    assert_eq!(master.stop().code(), Some(0));
+}
+
+#[test]
+fn a_missing_program_is_retried() {
+    let sb = Sandbox::new("missing-program");
+    sb.chorefile(
+        "[queues.jobs]\nhandler = [\"./not-installed-yet\"]\nbackoff = [0.2]\nmax-attempts = 3\n",
+    );
+    let mut master = sb.start(&[]);
+    let id = sb.enqueue_id("jobs", "{}");
+    let q = sb.queue("jobs");
+    master.wait("dead-lettered after its attempts", || q.dead_letters() == 1);
+    let reason = q.read("dead", &format!("{id}.3.job.reason"));
+    assert!(reason.contains("failed 3 of 3 attempts"), "{reason}");
+    assert_eq!(master.stop().code(), Some(0));
+}
+
+#[test]
+fn a_leftover_child_holding_stdin_does_not_hold_back_the_verdict() {
+    const MARK: &str = "1000.5";
+    let _reap = Reap(MARK);
+    let sb = Sandbox::new("held-stdin");
+    sb.chorefile(&format!(
+        "[queues.jobs]\nhandler = [\"sh\", \"-c\", \"echo ran >> runs.txt; exec 3<&0; sleep {MARK} <&3 & exit 0\"]\n\
+         timeout = 20\nbackoff = [0.1]\nmax-attempts = 2\n"
+    ));
+    let mut master = sb.start(&[]);
+    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(200 * 1024));
+    let started = Instant::now();
+    let q = sb.queue("jobs");
+    q.put("new", "big.0.job", big.as_bytes());
+    master.wait_for("the job completed", Duration::from_secs(15), || {
+        q.is_idle() && sb.lines("runs.txt").len() == 1
+    });
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    master.assert_for(Duration::from_secs(1), "it stays done", || {
+        q.dead_letters() == 0 && sb.lines("runs.txt").len() == 1
+    });
+    assert_eq!(master.stop().code(), Some(0));
+}
+
+#[test]
+fn what_a_per_message_handler_leaves_behind_is_killed_with_its_batch() {
+    const MARK: &str = "1000.61";
+    let _reap = Reap(MARK);
+    let sb = Sandbox::new("leftover-message");
+    sb.chorefile(&format!(
+        "[queues.jobs]\nhandler = [\"sh\", \"-c\", \"echo ran >> runs.txt; sleep {MARK} & exit 0\"]\n"
+    ));
+    let mut master = sb.start(&[]);
+    sb.enqueue("jobs", "{}");
+    let q = sb.queue("jobs");
+    master.wait("the job completed", || {
+        q.is_idle() && sb.lines("runs.txt").len() == 1
+    });
+    master.wait_for("no sleep left", Duration::from_secs(5), || {
+        with_marker(MARK).is_empty()
+    });
+    assert_eq!(master.stop().code(), Some(0));
+}
+
+#[test]
+fn a_batch_handler_leaving_a_child_on_its_stdout_frees_its_slot_at_once() {
+    const MARK: &str = "1000.62";
+    let _reap = Reap(MARK);
+    let sb = Sandbox::new("leftover-batch");
+    let h = sb.ok_batch_handler(
+        "batch.sh",
+        &format!("sleep {MARK} &"),
+        "echo \"$id\" >> runs.txt",
+    );
+    sb.chorefile(&format!(
+        "concurrency = 1\nbatch-timeout = 0.1\n\
+         [queues.jobs]\nhandler = {{ command = [{h:?}], mode = \"batch\" }}\ntimeout = 60\n"
+    ));
+    let mut master = sb.start(&[]);
+    let q = sb.queue("jobs");
+    let started = Instant::now();
+    sb.enqueue("jobs", "{}");
+    master.wait_for("the first job completed", Duration::from_secs(10), || {
+        q.is_idle() && sb.lines("runs.txt").len() == 1
+    });
+    sb.enqueue("jobs", "{}");
+    master.wait_for("the second job completed", Duration::from_secs(10), || {
+        q.is_idle() && sb.lines("runs.txt").len() == 2
+    });
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    master.wait_for("no sleep left", Duration::from_secs(5), || {
+        with_marker(MARK).is_empty()
+    });
+    assert_eq!(master.stop().code(), Some(0));
+}
+
+#[test]
+fn hooks_run_a_few_at_a_time_and_none_outlives_the_master() {
+    const MARK: &str = "1000.63";
+    let _reap = Reap(MARK);
+    let sb = Sandbox::new("hook-flood");
+    sb.chorefile(&format!(
+        "[queues.jobs]\nhandler = [\"true\"]\non-permanent-failure = [\"sleep\", \"{MARK}\"]\n"
+    ));
+    let q = sb.queue("jobs");
+    for i in 0..50 {
+        q.put("new", &format!("bad{i}.0.job"), b"not json");
+    }
+    let mut master = sb.start(&[]);
+    master.wait("every bad body dead-lettered", || q.dead_letters() == 50);
+    master.wait("hooks running", || !with_marker(MARK).is_empty());
+    master.assert_for(Duration::from_secs(2), "at most 4 hooks at once", || {
+        with_marker(MARK).len() <= 4
+    });
+    assert_eq!(master.stop().code(), Some(0));
+    crate::support::poll::wait_until("no hook left", Duration::from_secs(5), || {
+        with_marker(MARK).is_empty()
+    });
+}
+
+#[test]
+fn sqs_sigterm_while_sqs_is_unreachable_exits_within_the_shutdown_timeout() {
+    use crate::support::moto::{AWS_ENV, Moto};
+    use nix::sys::signal::Signal;
+    let moto = Moto::start();
+    let url = moto.create("gone", serde_json::json!({}));
+    let sb = Sandbox::new("sqs-slow-stop");
+    let h = sb.recorder("job.sh", "runs.txt", "sleep 1");
+    sb.chorefile(&format!(
+        "sqs-endpoint = {:?}\nshutdown-timeout = 3\n\
+         [queues.gone]\nbackend = \"sqs\"\nwait-time = 1\nhandler = [{h:?}]\n",
+        moto.endpoint()
+    ));
+    let mut master = sb.start_with_env("master", &[], &AWS_ENV);
+    moto.send(&url, "{}");
+    master.wait("the job to start", || !sb.runs("runs.txt").is_empty());
+    // SQS goes away while the job runs: its delete keeps failing.
+    drop(moto);
+    master.wait_log("delete failed");
+    master.signal(Signal::SIGTERM);
+    let t = Instant::now();
+    let status = master.wait_exit(Duration::from_secs(30));
+    let took = t.elapsed();
+    assert_eq!(status.code(), Some(0), "log:\n{}", master.log_text());
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    assert!(
+        master.log_text().contains("will be delivered again"),
+        "what was not flushed is logged:\n{}",
+        master.log_text()
+    );
+}
