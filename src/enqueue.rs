@@ -69,11 +69,18 @@ pub fn run(args: EnqueueArgs) -> i32 {
     let published = target.published();
     match result {
         Ok(()) => {
-            eprintln!("enqueued {published} message(s) to {}", target.describe());
+            // Published already: a closed or full standard error must not turn it into a
+            // failure (nor a panic).
+            crate::logging::stderr_line(&format!(
+                "enqueued {published} message(s) to {}",
+                target.describe()
+            ));
             0
         }
         Err(e) => {
-            eprintln!("chore enqueue: {e} ({published} message(s) enqueued before it)");
+            crate::logging::stderr_line(&format!(
+                "chore enqueue: {e} ({published} message(s) enqueued before it)"
+            ));
             1
         }
     }

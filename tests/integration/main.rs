@@ -18,6 +18,7 @@ mod preload;
 mod processing;
 mod retries;
 mod review;
+mod robustness;
 mod routing;
 mod ruby_compat;
 mod signals;
