@@ -118,10 +118,13 @@ impl Target {
             let (full_name, timeout) = match declared {
                 Some(q) => (q.full_name.clone(), q.timeout),
                 None => {
-                    if name.is_empty() || name.contains(['.', '/']) {
-                        return Err(format!("`{name}` is not a valid filesystem queue name"));
+                    let full = format!("{}{name}", config.queue_prefix);
+                    if let Err(m) =
+                        config::check_queue_name(name, &full, Backend::Filesystem, false)
+                    {
+                        return Err(format!("`{full}`: {m}"));
                     }
-                    (format!("{}{name}", config.queue_prefix), None)
+                    (full, None)
                 }
             };
             let queue = crate::queue::open_filesystem(config, &full_name, timeout)

@@ -91,7 +91,16 @@ pub fn resolve(
     let s = Settings { given, bad };
 
     // Ruby Chore lower-cases the prefix; so do we, so that both find one queue.
-    let queue_prefix = s.text("queue-prefix").unwrap_or_default().to_lowercase();
+    let mut queue_prefix = s.text("queue-prefix").unwrap_or_default().to_lowercase();
+    if let Err(m) = queue::check_prefix(&queue_prefix) {
+        errors.push(ConfigError::at(
+            &s.origin("queue-prefix"),
+            "queue-prefix",
+            m,
+        ));
+        // Reported once, here: each queue is then checked on its own name.
+        queue_prefix.clear();
+    }
     let max_attempts = s.count("max-attempts").map(|n| n as u32);
     let defaults = QueueDefaults {
         prefix: &queue_prefix,
