@@ -71,8 +71,9 @@ fn environment(l: &Loaded, path_var: Option<&OsStr>) -> Vec<ConfigError> {
     {
         errors.push(ConfigError::at(&origin(l, "log-file"), "log-file", m));
     }
+    let tables = l.tables_by_name();
     for q in c.selected_queues() {
-        let table = l.tables.iter().find(|t| t.name == q.name);
+        let table = tables.get(q.name.as_str()).copied();
         if q.backend == Backend::Filesystem {
             errors.extend(queue_directory(l, q, table));
         }
