@@ -69,11 +69,18 @@ pub fn run(args: EnqueueArgs) -> i32 {
     let published = target.published();
     match result {
         Ok(()) => {
-            eprintln!("enqueued {published} message(s) to {}", target.describe());
+            // Published already: a closed or full standard error must not turn it into a
+            // failure (nor a panic).
+            crate::logging::stderr_line(&format!(
+                "enqueued {published} message(s) to {}",
+                target.describe()
+            ));
             0
         }
         Err(e) => {
-            eprintln!("chore enqueue: {e} ({published} message(s) enqueued before it)");
+            crate::logging::stderr_line(&format!(
+                "chore enqueue: {e} ({published} message(s) enqueued before it)"
+            ));
             1
         }
     }
@@ -111,10 +118,13 @@ impl Target {
             let (full_name, timeout) = match declared {
                 Some(q) => (q.full_name.clone(), q.timeout),
                 None => {
-                    if name.is_empty() || name.contains(['.', '/']) {
-                        return Err(format!("`{name}` is not a valid filesystem queue name"));
+                    let full = format!("{}{name}", config.queue_prefix);
+                    if let Err(m) =
+                        config::check_queue_name(name, &full, Backend::Filesystem, false)
+                    {
+                        return Err(format!("`{full}`: {m}"));
                     }
-                    (format!("{}{name}", config.queue_prefix), None)
+                    (full, None)
                 }
             };
             let queue = crate::queue::open_filesystem(config, &full_name, timeout)

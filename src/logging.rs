@@ -1,5 +1,9 @@
 //! Logging through `tracing`: one line per event, text by default or JSON, to standard
 //! error or to a log file that SIGUSR1 reopens (for logrotate).
+//!
+//! A log that cannot be written (a closed pipe, a full disk) never ends the process: the
+//! line is dropped. Nothing here panics on a write error, and tracing's own fallback (an
+//! `eprintln!` of the failure, which panics when standard error is the broken thing) is off.
 
 use crate::config::LogFormat;
 use std::fs::{File, OpenOptions};
@@ -36,18 +40,46 @@ struct SharedFile(Arc<Mutex<File>>);
 
 impl Write for SharedFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).write(buf)
+        self.write_all(buf).map(|()| buf.len())
     }
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        // One line, one write: lines from several threads never interleave.
-        self.0
+        // One line, one write: lines from several threads never interleave. A line that
+        // cannot be written is dropped.
+        let _ = self
+            .0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .write_all(buf)
+            .write_all(buf);
+        Ok(())
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// Standard error, for log lines: a line that cannot be written (EPIPE, ENOSPC) is dropped.
+struct Stderr;
+
+impl Write for Stderr {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_all(buf).map(|()| buf.len())
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        let _ = io::stderr().lock().write_all(buf);
+        Ok(())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Write `line` and a newline to standard error, dropping it if it cannot be written:
+/// the `eprintln!` of run-time paths, which must not panic on a closed pipe or a full disk.
+pub fn stderr_line(line: &str) {
+    let mut buf = Vec::with_capacity(line.len() + 1);
+    buf.extend_from_slice(line.as_bytes());
+    buf.push(b'\n');
+    let _ = Stderr.write_all(&buf);
 }
 
 /// Install the global subscriber.
@@ -61,7 +93,8 @@ pub fn init(
     let builder = fmt()
         .with_max_level(level)
         .with_target(false)
-        .with_ansi(false);
+        .with_ansi(false)
+        .log_internal_errors(false);
     let result = match (file, format) {
         (Some(path), format) => {
             let shared = Arc::new(Mutex::new(open_append(path)?));
@@ -76,11 +109,11 @@ pub fn init(
                     .try_init(),
             }
         }
-        (None, LogFormat::Text) => builder.with_writer(io::stderr).try_init(),
+        (None, LogFormat::Text) => builder.with_writer(|| Stderr).try_init(),
         (None, LogFormat::Json) => builder
             .json()
             .flatten_event(true)
-            .with_writer(io::stderr)
+            .with_writer(|| Stderr)
             .try_init(),
     };
     // A second init (tests) keeps the first subscriber; nothing to report.

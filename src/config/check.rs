@@ -15,6 +15,7 @@ use super::error::{ConfigError, ConfigErrors, Origin};
 use super::{Backend, Config, Handler, Loaded, QueueConfig, load_traced, printout, probe, suggest};
 use crate::config::cli::{EnqueueArgs, Flags};
 use std::ffi::OsStr;
+use std::io::Write;
 
 /// Run `chore check-config`; returns the exit status.
 pub fn check_config(flags: Flags) -> i32 {
@@ -32,8 +33,12 @@ pub fn check_config(flags: Flags) -> i32 {
         eprintln!("chore: {}", ConfigErrors::in_order(errors, files));
         return 2;
     }
+    // `chore check-config | head`: a reader that goes away ends the printout, not in a panic.
+    let mut out = std::io::stdout().lock();
     for line in printout::lines(&loaded, path_var.as_deref()) {
-        println!("{line}");
+        if writeln!(out, "{line}").is_err() {
+            break;
+        }
     }
     0
 }
@@ -66,8 +71,9 @@ fn environment(l: &Loaded, path_var: Option<&OsStr>) -> Vec<ConfigError> {
     {
         errors.push(ConfigError::at(&origin(l, "log-file"), "log-file", m));
     }
+    let tables = l.tables_by_name();
     for q in c.selected_queues() {
-        let table = l.tables.iter().find(|t| t.name == q.name);
+        let table = tables.get(q.name.as_str()).copied();
         if q.backend == Backend::Filesystem {
             errors.extend(queue_directory(l, q, table));
         }

@@ -52,19 +52,35 @@ pub struct FileLayer {
 
 /// Read `path`. Mistakes are collected, not fatal: what could be read is returned with them.
 pub fn read(path: &Path) -> (FileLayer, Vec<ConfigError>) {
-    let text = match std::fs::read_to_string(path) {
+    let unreadable = |message: String, line: Option<usize>| {
+        let e = ConfigError {
+            origin: Some(Origin::file(path, line)),
+            key: None,
+            message,
+        };
+        let layer = FileLayer {
+            unreadable: true,
+            ..FileLayer::default()
+        };
+        (layer, vec![e])
+    };
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => return unreadable(format!("cannot read Chorefile: {e}"), None),
+    };
+    // A byte-order mark (as some Windows editors write) is not part of the text.
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+    let text = match std::str::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
-            let e = ConfigError {
-                origin: Some(Origin::file(path, None)),
-                key: None,
-                message: format!("cannot read Chorefile: {e}"),
-            };
-            let layer = FileLayer {
-                unreadable: true,
-                ..FileLayer::default()
-            };
-            return (layer, vec![e]);
+            let good = &bytes[..e.valid_up_to()];
+            let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
+            let column =
+                good.len() - good.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) + 1;
+            let m = format!(
+                "not UTF-8 text: an invalid byte at column {column} (save the Chorefile as UTF-8)"
+            );
+            return unreadable(m, Some(line));
         }
     };
     let first = text
@@ -72,29 +88,41 @@ pub fn read(path: &Path) -> (FileLayer, Vec<ConfigError>) {
         .map(str::trim)
         .find(|l| !l.is_empty() && !l.starts_with('#'));
     let (layer, mut errors) = if first.is_some_and(|l| l.starts_with('-')) {
-        super::ruby::read(path, &text)
+        super::ruby::read(path, text)
     } else {
-        read_toml(path, &text)
+        read_toml(path, text)
     };
     // Keys come out of the TOML parser sorted by name: report in the order of the lines.
     errors.sort_by_key(|e| e.line());
     (layer, errors)
 }
 
-/// 1-based line of a byte offset.
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
+/// Where each line of a text starts, to find the line of a byte offset in O(log n): a
+/// Chorefile of thousands of queues has tens of thousands of keys, each located.
+struct LineStarts(Vec<usize>);
+
+impl LineStarts {
+    fn new(text: &str) -> LineStarts {
+        let after_newlines = text.match_indices('\n').map(|(i, _)| i + 1);
+        LineStarts(std::iter::once(0).chain(after_newlines).collect())
+    }
+
+    /// 1-based line of a byte offset.
+    fn line_of(&self, offset: usize) -> usize {
+        self.0.partition_point(|&start| start <= offset)
+    }
 }
 
 fn read_toml(path: &Path, text: &str) -> (FileLayer, Vec<ConfigError>) {
     let mut layer = FileLayer::default();
     let (doc, syntax) = DeTable::parse_recoverable(text);
+    let lines = LineStarts::new(text);
     if !syntax.is_empty() {
         // What follows a syntax error is guesswork: report the syntax alone.
         let errors = syntax
             .iter()
             .map(|e| ConfigError {
-                origin: Some(Origin::file(path, e.span().map(|s| line_of(text, s.start)))),
+                origin: Some(Origin::file(path, e.span().map(|s| lines.line_of(s.start)))),
                 key: None,
                 message: e.message().to_string(),
             })
@@ -102,7 +130,7 @@ fn read_toml(path: &Path, text: &str) -> (FileLayer, Vec<ConfigError>) {
         layer.unreadable = true;
         return (layer, errors);
     }
-    let at = |span: std::ops::Range<usize>| Origin::file(path, Some(line_of(text, span.start)));
+    let at = |span: std::ops::Range<usize>| Origin::file(path, Some(lines.line_of(span.start)));
     let mut errors = Vec::new();
     for (key, value) in doc.get_ref().iter() {
         let (name, origin) = (key.get_ref().as_ref(), at(key.span()));
@@ -254,6 +282,17 @@ mod tests {
 
     fn messages(errors: &[ConfigError]) -> Vec<String> {
         errors.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn line_starts_give_the_line_of_every_offset() {
+        let text = "a = 1\n\nb = 2\r\n[queues.c]\nx";
+        let lines = LineStarts::new(text);
+        for offset in 0..=text.len() + 2 {
+            let counted = text[..offset.min(text.len())].matches('\n').count() + 1;
+            assert_eq!(lines.line_of(offset), counted, "offset {offset}");
+        }
+        assert_eq!(LineStarts::new("").line_of(0), 1);
     }
 
     #[test]

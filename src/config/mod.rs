@@ -42,6 +42,7 @@ pub use error::{ConfigErrors, Origin};
 #[cfg(test)]
 pub use http::http_of as http_target;
 pub use options::MAX_SECONDS;
+pub use queue::check_name as check_queue_name;
 
 use crate::backoff::Backoff;
 use crate::config::cli::Flags;
@@ -248,9 +249,19 @@ struct Loaded {
     tables: Vec<QueueTable>,
 }
 
+impl Loaded {
+    /// The queue tables by name (one look-up per queue, not one scan: thousands of queues
+    /// load in linear time).
+    fn tables_by_name(&self) -> std::collections::HashMap<&str, &QueueTable> {
+        self.tables.iter().map(|t| (t.name.as_str(), t)).collect()
+    }
+}
+
 fn load_traced(cli: Flags) -> Result<Loaded, ConfigErrors> {
     let mut settings = BTreeMap::new();
     let mut tables: Vec<QueueTable> = Vec::new();
+    // Where each name is in `tables`: merging is a look-up, not a scan.
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     let (mut errors, mut unreadable) = (Vec::new(), false);
     for file in &cli.config_file {
         let (layer, e) = chorefile::read(file);
@@ -260,14 +271,17 @@ fn load_traced(cli: Flags) -> Result<Loaded, ConfigErrors> {
             set(&mut settings, key, value, origin);
         }
         for t in layer.queues {
-            match tables.iter_mut().find(|q| q.name == t.name) {
+            match index.get(&t.name) {
                 // A queue declared in two files gets the keys of both, the later file
                 // winning for a key set in both.
-                Some(q) => {
-                    q.keys.extend(t.keys);
-                    q.unknown.extend(t.unknown);
+                Some(&i) => {
+                    tables[i].keys.extend(t.keys);
+                    tables[i].unknown.extend(t.unknown);
                 }
-                None => tables.push(t),
+                None => {
+                    index.insert(t.name.clone(), tables.len());
+                    tables.push(t);
+                }
             }
         }
     }

@@ -57,12 +57,14 @@ pub fn lines(l: &Loaded, path_var: Option<&OsStr>) -> Vec<String> {
             c.ignored_options.join(", ")
         ));
     }
+    let tables = l.tables_by_name();
     for q in c.selected_queues() {
-        let table = l.tables.iter().find(|t| t.name == q.name);
+        let table = tables.get(q.name.as_str()).copied();
         queue_lines(c, q, table, path_var, &mut out);
     }
     let idle: Vec<&str> = (0..c.declared.len())
-        .filter(|i| !c.selected.contains(i))
+        // `selected` is sorted.
+        .filter(|i| c.selected.binary_search(i).is_err())
         .map(|i| c.declared[i].name.as_str())
         .collect();
     if !idle.is_empty() {

@@ -27,6 +27,17 @@ pub struct QueueDefaults<'a> {
     pub max_attempts: Option<u32>,
 }
 
+/// `queue-prefix` is the start of every queue's name, on disk a directory under the queue
+/// root: it may not leave that root, whatever the backend.
+pub fn check_prefix(prefix: &str) -> Result<(), String> {
+    if prefix.contains(['/', '\0']) || prefix.contains("..") || prefix.starts_with('.') {
+        return Err(format!(
+            "{prefix:?} may not contain `/`, `..` or NUL, nor start with `.`: a queue's name (prefix + name) is a directory under fs-queue-root"
+        ));
+    }
+    Ok(())
+}
+
 /// Resolve one queue table.
 pub fn resolve(t: &QueueTable, d: &QueueDefaults) -> Result<QueueConfig, Vec<ConfigError>> {
     let mut r = Reader {
@@ -280,13 +291,17 @@ fn wait_time(v: &toml::Value) -> Result<Duration, String> {
 
 /// A filesystem queue's name becomes directory and file names; an SQS name must be valid
 /// for SQS unless the table gives the queue's URL.
-fn check_name(name: &str, full: &str, backend: Backend, has_url: bool) -> Result<(), &'static str> {
+pub fn check_name(
+    name: &str,
+    full: &str,
+    backend: Backend,
+    has_url: bool,
+) -> Result<(), &'static str> {
+    let odd = |c: char| c == '.' || c == '/' || c.is_whitespace() || c.is_control();
     match backend {
-        Backend::Filesystem
-            if name.is_empty() || full.contains(['.', '/']) || full.starts_with('-') =>
-        {
+        Backend::Filesystem if name.is_empty() || full.contains(odd) || full.starts_with('-') => {
             Err(
-                "a filesystem queue name (with its queue-prefix) may not be empty, start with `-`, or contain `.` or `/` (Ruby Chore's file names split on `.`)",
+                "a filesystem queue name (with its queue-prefix) may not be empty, start with `-`, or contain `.`, `/`, spaces or control characters (it names a directory, and Ruby Chore's file names split on `.`)",
             )
         }
         Backend::Sqs if !has_url => {

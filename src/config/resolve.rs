@@ -91,7 +91,16 @@ pub fn resolve(
     let s = Settings { given, bad };
 
     // Ruby Chore lower-cases the prefix; so do we, so that both find one queue.
-    let queue_prefix = s.text("queue-prefix").unwrap_or_default().to_lowercase();
+    let mut queue_prefix = s.text("queue-prefix").unwrap_or_default().to_lowercase();
+    if let Err(m) = queue::check_prefix(&queue_prefix) {
+        errors.push(ConfigError::at(
+            &s.origin("queue-prefix"),
+            "queue-prefix",
+            m,
+        ));
+        // Reported once, here: each queue is then checked on its own name.
+        queue_prefix.clear();
+    }
     let max_attempts = s.count("max-attempts").map(|n| n as u32);
     let defaults = QueueDefaults {
         prefix: &queue_prefix,
@@ -220,8 +229,10 @@ fn log_level(s: &Settings) -> tracing::Level {
 /// Apply `--queues` / `--except-queues` (both take unprefixed names, as in Ruby Chore).
 fn select_queues(declared: &[QueueConfig], s: &Settings) -> Result<Vec<usize>, ConfigError> {
     let names: Vec<&str> = declared.iter().map(|q| q.name.as_str()).collect();
+    let index: std::collections::HashMap<&str, usize> =
+        names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
     let find = |n: &String, key: &'static str| -> Result<usize, ConfigError> {
-        names.iter().position(|d| d == n).ok_or_else(|| {
+        index.get(n.as_str()).copied().ok_or_else(|| {
             let listed = if names.is_empty() {
                 "none".to_string()
             } else {
@@ -248,17 +259,16 @@ fn select_queues(declared: &[QueueConfig], s: &Settings) -> Result<Vec<usize>, C
         (Some(only), None) => {
             let mut v = Vec::new();
             for n in &only {
-                let i = find(n, "queues")?;
-                if !v.contains(&i) {
-                    v.push(i);
-                }
+                v.push(find(n, "queues")?);
             }
+            v.sort_unstable();
+            v.dedup();
             v
         }
         (None, except) => {
-            let mut skip = Vec::new();
+            let mut skip = std::collections::HashSet::new();
             for n in except.unwrap_or_default().iter() {
-                skip.push(find(n, "except-queues")?);
+                skip.insert(find(n, "except-queues")?);
             }
             (0..declared.len()).filter(|i| !skip.contains(i)).collect()
         }

@@ -19,6 +19,7 @@ mod processing;
 mod reliability_b;
 mod retries;
 mod review;
+mod robustness;
 mod routing;
 mod ruby_compat;
 mod signals;
