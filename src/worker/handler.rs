@@ -235,7 +235,7 @@ pub fn run_batch(
             Ok(o) => o,
             Err(_) => {
                 // Not a result: the handler printed something else. Keep it, in the log.
-                eprintln!("{line}");
+                crate::logging::stderr_line(line);
                 return true;
             }
         };

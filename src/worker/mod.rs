@@ -20,15 +20,15 @@ use std::io::{self, BufRead, Write};
 pub fn main() -> i32 {
     let mut line = String::new();
     if io::stdin().lock().read_line(&mut line).unwrap_or(0) == 0 {
-        eprintln!(
-            "chore work: no batch on standard input (this command is started by the chore master)"
+        crate::logging::stderr_line(
+            "chore work: no batch on standard input (this command is started by the chore master)",
         );
         return 2;
     }
     let spec: BatchSpec = match serde_json::from_str(&line) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("chore work: unreadable batch: {e}");
+            crate::logging::stderr_line(&format!("chore work: unreadable batch: {e}"));
             return 2;
         }
     };
@@ -39,7 +39,9 @@ pub fn main() -> i32 {
         && nix::unistd::getppid().as_raw() != master
     {
         // The master died before the death signal was armed.
-        eprintln!("chore work: the master (pid {master}) is gone; exiting");
+        crate::logging::stderr_line(&format!(
+            "chore work: the master (pid {master}) is gone; exiting"
+        ));
         return 1;
     }
     if let Some(path) = &spec.log_file {

@@ -127,7 +127,6 @@ fn a_full_disk_as_the_log_file_does_not_end_the_master_or_its_workers() {
 /// A batch handler's stray output line goes to the worker's log; on a full disk it is
 /// dropped and the batch still succeeds.
 #[test]
-#[ignore = "needs src/worker/handler.rs to log stray lines with crate::logging::stderr_line (issue 11, finding 2)"]
 fn a_batch_handlers_stray_line_on_a_full_disk_does_not_end_its_worker() {
     let sb = Sandbox::new("enospc-batch");
     let h = sb.ok_batch_handler(
