@@ -847,7 +847,7 @@ fn documented_keys() -> Vec<String> {
     keys
 }
 
-/// A queue-prefix that would put a queue outside the queue root (issue 11, finding 13) is
+/// A queue-prefix that would put a queue outside the queue root is
 /// refused, naming the option and where it was given, by the master, check-config and
 /// enqueue alike; nothing is written anywhere.
 #[test]
@@ -923,7 +923,7 @@ fn a_queue_name_with_a_space_or_a_control_character_is_refused() {
 }
 
 /// A byte-order mark is skipped, in either format; a file that is not UTF-8 is refused on
-/// the line of its first bad byte (issue 11, finding 15).
+/// the line of its first bad byte.
 #[test]
 fn a_byte_order_mark_is_skipped_and_bad_utf8_is_located() {
     let sb = Sandbox::new("cfg-encoding");

@@ -1,4 +1,4 @@
-//! Logs that cannot be written never end a master or a worker (issue 11, finding 2): a
+//! Logs that cannot be written never end a master or a worker: a
 //! closed standard-error pipe (`chore … 2>&1 | head`), a full disk (`/dev/full`) as
 //! standard error, or as the log file the workers share.
 

@@ -1,4 +1,4 @@
-//! Reliability (issue 11): poison messages, leftover processes, held stdin, slow stops.
+//! Reliability: poison messages, leftover processes, held stdin, slow stops.
 
 use crate::harness::*;
 use crate::support::procs;
