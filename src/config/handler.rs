@@ -62,6 +62,12 @@ pub fn handler_of(raw: &RawKey, origin: &Origin) -> Result<Handler, String> {
                             let val = val
                                 .as_str()
                                 .ok_or_else(|| format!("env.{name} must be a string"))?;
+                            // No process could be started with it: every message would fail.
+                            if name.is_empty() || name.contains(['=', '\0']) || val.contains('\0') {
+                                return Err(format!(
+                                    "env.{name:?}: a variable's name must be non-empty without `=` or NUL, and its value without NUL"
+                                ));
+                            }
                             h.env.insert(name.clone(), val.to_owned());
                         }
                     }
@@ -156,6 +162,11 @@ fn argv(v: &toml::Value) -> Result<Vec<String>, String> {
     if argv.is_empty() {
         return Err("the command is empty".into());
     }
+    if argv.iter().any(|a| a.contains('\0')) {
+        return Err(
+            "an element of the command contains NUL: no program can be started with it".into(),
+        );
+    }
     Ok(argv)
 }
 
@@ -196,6 +207,12 @@ mod tests {
         assert_eq!(
             read("[1]").unwrap_err(),
             "every element of the command must be a string"
+        );
+        assert!(read("[\"x\", \"a\\u0000b\"]").unwrap_err().contains("NUL"));
+        assert!(
+            read("{ command = [\"x\"], env = { A = \"1\\u0000\" } }")
+                .unwrap_err()
+                .contains("NUL")
         );
         assert_eq!(
             read("{ mode = \"batch\" }").unwrap_err(),
