@@ -1,4 +1,4 @@
-//! Reliability: poison messages, leftover processes, held stdin, slow stops.
+//! Reliability: poison messages, leftover processes, held stdin, slow stops, queue directories that disappear.
 
 use crate::harness::*;
 use crate::support::procs;
@@ -210,4 +210,28 @@ fn sqs_sigterm_while_sqs_is_unreachable_exits_within_the_shutdown_timeout() {
         "what was not flushed is logged:\n{}",
         master.log_text()
     );
+}
+
+/// A queue directory removed under a running master (`rmdir inprogress/`, or `new/`) is
+/// recreated, loudly, and consumption goes on: no silent stall.
+#[test]
+fn a_queue_directory_that_disappears_is_recreated_and_consumption_goes_on() {
+    let sb = Sandbox::new("rmdir");
+    let h = sb.recorder("job.sh", "runs.txt", "");
+    sb.chorefile(&format!("[queues.jobs]\nhandler = [{h:?}]\n"));
+    let mut master = sb.start(&[]);
+    master.wait_log("chore master started");
+    let q = sb.queue("jobs");
+    std::fs::remove_dir(q.path.join("inprogress")).unwrap();
+    // Written as a producer would (`chore enqueue` would recreate the directory itself).
+    q.put("new", "jobs-a.0.job", b"{\"n\":1}");
+    master.wait("the job to run despite the missing inprogress/", || {
+        sb.runs("runs.txt").len() == 1
+    });
+    master.wait_log("a queue directory had disappeared; recreated");
+    std::fs::remove_dir(q.path.join("new")).unwrap();
+    master.wait("new/ to be recreated", || q.path.join("new").is_dir());
+    q.put("new", "jobs-b.0.job", b"{\"n\":2}");
+    master.wait("the next job to run", || sb.runs("runs.txt").len() == 2);
+    assert_eq!(master.stop().code(), Some(0));
 }

@@ -49,7 +49,11 @@ impl FilesystemConsumer {
 
     fn refill(&mut self) -> io::Result<()> {
         let q = &self.queue;
-        let entries = fs::read_dir(&q.new_dir).map_err(|e| annotate(e, &q.new_dir))?;
+        let mut entries = fs::read_dir(&q.new_dir);
+        if matches!(&entries, Err(e) if e.kind() == io::ErrorKind::NotFound) && q.recreate_dirs() {
+            entries = fs::read_dir(&q.new_dir);
+        }
+        let entries = entries.map_err(|e| annotate(e, &q.new_dir))?;
         self.listing.clear();
         for entry in entries.take(LISTING_BATCH) {
             let name = entry?.file_name();

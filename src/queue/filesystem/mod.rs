@@ -251,7 +251,13 @@ impl FilesystemQueue {
             job.previous_attempts,
             self.claim_epoch(self.lease)
         );
-        match fs::rename(&path, self.inprogress_dir.join(&receipt)) {
+        let to = self.inprogress_dir.join(&receipt);
+        let mut renamed = fs::rename(&path, &to);
+        if matches!(&renamed, Err(e) if e.kind() == io::ErrorKind::NotFound) && self.recreate_dirs()
+        {
+            renamed = fs::rename(&path, &to);
+        }
+        match renamed {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(annotate(e, &path)),
@@ -294,6 +300,28 @@ impl FilesystemQueue {
 
     fn inprogress(&self, d: &Delivery) -> PathBuf {
         self.inprogress_dir.join(&d.receipt)
+    }
+
+    /// Recreate whichever of the queue's directories has gone (someone ran `rmdir` on
+    /// `inprogress/`): loudly, since claims that were in it are lost to this master. True
+    /// when one was recreated, so the caller tries again.
+    fn recreate_dirs(&self) -> bool {
+        let mut recreated = false;
+        for d in [&self.new_dir, &self.inprogress_dir, &self.dead_dir] {
+            if d.is_dir() {
+                continue;
+            }
+            match fs::create_dir_all(d) {
+                Ok(()) => {
+                    tracing::error!(queue = %self.name, dir = %d.display(), "a queue directory had disappeared; recreated");
+                    recreated = true;
+                }
+                Err(e) => {
+                    tracing::error!(queue = %self.name, dir = %d.display(), error = %e, "a queue directory has disappeared and cannot be recreated");
+                }
+            }
+        }
+        recreated
     }
 
     /// Rename the claimed file, reporting a vanished claim clearly: it means another
