@@ -1,4 +1,5 @@
-//! Reliability: poison messages, leftover processes, held stdin, slow stops, queue directories that disappear.
+//! Reliability: poison messages, leftover processes, held stdin, slow stops, queue
+//! directories that disappear.
 
 use crate::harness::*;
 use crate::support::procs;
