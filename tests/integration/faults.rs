@@ -1,5 +1,5 @@
 //! Reliability: poison messages, leftover processes, held stdin, slow stops, queue
-//! directories that disappear.
+//! directories that disappear, entries of `new/` that are not messages.
 
 use crate::harness::*;
 use crate::support::procs;
@@ -235,4 +235,42 @@ fn a_queue_directory_that_disappears_is_recreated_and_consumption_goes_on() {
     q.put("new", "jobs-b.0.job", b"{\"n\":2}");
     master.wait("the next job to run", || sb.runs("runs.txt").len() == 2);
     assert_eq!(master.stop().code(), Some(0));
+}
+
+/// What in `new/` cannot be a message (a FIFO, a symbolic link, a directory, a name that is
+/// not UTF-8) is moved to `dead/` once, unread and unfollowed, while real jobs run; a FIFO
+/// never wedges the consumer, and SIGTERM still stops the master.
+#[test]
+fn odd_entries_in_new_are_set_aside_and_never_block() {
+    use std::os::unix::ffi::OsStrExt;
+    let sb = Sandbox::new("odd-entries");
+    let h = sb.recorder("job.sh", "runs.txt", "");
+    sb.chorefile(&format!("[queues.jobs]\nhandler = [{h:?}]\n"));
+    let q = sb.queue("jobs");
+    let new = q.path.join("new");
+    std::fs::create_dir_all(&new).unwrap();
+    nix::unistd::mkfifo(&new.join("f.0.job"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    std::os::unix::fs::symlink(sb.file("runs.txt"), new.join("l.0.job")).unwrap();
+    std::fs::create_dir(new.join("d.0.job")).unwrap();
+    let odd = std::ffi::OsStr::from_bytes(b"bad-\xff.0.job");
+    std::fs::write(new.join(odd), "{}").unwrap();
+    let mut master = sb.start(&[]);
+    master.wait_log("chore master started");
+    q.put("new", "jobs-real.0.job", b"{\"n\":1}");
+    master.wait("the real job to run", || sb.runs("runs.txt").len() == 1);
+    master.wait("the odd entries to be set aside", || {
+        std::fs::read_dir(&new).map(|d| d.count()).unwrap_or(0) == 0
+    });
+    for name in ["f.0.job", "l.0.job", "d.0.job"] {
+        assert!(
+            q.path.join("dead").join(name).symlink_metadata().is_ok(),
+            "{name} is in dead/"
+        );
+    }
+    assert!(q.path.join("dead").join(odd).exists());
+    let log = master.log_text();
+    assert_eq!(log.matches("moved to dead/ unread").count(), 4, "{log}");
+    let started = Instant::now();
+    assert_eq!(master.stop().code(), Some(0));
+    assert!(started.elapsed() < Duration::from_secs(30));
 }

@@ -85,7 +85,11 @@ impl FilesystemConsumer {
                 break;
             };
             looked += 1;
-            let Some(name) = name.to_str() else { continue };
+            let Some(name) = name.to_str() else {
+                self.queue
+                    .set_aside(&name, "named in bytes that are not UTF-8");
+                continue;
+            };
             match self.queue.claim(name, now) {
                 Ok(Some(Claimed::Body(d))) => out.deliveries.push(d),
                 Ok(Some(Claimed::Unreadable(d, why))) => out.unreadable.push((d, why)),

@@ -226,12 +226,29 @@ impl FilesystemQueue {
     /// to dead-letter like any other message that can never run.
     fn claim(&self, name: &str, now: Instant) -> io::Result<Option<Claimed>> {
         let path = self.new_dir.join(name);
-        let mut file = match File::open(&path) {
+        // Never follow a link, never block on a FIFO: what is not a regular file is set
+        // aside, once, and never opened again.
+        let opened = OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+            .open(&path);
+        let mut file = match opened {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+                self.set_aside(std::ffi::OsStr::new(name), "a symbolic link");
+                return Ok(None);
+            }
             Err(e) => return Err(annotate(e, &path)),
         };
         let meta = file.metadata()?;
+        if !meta.is_file() {
+            self.set_aside(
+                std::ffi::OsStr::new(name),
+                "not a regular file (a FIFO, socket, device or directory)",
+            );
+            return Ok(None);
+        }
         if meta.len() == 0 {
             // A publisher is about to write, or died before it did. Ruby Chore deletes it
             // once it is older than the queue timeout.
@@ -300,6 +317,22 @@ impl FilesystemQueue {
 
     fn inprogress(&self, d: &Delivery) -> PathBuf {
         self.inprogress_dir.join(&d.receipt)
+    }
+
+    /// Move an entry of `new/` that can never be a message (not a regular file, a name that
+    /// is not UTF-8) into `dead/` under its own name, with one error line: it is never
+    /// opened, followed or looked at again.
+    fn set_aside(&self, name: &std::ffi::OsStr, what: &str) {
+        let to = self.dead_dir.join(name);
+        match fs::rename(self.new_dir.join(name), &to) {
+            Ok(()) => {
+                tracing::error!(queue = %self.name, entry = ?name, "an entry of new/ is {what}; moved to dead/ unread")
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::error!(queue = %self.name, entry = ?name, error = %e, "an entry of new/ is {what} and cannot be moved to dead/")
+            }
+        }
     }
 
     /// Recreate whichever of the queue's directories has gone (someone ran `rmdir` on
