@@ -1,33 +1,19 @@
 //! Test fixtures shared by the poster's unit tests: a target with the daemon's defaults
 //! and a delivery with or without metadata.
 
-use crate::config::{HttpHealth, HttpRetry, HttpTarget};
+use crate::config::HttpTarget;
 use crate::queue::{Attribute, Delivery, Meta};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// A target posting to `http://host:port/path` with the daemon's defaults.
+/// A target posting to `http://host:port/path` with the daemon's defaults, read the way a
+/// Chorefile's `handler = "http://..."` is (so the defaults are the configuration's own).
 pub fn target(host: &str, port: u16, path: &str) -> HttpTarget {
-    let authority = if port == 80 {
-        host.to_owned()
-    } else {
-        format!("{host}:{port}")
+    let authority = match port {
+        80 => host.to_owned(),
+        _ => format!("{host}:{port}"),
     };
-    HttpTarget {
-        url: format!("http://{authority}{path}"),
-        host: host.into(),
-        port,
-        path: path.into(),
-        mime_type: "application/json".into(),
-        user_agent: "aws-sqsd/3.0.4".into(),
-        connect_timeout: Duration::from_secs(5),
-        inactivity_timeout: Duration::from_secs(299),
-        connections: 50,
-        error_visibility_timeout: Duration::from_secs(2),
-        retry: HttpRetry::Sqsd,
-        retention_period: Duration::from_secs(345_600),
-        health: HttpHealth::Tcp,
-        sqsd_log: false,
-    }
+    let url = toml::Value::String(format!("http://{authority}{path}"));
+    crate::config::http_target(&url).expect("a valid target URL")
 }
 
 pub fn delivery(id: &str, body: &str) -> Delivery {
