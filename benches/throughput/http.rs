@@ -150,23 +150,7 @@ fn sqs(
     .unwrap();
     // The backlog first (SendMessageBatch, ten a call); then only the consumer is timed.
     let lines: String = (0..jobs).map(|i| format!("{{\"n\":{i}}}\n")).collect();
-    let mut enqueue = Command::new(chore)
-        .envs(AWS_ENV)
-        .args(["enqueue", "-c"])
-        .arg(&file)
-        .arg("bench")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    enqueue
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(lines.as_bytes())
-        .unwrap();
-    assert!(enqueue.wait().unwrap().success(), "enqueue failed");
+    super::sqs::enqueue(chore, &file, &lines);
 
     let log = dir.join("chore.log");
     let before = server.served();

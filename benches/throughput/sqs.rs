@@ -86,23 +86,7 @@ fn backlog(chore: &Path, moto: &Moto, file: &Path, count: &Path, jobs: usize) {
     let lines: String = (0..jobs)
         .map(|i| format!("{{\"class\":\"Noop\",\"args\":[{i}]}}\n"))
         .collect();
-    let mut enqueue = Command::new(chore)
-        .envs(AWS_ENV)
-        .args(["enqueue", "-c"])
-        .arg(file)
-        .arg("bench")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    enqueue
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(lines.as_bytes())
-        .unwrap();
-    assert!(enqueue.wait().unwrap().success(), "enqueue failed");
+    enqueue(chore, file, &lines);
 
     moto.record();
     let t0 = Instant::now();
@@ -163,4 +147,26 @@ fn idle_polls(chore: &Path, moto: &Moto, file: &Path) {
         times.len(),
         idle.as_secs()
     );
+}
+
+/// Publish `lines` (JSON Lines) to the Chorefile's SQS queue `bench` with `chore enqueue`,
+/// which sends them ten a call.
+pub(super) fn enqueue(chore: &Path, file: &Path, lines: &str) {
+    let mut enqueue = Command::new(chore)
+        .envs(AWS_ENV)
+        .args(["enqueue", "-c"])
+        .arg(file)
+        .arg("bench")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    enqueue
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    assert!(enqueue.wait().unwrap().success(), "enqueue failed");
 }
