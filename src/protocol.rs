@@ -58,6 +58,11 @@ pub enum Verdict {
     /// Not run: an earlier message of its FIFO group failed in this batch. Given back, so
     /// the group keeps its order (SQS still counts the receive).
     Skip,
+    /// Its batch process ended without a result for it and for at least one other
+    /// message: which one made it end is not known yet. The master runs such messages
+    /// again in smaller batches instead of charging each an attempt
+    /// (docs/decisions/0022-a-crashed-batch-is-bisected.md); elsewhere it is a failure.
+    Unfinished,
 }
 
 /// One result line from worker to master.

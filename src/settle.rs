@@ -52,7 +52,7 @@ pub fn decide(
                 error.unwrap_or("the handler reported a permanent failure")
             ),
         },
-        Verdict::Retry | Verdict::Fail => {
+        Verdict::Retry | Verdict::Fail | Verdict::Unfinished => {
             if let Some(max) = max_attempts.filter(|&m| attempt >= m) {
                 return Settlement::DeadLetter {
                     reason: format!(

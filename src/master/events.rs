@@ -65,6 +65,15 @@ impl Master {
                 } else {
                     tracing::debug!(pid = w.pid, queue = %name, "worker finished");
                 }
+                let draining = matches!(self.phase, Phase::Draining { .. });
+                if unreported.len() > 1 && !draining {
+                    // Which of them ended the batch is not known: none is charged an
+                    // attempt; they run again in halves until the one that crashes its
+                    // batch runs alone (docs/decisions/0022-a-crashed-batch-is-bisected.md).
+                    tracing::warn!(queue = %name, messages = unreported.len(), reason = %reason, "batch ended without results for several messages; running them again in two smaller batches to find the one that ends it (no attempt counted)");
+                    self.holding.isolate(q, unreported);
+                    return;
+                }
                 for h in unreported {
                     self.settle(q, h, Verdict::Fail, None, Some(&reason));
                 }
@@ -73,6 +82,16 @@ impl Master {
     }
 
     fn on_report(&mut self, id: WorkerId, r: Report) {
+        if r.verdict == Verdict::Unfinished && !matches!(self.phase, Phase::Draining { .. }) {
+            // Left in its batch: when the worker is gone, it is isolated with the rest
+            // of what the batch did not finish.
+            tracing::debug!(
+                index = r.i,
+                error = r.error.as_deref().unwrap_or(""),
+                "unfinished in its batch"
+            );
+            return;
+        }
         let Some((q, h)) = self.holding.report(id, r.i) else {
             let pid = self.pool.get(id).map(|w| w.pid);
             tracing::warn!(
@@ -266,6 +285,7 @@ impl Master {
             buffered = self.holding.buffered(),
             waiting_to_post = self.holding.waiting_to_post(),
             deferred = self.holding.deferred(),
+            isolating = self.holding.isolating(),
             free_credits = self.gate.free(),
             "status"
         );

@@ -4,7 +4,10 @@
 //! as its target has a free connection), *running* (in a worker's batch or an HTTP request,
 //! until reported or the runner is gone) or *deferred* (a second copy of a message already
 //! held: its claim was recovered elsewhere and came back; it waits for the first copy to
-//! settle, so one master never runs two copies of a message at once).
+//! settle, so one master never runs two copies of a message at once). A batch whose worker
+//! died before reporting on several of its messages is *isolating*: its unreported
+//! messages wait, in two halves, to run again as batches of their own
+//! (docs/decisions/0022-a-crashed-batch-is-bisected.md).
 //!
 //! Each message carries its gate credit (`consumer::Held`), so whatever takes a message out
 //! of here and drops it returns the credit: none can leak or be returned twice. Pure: no
@@ -26,6 +29,9 @@ pub struct Holding {
     /// Messages for HTTP handlers, in arrival order.
     to_post: VecDeque<(usize, Held)>,
     deferred: Vec<(usize, Held)>,
+    /// Parts of crashed batches, in order, each to run as a batch of its own before any
+    /// new batch.
+    isolating: VecDeque<(usize, Vec<Held>)>,
     running: HashMap<WorkerId, Batch>,
     /// No held claim is due for renewal before this (it may be early, never late): the
     /// master looks at every held message only when one may be due, not every turn.
@@ -46,6 +52,7 @@ impl Holding {
             batcher,
             to_post: VecDeque::new(),
             deferred: Vec::new(),
+            isolating: VecDeque::new(),
             running: HashMap::new(),
             earliest_renewal: None,
         }
@@ -84,7 +91,27 @@ impl Holding {
     ) -> Option<(usize, Vec<Held>)> {
         let busy = busy_groups(&self.running, ordered);
         let busy = |q: usize, g: &str| busy.contains(&(q, g));
+        // A part of a crashed batch goes first, unless (FIFO) a group of it is running.
+        let free = self.isolating.iter().position(|(q, part)| {
+            part.iter()
+                .all(|h| h.delivery.group.as_deref().is_none_or(|g| !busy(*q, g)))
+        });
+        if let Some(i) = free {
+            return self.isolating.remove(i);
+        }
         self.batcher.next_batch(now, &busy)
+    }
+
+    /// `unreported`, the messages of a batch of queue `q` whose worker died before
+    /// reporting on them (at least two), run again as two smaller batches of their own, so
+    /// that a message that makes its batch crash ends up alone. The first half holds the
+    /// first messages: a batch runs in order, so it holds the one that was running.
+    pub fn isolate(&mut self, q: usize, mut unreported: Vec<Held>) {
+        let second = unreported.split_off(unreported.len().div_ceil(2));
+        self.isolating.push_back((q, unreported));
+        if !second.is_empty() {
+            self.isolating.push_back((q, second));
+        }
     }
 
     /// The next message to post: the oldest whose target has a free connection (`room`)
@@ -167,14 +194,25 @@ impl Holding {
             .partition(|(pq, h)| *pq == q && h.delivery.group.as_deref() == Some(group));
         self.to_post = rest;
         taken.extend(same.into_iter().map(|(_, h)| h));
+        for (_, part) in self.isolating.iter_mut().filter(|(pq, _)| *pq == q) {
+            let (same, rest): (Vec<Held>, Vec<Held>) = std::mem::take(part)
+                .into_iter()
+                .partition(|h| h.delivery.group.as_deref() == Some(group));
+            *part = rest;
+            taken.extend(same);
+        }
+        self.isolating.retain(|(_, part)| !part.is_empty());
         taken
     }
 
-    /// Every buffered message and every one waiting to be posted (at a drain, to give
-    /// back).
+    /// Every buffered message, every one waiting to be posted and every part of a crashed
+    /// batch waiting to run again (at a drain, to give back).
     pub fn take_buffered(&mut self) -> Vec<(usize, Held)> {
         let mut all = self.batcher.take_all();
         all.extend(self.to_post.drain(..));
+        for (q, part) in self.isolating.drain(..) {
+            all.extend(part.into_iter().map(|h| (q, h)));
+        }
         all
     }
 
@@ -196,6 +234,11 @@ impl Holding {
         }
         for (q, h) in self.to_post.iter_mut().chain(&mut self.deferred) {
             f(*q, &mut h.delivery);
+        }
+        for (q, part) in &mut self.isolating {
+            for h in part {
+                f(*q, &mut h.delivery);
+            }
         }
         for b in self.running.values_mut() {
             for h in b.slots.iter_mut().flatten() {
@@ -230,6 +273,7 @@ impl Holding {
             .running
             .values()
             .flat_map(|b| b.slots.iter().flatten())
+            .chain(self.isolating.iter().flat_map(|(_, part)| part))
             .map(|h| h.delivery.renew_at);
         buffered.chain(deferred).chain(running).min()
     }
@@ -261,6 +305,11 @@ impl Holding {
     /// Messages waiting for a free connection to their HTTP handler.
     pub fn waiting_to_post(&self) -> usize {
         self.to_post.len()
+    }
+
+    /// Messages of crashed batches waiting to run again in smaller batches.
+    pub fn isolating(&self) -> usize {
+        self.isolating.iter().map(|(_, part)| part.len()).sum()
     }
 
     /// Second copies waiting for their first.

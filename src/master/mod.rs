@@ -11,8 +11,9 @@
 //!
 //! Every message a worker ran is settled here
 //! (docs/decisions/0005-the-master-settles-every-message.md): complete, retry after the
-//! backoff, or dead-letter. A worker that dies settles its unreported messages as failed
-//! attempts. A drain (INT/TERM/QUIT) stops the consumers, gives back what was received but
+//! backoff, or dead-letter. A worker that dies without reporting on one message settles it
+//! as a failed attempt; several are run again in halves until the one that kills its batch
+//! runs alone (docs/decisions/0022-a-crashed-batch-is-bisected.md). A drain (INT/TERM/QUIT) stops the consumers, gives back what was received but
 //! not started, waits for the workers up to `shutdown-timeout`, kills what is left, settles
 //! what came back, and returns 0.
 //!

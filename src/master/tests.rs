@@ -45,6 +45,8 @@ impl Launch for FakeLauncher {
     }
 }
 
+mod isolation;
+
 const CAPACITY: usize = 12;
 
 struct Rig {
@@ -225,13 +227,26 @@ fn a_full_buffer_waits_for_a_free_worker_and_partial_batches_wait_for_short() {
 }
 
 #[test]
-fn unreported_messages_of_a_dead_worker_fail_and_max_attempts_dead_letters() {
+fn unreported_messages_of_a_dead_worker_fail_alone_and_max_attempts_dead_letters() {
     let mut r = rig(1, 5, false, Some(2));
     let first = r.msg("first");
     let last = delivery("last", 2, None, r.t0);
     r.receive(vec![first, last], true);
     r.master.dispatch(r.at(0));
     r.exit(1, 9); // SIGKILL, from outside
+    assert!(
+        r.queue.ops().is_empty(),
+        "two unreported: neither charged yet"
+    );
+    // Each runs again alone; alone, a death is that message's failure.
+    r.master.dispatch(r.at(1));
+    r.exit(2, 9);
+    r.master.dispatch(r.at(2));
+    r.exit(3, 9);
+    assert_eq!(
+        r.batches()[1..],
+        [(2, vec!["first".into()]), (3, vec!["last".into()])]
+    );
     let ops = r.queue.ops();
     assert_eq!(ops[0], Op::Retry("first".into(), Duration::from_secs(10)));
     assert!(

@@ -9,7 +9,8 @@
 //! * Batch mode: one process for the batch, JSON Lines on stdin (`id`, `queue`, `attempt`,
 //!   `class`, `body`), one result line per message on stdout as each finishes:
 //!   `{"id":…,"result":"ok"|"retry"|"fail"|"permanent","delay":secs,"error":"…"}`.
-//!   A message without a result when the process ends has failed.
+//!   A message without a result when the process ends has failed; when several are left
+//!   without one, they are reported `Unfinished`, for the master to tell which failed.
 //!
 //! A handler's stdout (per-message mode) and stderr go to the worker's stderr, which is the
 //! master's log.
@@ -275,10 +276,16 @@ pub fn run_batch(
     drop(feeder);
     let how = ending.wait();
     if !pending.is_empty() {
+        // One message left: it failed. Several: any of them may have ended the process,
+        // and the master finds out which by running them again in smaller batches.
+        let verdict = match pending.len() {
+            1 => Verdict::Fail,
+            _ => Verdict::Unfinished,
+        };
         end_all(
             &mut pending,
             report,
-            Verdict::Fail,
+            verdict,
             format!("batch handler ended ({how}) without a result for this message"),
         );
     }

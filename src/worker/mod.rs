@@ -166,7 +166,7 @@ pub fn run_batch(spec: &BatchSpec, report: &mut dyn FnMut(Report)) {
 fn run_ordered(spec: &BatchSpec, report: &mut dyn FnMut(Report)) {
     let msgs = &spec.messages;
     let mut failed: HashSet<&str> = HashSet::new();
-    let blocks = |v: Verdict| matches!(v, Verdict::Retry | Verdict::Fail);
+    let blocks = |v: Verdict| matches!(v, Verdict::Retry | Verdict::Fail | Verdict::Unfinished);
     let mut i = 0;
     while i < msgs.len() {
         let job = &msgs[i];
