@@ -32,12 +32,28 @@ pub fn command(h: &Handler, queue: &str) -> Command {
     cmd
 }
 
-/// The names of the AWS credential variables in this process's environment.
+/// The names of the AWS credential variables in this process's environment, or in the
+/// one it started with.
 pub fn credential_vars() -> Vec<String> {
-    std::env::vars_os()
-        .filter_map(|(k, _)| k.into_string().ok())
-        .filter(|k| is_credential(k))
-        .collect()
+    let mut names: Vec<String> = std::env::vars_os()
+        .map(|(k, _)| k)
+        .chain(
+            crate::secrets::started_with()
+                .iter()
+                .map(|(k, _)| k.clone()),
+        )
+        .filter_map(|k| k.into_string().ok())
+        .filter(|k| crate::secrets::is_credential(k))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
+/// Give `cmd` the AWS credential variables this process started with (for a queue with
+/// `pass-aws-credentials`: the master's own environment no longer holds the secrets).
+pub fn pass_credentials(cmd: &mut Command) {
+    cmd.envs(crate::secrets::started_with().iter().map(|(k, v)| (k, v)));
 }
 
 /// Remove from `cmd`'s environment every AWS credential this process has.
@@ -45,26 +61,6 @@ pub fn strip_credentials(cmd: &mut Command) {
     for k in credential_vars() {
         cmd.env_remove(k);
     }
-}
-
-/// Environment variables that carry AWS credentials, or lead to them: keys and tokens, the
-/// ECS and EKS credential sources, and the profile settings.
-fn is_credential(name: &str) -> bool {
-    const NAMES: [&str; 12] = [
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SESSION_TOKEN",
-        "AWS_SECURITY_TOKEN",
-        "AWS_CONTAINER_AUTHORIZATION_TOKEN",
-        "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
-        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-        "AWS_WEB_IDENTITY_TOKEN_FILE",
-        "AWS_ROLE_ARN",
-        "AWS_ROLE_SESSION_NAME",
-        "AWS_PROFILE",
-        "AWS_SHARED_CREDENTIALS_FILE",
-    ];
-    name.starts_with("AWS_SECRET") || NAMES.contains(&name)
 }
 
 /// How a process's exit reads in a log line.
@@ -84,16 +80,6 @@ pub fn describe_exit(status: &ExitStatus) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn credentials_are_recognised() {
-        for name in ["AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_PROFILE"] {
-            assert!(is_credential(name), "{name}");
-        }
-        for name in ["AWS_REGION", "AWS_ENDPOINT_URL", "PATH"] {
-            assert!(!is_credential(name), "{name}");
-        }
-    }
 
     #[test]
     fn exits_read_well() {

@@ -32,6 +32,7 @@ mod periodic;
 mod poster;
 mod protocol;
 mod queue;
+mod secrets;
 mod settle;
 mod worker;
 
@@ -88,10 +89,10 @@ mod layering {
     //! it. Read from the sources, outside their own unit tests.
 
     /// Bottom-up, as in ARCHITECTURE.md.
-    const ORDER: [&str; 17] = [
-        "backoff", "calendar", "config", "logging", "protocol", "queue", "dedupe", "launch",
-        "hooks", "settle", "poster", "periodic", "consumer", "batcher", "master", "worker",
-        "enqueue",
+    const ORDER: [&str; 18] = [
+        "backoff", "calendar", "config", "logging", "protocol", "secrets", "queue", "dedupe",
+        "launch", "hooks", "settle", "poster", "periodic", "consumer", "batcher", "master",
+        "worker", "enqueue",
     ];
 
     fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {

@@ -41,6 +41,39 @@ pub struct JobSpec<'a> {
     /// string: a body may span lines, and this protocol is one line per batch.
     #[serde(borrow)]
     pub body: Cow<'a, str>,
+    /// What the queue says about the message beyond its body, when it says anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta: Option<MessageMeta>,
+}
+
+/// A message's metadata, as handlers get it (docs/handlers.md, "Message metadata").
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MessageMeta {
+    /// When it was sent, in Unix seconds (SQS `SentTimestamp`; filesystem: its file's
+    /// modification time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<f64>,
+    /// When SQS first delivered it, in Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_received_at: Option<f64>,
+    /// SQS `SenderId`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender_id: Option<String>,
+    /// Message attributes, in the order received (SQS: sorted by name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attributes: Vec<AttributeSpec>,
+}
+
+/// One message attribute.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttributeSpec {
+    pub name: String,
+    /// `String`, `Number`, `Binary`, or a custom subtype such as `Number.float`.
+    #[serde(rename = "type")]
+    pub data_type: String,
+    /// The value of a String or Number attribute; absent for Binary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
 }
 
 /// How one message ended, in the worker's words.

@@ -329,6 +329,7 @@ impl Master {
                 class: d.class.clone(),
                 group: d.group.clone(),
                 body: std::borrow::Cow::Borrowed(&d.body),
+                meta: d.meta.as_deref().map(message_meta),
             })
             .collect();
         let mut spec = BatchSpec {
@@ -381,5 +382,28 @@ impl Master {
                 }
             }
         }
+    }
+}
+
+/// A delivery's metadata as the worker passes it on to handlers.
+fn message_meta(m: &crate::queue::Meta) -> crate::protocol::MessageMeta {
+    let unix = |t: std::time::SystemTime| {
+        let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
+        // Milliseconds are all SQS gives; more digits would only be noise.
+        Some((d.as_millis() as f64) / 1000.0)
+    };
+    crate::protocol::MessageMeta {
+        sent_at: m.sent_at.and_then(unix),
+        first_received_at: m.first_received_at.and_then(unix),
+        sender_id: m.sender_id.clone(),
+        attributes: m
+            .attributes
+            .iter()
+            .map(|a| crate::protocol::AttributeSpec {
+                name: a.name.clone(),
+                data_type: a.data_type.clone(),
+                value: a.string_value.clone(),
+            })
+            .collect(),
     }
 }

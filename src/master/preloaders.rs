@@ -228,6 +228,8 @@ impl Preloaders {
             .process_group(0);
         if !slot.keep_credentials {
             crate::launch::strip_credentials(&mut cmd);
+        } else {
+            crate::launch::pass_credentials(&mut cmd);
         }
         match cmd.spawn() {
             Ok(child) => {

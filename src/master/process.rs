@@ -53,6 +53,8 @@ impl Launch for Processes {
             for k in &self.strip_env {
                 cmd.env_remove(k);
             }
+        } else {
+            crate::launch::pass_credentials(&mut cmd);
         }
         let mut child = cmd.spawn()?;
         let pid = child.id();

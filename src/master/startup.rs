@@ -49,9 +49,31 @@ impl fmt::Display for StartError {
     }
 }
 
+/// Keep the master's AWS secrets from its children, who know its pid: hide them from its
+/// environment and its `/proc/<pid>/environ` (the SQS client and `pass-aws-credentials`
+/// use the copy `launch` keeps), and make the master non-dumpable, so that a process of the
+/// same user can neither attach to it nor read its memory (its `/proc` files then belong to
+/// root). Workers regain dumpability: they are executed afresh. Runs first, while the
+/// master has one thread.
+fn protect_secrets() {
+    match crate::secrets::hide_secrets() {
+        Ok(names) if !names.is_empty() => {
+            tracing::debug!(variables = %names.join(","), "AWS secrets hidden from the environment");
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "could not blank AWS secrets in the original environment block")
+        }
+    }
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        tracing::warn!(error = %e, "could not make the master non-dumpable");
+    }
+}
+
 /// Open the queues and start the consumers and the signal thread.
 pub fn start(config: Config, log: LogHandle) -> Result<Master, StartError> {
     let _ = nix::sys::prctl::set_name(c"chore-master");
+    protect_secrets();
     let qconfigs: Vec<_> = config.selected_queues().cloned().collect();
     if qconfigs.is_empty() {
         return Err(StartError::Config(

@@ -3,11 +3,13 @@
 //! No shell stands between chore and a handler: its `command` is the argv.
 //!
 //! * Per-message mode: one process per message, the body on stdin, and `CHORE_QUEUE`,
-//!   `CHORE_MESSAGE_ID`, `CHORE_ATTEMPT` and `CHORE_JOB_CLASS` in the environment. Exit 0 is
+//!   `CHORE_MESSAGE_ID`, `CHORE_ATTEMPT`, `CHORE_JOB_CLASS` and the message's metadata
+//!   (`worker::meta`) in the environment. Exit 0 is
 //!   success, 75 (EX_TEMPFAIL) asks for a retry after the backoff, 65 (EX_DATAERR) is a
 //!   permanent failure, anything else (or a signal) is a failure, retried with backoff.
 //! * Batch mode: one process for the batch, JSON Lines on stdin (`id`, `queue`, `attempt`,
-//!   `class`, `body`), one result line per message on stdout as each finishes:
+//!   `class`, `body`, and the metadata the queue gave), one result line per message on
+//!   stdout as each finishes:
 //!   `{"id":…,"result":"ok"|"retry"|"fail"|"permanent","delay":secs,"error":"…"}`.
 //!   A message without a result when the process ends has failed; when several are left
 //!   without one, they are reported `Unfinished`, for the master to tell which failed.
@@ -96,6 +98,7 @@ pub fn run_message(h: &Handler, queue: &str, job: &JobSpec) -> (Verdict, Option<
     cmd.env("CHORE_MESSAGE_ID", &job.id)
         .env("CHORE_ATTEMPT", job.attempt.to_string())
         .env("CHORE_JOB_CLASS", job.class.as_deref().unwrap_or(""))
+        .envs(job.meta.as_ref().map(super::meta::env).unwrap_or_default())
         .stdin(Stdio::piped())
         .stdout(to_log())
         .stderr(Stdio::inherit());
@@ -138,6 +141,14 @@ struct BatchInput<'a> {
     attempt: u32,
     class: Option<&'a str>,
     body: &'a RawValue,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sent_at: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_received_at: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sender_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attributes: Option<super::meta::Attributes<'a>>,
 }
 
 /// One output line of a batch handler.
@@ -195,6 +206,14 @@ pub fn run_batch(
             attempt: j.attempt,
             class: j.class.as_deref(),
             body,
+            sent_at: j.meta.as_ref().and_then(|m| m.sent_at),
+            first_received_at: j.meta.as_ref().and_then(|m| m.first_received_at),
+            sender_id: j.meta.as_ref().and_then(|m| m.sender_id.as_deref()),
+            attributes: j
+                .meta
+                .as_ref()
+                .filter(|m| !m.attributes.is_empty())
+                .map(|m| super::meta::Attributes(&m.attributes)),
         };
         serde_json::to_writer(&mut input, &line).expect("a batch line serialises");
         input.push(b'\n');

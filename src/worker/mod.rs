@@ -9,6 +9,7 @@
 //! its whole process group (itself and its handlers), so no orphan runs on unsupervised.
 
 pub mod handler;
+mod meta;
 mod preload;
 
 use crate::config::{Handler, HandlerMode};

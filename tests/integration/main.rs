@@ -23,6 +23,7 @@ mod review;
 mod robustness;
 mod routing;
 mod ruby_compat;
+mod secrets;
 mod signals;
 mod sqs;
 // Shared with benches/throughput.rs; each uses a part of it.

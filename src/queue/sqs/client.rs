@@ -87,6 +87,16 @@ impl Sqs {
                 None,
                 "chore-static",
             ));
+        } else if let Some((key, secret, token)) = crate::secrets::environment_credentials() {
+            // The environment's keys, read once: the master hides them from its own
+            // environment, where the SDK would look again when its cache expires.
+            loader = loader.credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                key,
+                secret,
+                token,
+                None,
+                "chore-environment",
+            ));
         }
         let conf = rt.block_on(loader.load());
         Ok(Sqs {
