@@ -9,10 +9,12 @@
 //! queue may now and then get the same message, as SQS's at-least-once delivery allows;
 //! "exactly once" is only asserted where a single consumer thread receives.
 //!
-//! The tests are grouped by what they exercise: `delivery`, `failures`, `outages`.
+//! The tests are grouped by what they exercise: `delivery`, `failures`, `metadata`,
+//! `outages`.
 
 mod delivery;
 mod failures;
+mod metadata;
 mod outages;
 
 use crate::harness::*;
