@@ -24,6 +24,10 @@ pub struct BatchSpec<'a> {
     pub log_file: Option<PathBuf>,
     pub log_json: bool,
     pub log_level: String,
+    /// The queue's `memory-limit` in bytes: the worker's data limit, which its handlers
+    /// inherit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_limit: Option<u64>,
     #[serde(borrow)]
     pub messages: Vec<JobSpec<'a>>,
 }

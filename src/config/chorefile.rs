@@ -324,7 +324,7 @@ mod tests {
                 "Chorefile:1: key `concurency`: unknown key (did you mean `concurrency`?)",
                 "Chorefile:2: key `queue`: unknown key (did you mean `[queues.mail]`?)",
                 "Chorefile:5: key `queues.a.handlr`: unknown key (did you mean `handler`?)",
-                "Chorefile:6: key `queues.a.retries`: unknown key (known: backend, handler, classes, timeout, backoff, max-attempts, on-permanent-failure, dedupe, dedupe-key, pass-aws-credentials, cron-file, cron-seconds, url, create, wait-time, dead-letter-queue)",
+                "Chorefile:6: key `queues.a.retries`: unknown key (known: backend, handler, classes, timeout, backoff, max-attempts, on-permanent-failure, dedupe, dedupe-key, pass-aws-credentials, memory-limit, cron-file, cron-seconds, url, create, wait-time, dead-letter-queue)",
                 "Chorefile:7: key `queues.a.concurrency`: unknown key: `concurrency` is a top-level option, not a queue key; put it above the first table",
             ]
         );

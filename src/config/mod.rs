@@ -190,6 +190,8 @@ pub struct QueueConfig {
     pub sqs: crate::config::SqsQueueOptions,
     /// Let this queue's workers see the AWS credentials in the environment.
     pub pass_aws_credentials: bool,
+    /// The most data memory (RLIMIT_DATA, bytes) each handler process may use.
+    pub memory_limit: Option<u64>,
     /// A command told about each message that is dead-lettered (body on stdin).
     pub on_permanent_failure: Option<Handler>,
     /// Catch duplicate deliveries through memcached (on by default for SQS queues).

@@ -306,6 +306,11 @@ pub const QUEUE_KEYS: &[QueueKey] = &[
     ),
     qk("dedupe-key", "string", "none (the message id)"),
     qk("pass-aws-credentials", "`true`/`false`", "`false`"),
+    qk(
+        "memory-limit",
+        "size: bytes, or `\"512MiB\"` (KiB, MiB, GiB, TiB); at least 16 MiB",
+        "none (unlimited)",
+    ),
     qk("cron-file", "path", "none"),
     qk("cron-seconds", "`true`/`false`", "`false`"),
     sqs("url", "URL", "none"),

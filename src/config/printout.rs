@@ -134,6 +134,9 @@ fn queue_lines(
     };
     p.line("dedupe", dedupe, dedupe_from);
     p.set("pass-aws-credentials", q.pass_aws_credentials.to_string());
+    if let Some(bytes) = q.memory_limit {
+        p.set("memory-limit", format!("{bytes} bytes"));
+    }
 }
 
 /// Where a filesystem queue's messages are, and how long each may run.

@@ -68,6 +68,7 @@ pub fn resolve(t: &QueueTable, d: &QueueDefaults) -> Result<QueueConfig, Vec<Con
     let wait = get("wait-time").and_then(|k| r.read(k, "wait-time", wait_time));
     let dlq = get("dead-letter-queue").and_then(|k| r.read(k, "dead-letter-queue", string));
     let pass = get("pass-aws-credentials").and_then(|k| r.read(k, "pass-aws-credentials", boolean));
+    let memory_limit = get("memory-limit").and_then(|k| r.read(k, "memory-limit", memory_size));
     let on_failure = get("on-permanent-failure")
         .and_then(|k| r.read(k, "on-permanent-failure", |_| handler_of(k, &k.origin)));
     let dedupe = get("dedupe").and_then(|k| r.read(k, "dedupe", boolean));
@@ -102,6 +103,19 @@ pub fn resolve(t: &QueueTable, d: &QueueDefaults) -> Result<QueueConfig, Vec<Con
         let m = "periodic tasks are posted over HTTP: the queue's `handler` must be an HTTP handler (`url = ...`)";
         r.error(raw, "cron-file", m.into());
     }
+    if let (Some(_), Some(raw)) = (memory_limit, get("memory-limit")) {
+        let preloaded = handler
+            .iter()
+            .chain(classes.values())
+            .any(|h| h.preload.is_some());
+        if preloaded {
+            let m = "memory-limit applies to handlers chore starts itself, not to a preloaded handler's forked children";
+            r.error(raw, "memory-limit", m.into());
+        } else if handler.is_none() && classes.is_empty() && !failed {
+            let m = "memory-limit applies to command handlers; this queue has only HTTP handlers";
+            r.error(raw, "memory-limit", m.into());
+        }
+    }
     if !r.errors.is_empty() {
         return Err(r.errors);
     }
@@ -124,6 +138,7 @@ pub fn resolve(t: &QueueTable, d: &QueueDefaults) -> Result<QueueConfig, Vec<Con
             dead_letter_queue: dlq,
         },
         pass_aws_credentials: pass.unwrap_or(false),
+        memory_limit,
         on_permanent_failure: on_failure,
         dedupe: dedupe.unwrap_or(backend == Backend::Sqs) || dedupe_key.is_some(),
         dedupe_key,
@@ -263,6 +278,51 @@ fn attempts(v: &toml::Value) -> Result<u32, String> {
             toml_type(other)
         )),
     }
+}
+
+/// The smallest `memory-limit`: below it even a shell cannot start.
+const MIN_MEMORY_LIMIT: u64 = 16 << 20;
+
+/// A `memory-limit`: a number of bytes, or a string with a binary unit (`"512MiB"`,
+/// `"2 GiB"`; `KiB`, `MiB`, `GiB`, `TiB`), at least 16 MiB.
+fn memory_size(v: &toml::Value) -> Result<u64, String> {
+    let bytes = match v {
+        toml::Value::Integer(i) => u64::try_from(*i).map_err(|_| format!("{i} is negative"))?,
+        toml::Value::String(s) => {
+            let t = s.trim();
+            let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+            let (n, unit) = t.split_at(split);
+            let n: u64 = n
+                .parse()
+                .map_err(|_| format!("`{s}` is not a size such as \"512MiB\""))?;
+            let shift = match unit.trim() {
+                "" | "B" => 0,
+                "KiB" => 10,
+                "MiB" => 20,
+                "GiB" => 30,
+                "TiB" => 40,
+                other => {
+                    return Err(format!(
+                        "unknown unit `{other}` in `{s}` (known: KiB, MiB, GiB, TiB)"
+                    ));
+                }
+            };
+            n.checked_mul(1 << shift)
+                .ok_or_else(|| format!("`{s}` is too large"))?
+        }
+        other => {
+            return Err(format!(
+                "expected a size such as \"512MiB\" or a number of bytes, found {}",
+                toml_type(other)
+            ));
+        }
+    };
+    if bytes < MIN_MEMORY_LIMIT {
+        return Err(format!(
+            "{bytes} bytes is too small: must be at least 16MiB"
+        ));
+    }
+    Ok(bytes)
 }
 
 fn timeout(v: &toml::Value, backend: Backend) -> Result<Duration, String> {
@@ -448,6 +508,40 @@ mod tests {
     }
 
     #[test]
+    fn memory_limits_are_sizes_of_at_least_16_mib() {
+        let size = |s: &str| memory_size(&s.parse::<toml::Table>().unwrap()["v"]);
+        assert_eq!(size("v = \"512MiB\""), Ok(512 << 20));
+        assert_eq!(size("v = \"2 GiB\""), Ok(2 << 30));
+        assert_eq!(size("v = 33554432"), Ok(32 << 20));
+        for bad in [
+            "v = \"1MiB\"",
+            "v = \"12MB\"",
+            "v = \"lots\"",
+            "v = -1",
+            "v = 1.5",
+            "v = \"99999999999TiB\"",
+        ] {
+            assert!(size(bad).is_err(), "{bad}");
+        }
+        assert!(
+            size("v = \"12MB\"")
+                .unwrap_err()
+                .contains("known: KiB, MiB, GiB, TiB")
+        );
+    }
+
+    #[test]
+    fn memory_limit_is_refused_where_chore_starts_no_handler_process() {
+        let http = "[queues.a]\nhandler = \"http://127.0.0.1:3000/\"\nmemory-limit = \"64MiB\"\n";
+        let got = resolve(&table(http), &defaults()).unwrap_err();
+        assert!(got[0].to_string().contains("only HTTP handlers"), "{got:?}");
+        let preload = "[queues.a]\nhandler = { command = [\"x\"], mode = \"preload\" }\nmemory-limit = \"64MiB\"\n";
+        let got = resolve(&table(preload), &defaults()).unwrap_err();
+        assert!(got[0].to_string().contains("preloaded"), "{got:?}");
+        assert!(got[0].to_string().contains("memory-limit"), "{got:?}");
+    }
+
+    #[test]
     fn every_documented_key_is_read() {
         let cron = std::env::temp_dir().join(format!("chore-cron-{}.yaml", std::process::id()));
         let task = "version: 1\ncron:\n - name: t\n   url: /t\n   schedule: \"*/5 * * * * *\"\n";
@@ -464,6 +558,7 @@ mod tests {
             ("dedupe", "true"),
             ("dedupe-key", "\"k\""),
             ("pass-aws-credentials", "true"),
+            ("memory-limit", "\"512MiB\""),
             ("cron-file", &cron),
             ("cron-seconds", "true"),
             ("url", "\"http://q\""),
@@ -478,6 +573,7 @@ mod tests {
             (q.backend, q.max_attempts, q.dedupe_key.as_deref()),
             (Backend::Sqs, Some(3), Some("k"))
         );
+        assert_eq!(q.memory_limit, Some(512 << 20));
         assert!(q.sqs.create && q.pass_aws_credentials && q.on_permanent_failure.is_some());
         assert!(
             q.http.is_some() && q.http_classes.contains_key("B") && q.classes.contains_key("A")

@@ -54,10 +54,18 @@ impl Master {
                     .unwrap_or((w.queue, Vec::new()));
                 let name = &self.qconfigs[q].full_name;
                 let how = describe_exit(&status);
-                let reason = match w.killed {
+                let mut reason = match w.killed {
                     Some(why) => format!("worker killed: {why}"),
                     None => format!("worker {how} before reporting a result"),
                 };
+                if let Some(limit) = self.qconfigs[q].memory_limit
+                    && w.killed.is_none()
+                    && !status.success()
+                {
+                    // The worker runs under the limit too (worker::limit_memory).
+                    let mib = limit >> 20;
+                    reason.push_str(&format!("; memory-limit ({mib} MiB) may have been hit"));
+                }
                 if !unreported.is_empty() || !status.success() {
                     let ids: Vec<&str> =
                         unreported.iter().map(|h| h.delivery.id.as_str()).collect();

@@ -339,6 +339,7 @@ impl Master {
             log_file: self.config.log_file.clone(),
             log_json: self.config.log_format == LogFormat::Json,
             log_level: self.config.log_level.to_string(),
+            memory_limit: qc.memory_limit,
             messages,
         };
         // A preloaded handler's batch goes to its serving preloader.

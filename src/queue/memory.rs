@@ -82,6 +82,7 @@ pub fn queue_config() -> crate::config::QueueConfig {
         url: None,
         sqs: Default::default(),
         pass_aws_credentials: false,
+        memory_limit: None,
         on_permanent_failure: None,
         dedupe: false,
         dedupe_key: None,

@@ -15,6 +15,7 @@ mod faults;
 mod handlers;
 mod harness;
 mod http;
+mod memory;
 mod poison;
 mod preload;
 mod processing;
