@@ -7,6 +7,7 @@
 //! shared with the throughput bench.
 
 mod batching;
+mod chaos;
 mod config_errors;
 mod crash;
 mod dedupe;
