@@ -62,7 +62,7 @@ impl Master {
                     && w.killed.is_none()
                     && !status.success()
                 {
-                    // The worker runs under the limit too (worker::limit_memory).
+                    // The worker runs under the limit too (worker::memory::apply).
                     let mib = limit >> 20;
                     reason.push_str(&format!("; memory-limit ({mib} MiB) may have been hit"));
                 }

@@ -72,31 +72,11 @@ fn describe(status: &ExitStatus) -> String {
         (None, Some(s)) => format!("killed by signal {s}"),
         _ => "ended abnormally".into(),
     };
-    match memory_limit() {
-        Some(limit) if !status.success() => format!("{how}; {}", memory_note(status, limit)),
-        _ => how,
-    }
-}
-
-/// The data limit this worker (and so its handlers) runs under, if any.
-fn memory_limit() -> Option<u64> {
-    use nix::sys::resource::{Resource, getrlimit};
-    let (soft, _) = getrlimit(Resource::RLIMIT_DATA).ok()?;
-    (soft != nix::libc::RLIM_INFINITY).then_some(soft)
-}
-
-/// What a failure under a memory limit may mean. A failed allocation does not announce
-/// itself: a C or Rust program aborts (SIGABRT) or crashes on the null it got (SIGSEGV,
-/// SIGBUS), Ruby and Python raise and exit 1; so the limit is "likely hit" for those
-/// signals, and "may have been hit" otherwise.
-fn memory_note(status: &ExitStatus, limit: u64) -> String {
-    use nix::libc::{SIGABRT, SIGBUS, SIGKILL, SIGSEGV};
-    let mib = limit as f64 / (1u64 << 20) as f64;
-    match status.signal() {
-        Some(SIGABRT | SIGSEGV | SIGBUS | SIGKILL) => {
-            format!("memory-limit ({mib:.0} MiB) likely hit")
+    match super::memory::limit() {
+        Some(limit) if !status.success() => {
+            format!("{how}; {}", super::memory::note(status, limit))
         }
-        _ => format!("memory-limit ({mib:.0} MiB) may have been hit"),
+        _ => how,
     }
 }
 

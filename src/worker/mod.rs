@@ -9,6 +9,7 @@
 //! its whole process group (itself and its handlers), so no orphan runs on unsupervised.
 
 pub mod handler;
+mod memory;
 mod meta;
 mod preload;
 
@@ -50,7 +51,7 @@ pub fn main() -> i32 {
     }
     init_logging(&spec);
     if let Some(bytes) = spec.memory_limit {
-        limit_memory(bytes);
+        memory::apply(bytes);
     }
 
     let mut out = io::stdout().lock();
@@ -65,19 +66,6 @@ pub fn main() -> i32 {
     // batch (nor hold the slot).
     kill_leftovers();
     0
-}
-
-/// Apply the queue's `memory-limit` as this worker's data limit (RLIMIT_DATA, soft and
-/// hard, so a handler cannot raise it), which every handler it starts inherits: no code
-/// runs between fork and exec, so handlers still start by `posix_spawn`. The batch is read
-/// already; what the worker allocates from here on (a batch handler's input, about the size
-/// of the bodies) counts too.
-fn limit_memory(bytes: u64) {
-    use nix::sys::resource::{Resource, setrlimit};
-    if let Err(e) = setrlimit(Resource::RLIMIT_DATA, bytes, bytes) {
-        // A hard limit already lower than this one: that one holds, and is the tighter.
-        tracing::warn!(bytes, error = %e, "cannot set the memory limit");
-    }
 }
 
 /// Kill every other member of this worker's process group (it leads it; its handlers and
