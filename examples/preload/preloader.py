@@ -5,6 +5,7 @@ each message's `class` as one of app.JOBS with the body's `args`. Run by chore, 
 CHORE_PRELOAD_SOCKET (see README.md beside this file)."""
 import json
 import os
+import resource
 import signal
 import socket
 import sys
@@ -38,9 +39,11 @@ def run_batch():
             result(msg["id"], "ok")
 
 
-def child(conn, server, pgid, fds):
+def child(conn, server, pgid, fds, memory_limit):
     """In the forked child: join the worker's group, take the descriptors, run, exit."""
     os.setpgid(0, pgid)  # chore's deadline kill (SIGKILL to that group) must reach us
+    if memory_limit:  # the queue's memory-limit: the data limit, soft and hard
+        resource.setrlimit(resource.RLIMIT_DATA, (memory_limit, memory_limit))
     for target, fd in enumerate(fds):  # input, output, log -> 0, 1, 2
         os.dup2(fd, target)
         os.close(fd)
@@ -69,7 +72,7 @@ def serve(conn, server):
             raise ValueError(f"expected 3 descriptors, got {len(fds)}")
         pid = os.fork()
         if pid == 0:
-            child(conn, server, request["pgid"], fds)
+            child(conn, server, request["pgid"], fds, request.get("memory_limit"))
         answer = {"pid": pid}
     except (ValueError, KeyError, OSError) as e:
         answer = {"error": str(e)}

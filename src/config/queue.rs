@@ -104,14 +104,7 @@ pub fn resolve(t: &QueueTable, d: &QueueDefaults) -> Result<QueueConfig, Vec<Con
         r.error(raw, "cron-file", m.into());
     }
     if let (Some(_), Some(raw)) = (memory_limit, get("memory-limit")) {
-        let preloaded = handler
-            .iter()
-            .chain(classes.values())
-            .any(|h| h.preload.is_some());
-        if preloaded {
-            let m = "memory-limit applies to handlers chore starts itself, not to a preloaded handler's forked children";
-            r.error(raw, "memory-limit", m.into());
-        } else if handler.is_none() && classes.is_empty() && !failed {
+        if handler.is_none() && classes.is_empty() && !failed {
             let m = "memory-limit applies to command handlers; this queue has only HTTP handlers";
             r.error(raw, "memory-limit", m.into());
         }
@@ -531,14 +524,17 @@ mod tests {
     }
 
     #[test]
-    fn memory_limit_is_refused_where_chore_starts_no_handler_process() {
+    fn memory_limit_is_refused_where_no_handler_process_runs() {
         let http = "[queues.a]\nhandler = \"http://127.0.0.1:3000/\"\nmemory-limit = \"64MiB\"\n";
         let got = resolve(&table(http), &defaults()).unwrap_err();
         assert!(got[0].to_string().contains("only HTTP handlers"), "{got:?}");
         let preload = "[queues.a]\nhandler = { command = [\"x\"], mode = \"preload\" }\nmemory-limit = \"64MiB\"\n";
-        let got = resolve(&table(preload), &defaults()).unwrap_err();
-        assert!(got[0].to_string().contains("preloaded"), "{got:?}");
-        assert!(got[0].to_string().contains("memory-limit"), "{got:?}");
+        let q = resolve(&table(preload), &defaults()).unwrap();
+        assert_eq!(
+            q.memory_limit,
+            Some(64 << 20),
+            "a preloaded handler's child sets it"
+        );
     }
 
     #[test]

@@ -374,7 +374,14 @@ impl Ending {
                 Ok(s) => describe(&s),
                 Err(e) => e.to_string(),
             },
-            Ending::Forked(pid) => format!("forked process {pid} closed its output"),
+            Ending::Forked(pid) => match super::memory::limit() {
+                // No exit status to go by: a limit in force may be the cause.
+                Some(limit) => format!(
+                    "forked process {pid} closed its output; {}",
+                    super::memory::note(&ExitStatus::from_raw(1 << 8), limit)
+                ),
+                None => format!("forked process {pid} closed its output"),
+            },
         }
     }
 }
@@ -403,6 +410,10 @@ fn fork_batch(p: &crate::config::Preload, messages: usize) -> Result<Started, (V
         .socket
         .as_deref()
         .ok_or_else(|| unavailable("none is ready".into()))?;
-    let f = super::preload::fork(socket, messages).map_err(|e| unavailable(e.to_string()))?;
+    // The worker's own data limit (the queue's `memory-limit`) is what the child must set:
+    // it is the preloader's child, not ours, so it inherits nothing from us.
+    let limit = super::memory::limit();
+    let f =
+        super::preload::fork(socket, messages, limit).map_err(|e| unavailable(e.to_string()))?;
     Ok((Box::new(f.input), Box::new(f.output), Ending::Forked(f.pid)))
 }

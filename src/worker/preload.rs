@@ -28,14 +28,20 @@ pub struct Forked {
 /// application takes milliseconds; a preloader that does not answer is wedged.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Ask the preloader at `socket` to fork a child for a batch of `messages`.
-pub fn fork(socket: &Path, messages: usize) -> io::Result<Forked> {
+/// Ask the preloader at `socket` to fork a child for a batch of `messages`, which sets
+/// `memory_limit` (bytes) as its data limit when there is one.
+pub fn fork(socket: &Path, messages: usize, memory_limit: Option<u64>) -> io::Result<Forked> {
     let (in_read, in_write) = pipe()?;
     let (out_read, out_write) = pipe()?;
     let mut conn = UnixStream::connect(socket)?;
     conn.set_read_timeout(Some(ANSWER_TIMEOUT))?;
     let pgid = nix::unistd::getpgrp().as_raw();
-    let line = format!("{{\"pgid\":{pgid},\"messages\":{messages}}}\n");
+    let line = match memory_limit {
+        Some(bytes) => {
+            format!("{{\"pgid\":{pgid},\"messages\":{messages},\"memory_limit\":{bytes}}}\n")
+        }
+        None => format!("{{\"pgid\":{pgid},\"messages\":{messages}}}\n"),
+    };
     let log = io::stderr();
     let fds = [in_read.as_raw_fd(), out_write.as_raw_fd(), log.as_raw_fd()];
     let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
@@ -156,14 +162,18 @@ mod tests {
                 .unwrap();
             (line, got, fds.len())
         });
-        let mut f = fork(&path, 1).unwrap();
+        let mut f = fork(&path, 1, Some(64 << 20)).unwrap();
         assert_eq!(f.pid, 99999);
         f.input.write_all(b"{\"id\":\"a\"}\n").unwrap();
         drop(f.input);
         let mut results = String::new();
         f.output.read_to_string(&mut results).unwrap();
         let (line, got, n) = server.join().unwrap();
-        assert!(line.starts_with("{\"pgid\":") && line.ends_with("\"messages\":1}\n"));
+        assert!(line.starts_with("{\"pgid\":"), "{line}");
+        assert!(
+            line.ends_with("\"messages\":1,\"memory_limit\":67108864}\n"),
+            "{line}"
+        );
         assert_eq!((got.as_str(), n), ("{\"id\":\"a\"}\n", 3));
         assert_eq!(results, "{\"id\":\"a\",\"result\":\"ok\"}\n");
         let _ = std::fs::remove_dir_all(&dir);

@@ -7,7 +7,8 @@
 //! fixture's header), so a test reads what ran where: one boot, jobs in forked children
 //! (never in the preloader), each batch in a fresh process. The tests are grouped by what
 //! they exercise: `jobs` (jobs, batches, failures, the deadline kill), `lifecycle` (boot
-//! failures, recycling, SIGUSR2, the drain), `others` (the Python example, and the Ruby
+//! failures, recycling, SIGUSR2, the drain), `memory` (memory-limit in a batch child),
+//! `others` (the Python example, and the Ruby
 //! runner's own protocol tests run as one test so CI runs them).
 //!
 //! A preloader leads a process group of its own and is not in the master's family (it
@@ -16,6 +17,7 @@
 
 mod jobs;
 mod lifecycle;
+mod memory;
 mod others;
 
 use crate::harness::*;

@@ -8,15 +8,19 @@
 module ChorePreload
   # One batch child.
   class Child
-    def initialize(batch, fds, preloader_ios)
+    def initialize(batch, fds, preloader_ios, memory_limit = nil)
       @batch = batch
       @fds = fds
       @preloader_ios = preloader_ios
+      @memory_limit = memory_limit
     end
 
     def run
       # First: chore's deadline kill is a SIGKILL to the worker's group, and it must reach us.
       Process.setpgid(0, @batch.pgid)
+      # The queue's memory-limit, as chore sets it for the handlers it starts itself: the
+      # data limit, soft and hard, so the batch cannot raise it.
+      Process.setrlimit(:DATA, @memory_limit, @memory_limit) if @memory_limit
       # Back to Ruby's defaults (TERM kills the batch, INT raises Interrupt) before the
       # preloader's handler, which writes to a pipe closed below, can run here.
       %w[TERM INT].each { |sig| trap(sig, 'DEFAULT') }

@@ -93,12 +93,15 @@ module ChorePreload
       raise ArgumentError, "pgid must be a positive integer, got #{pgid.inspect}" unless pgid.is_a?(Integer) && pgid.positive?
       raise ArgumentError, "expected 3 file descriptors (input, output, log), got #{fds.size}" unless fds.size == 3
 
+      limit = request['memory_limit']
+      raise ArgumentError, "memory_limit must be a positive integer, got #{limit.inspect}" unless limit.nil? || (limit.is_a?(Integer) && limit.positive?)
+
       batch = Batch.new(pgid, request['messages'], Time.now, [])
       # Ruby Chore ran these in its master around each fork, so they run here.
       Chore.run_hooks_for(:before_fork, batch)
       pid = nil
       Chore.run_hooks_for(:around_fork, batch) do
-        pid = fork { Child.new(batch, fds, [@server, @wake_r, @wake_w, *@pending.keys]).run }
+        pid = fork { Child.new(batch, fds, [@server, @wake_r, @wake_w, *@pending.keys], limit).run }
       end
       raise 'an around_fork hook did not yield: no child was forked' unless pid
 
