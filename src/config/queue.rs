@@ -103,11 +103,13 @@ pub fn resolve(t: &QueueTable, d: &QueueDefaults) -> Result<QueueConfig, Vec<Con
         let m = "periodic tasks are posted over HTTP: the queue's `handler` must be an HTTP handler (`url = ...`)";
         r.error(raw, "cron-file", m.into());
     }
-    if let (Some(_), Some(raw)) = (memory_limit, get("memory-limit")) {
-        if handler.is_none() && classes.is_empty() && !failed {
-            let m = "memory-limit applies to command handlers; this queue has only HTTP handlers";
-            r.error(raw, "memory-limit", m.into());
-        }
+    if let (Some(_), Some(raw)) = (memory_limit, get("memory-limit"))
+        && handler.is_none()
+        && classes.is_empty()
+        && !failed
+    {
+        let m = "memory-limit applies to command handlers; this queue has only HTTP handlers";
+        r.error(raw, "memory-limit", m.into());
     }
     if !r.errors.is_empty() {
         return Err(r.errors);
