@@ -84,3 +84,50 @@ fn one_poison_message_in_a_batch_of_ten_is_isolated_and_dead_lettered_alone() {
     );
     assert_eq!(master.stop().code(), Some(0));
 }
+
+/// A Python batch handler that hangs whenever its batch holds a message that says so,
+/// else answers ok for each, noting `id attempt` in done.txt.
+const HANGER: &str = r#"import json, sys, time
+batch = [json.loads(l) for l in sys.stdin]
+if any(m["body"].get("hang") for m in batch):
+    time.sleep(1000)
+for m in batch:
+    with open("done.txt", "a") as f:
+        f.write("%s %d\n" % (m["id"], m["attempt"]))
+    print(json.dumps({"id": m["id"], "result": "ok"}), flush=True)
+"#;
+
+#[test]
+fn a_message_that_hangs_its_batch_is_isolated_through_deadline_kills() {
+    let sb = Sandbox::new("poison-hang");
+    sb.write("hanger.py", HANGER);
+    // One message's timeout is 1 s: the batch of four is killed after 4 s, its halves
+    // after 2 s, the last pair's hanging half after 1 s: alone, it is charged.
+    sb.chorefile(
+        "concurrency = 2\nbatch-size = 4\n\
+         [queues.jobs]\nhandler = { command = [\"python3\", \"hanger.py\"], mode = \"batch\" }\n\
+         timeout = 1\nmax-attempts = 1\n",
+    );
+    let mut good: Vec<String> = (0..3)
+        .map(|i| sb.enqueue_id("jobs", &format!("{{\"n\":{i}}}")))
+        .collect();
+    let hang = sb.enqueue_id("jobs", "{\"hang\":true}");
+    let mut master = sb.start(&[]);
+    let q = sb.queue("jobs");
+    master.wait("three done and the hanging one dead-lettered", || {
+        sb.lines("done.txt").len() >= 3 && q.dead_letters() == 1 && q.is_idle()
+    });
+    let mut done: Vec<String> = sb.lines("done.txt");
+    done.sort();
+    good.sort();
+    let want: Vec<String> = good.iter().map(|id| format!("{id} 1")).collect();
+    assert_eq!(done, want, "each neighbour ran once, on its first attempt");
+    let reason = q.read("dead", &format!("{hang}.1.job.reason"));
+    assert!(reason.contains("passed its deadline"), "{reason}");
+    let kills = master
+        .log_text()
+        .matches("passed its deadline; killed")
+        .count();
+    assert_eq!(kills, 3, "batches of 4, 2 and 1 were killed");
+    assert_eq!(master.stop().code(), Some(0));
+}
