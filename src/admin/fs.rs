@@ -48,6 +48,8 @@ pub struct Entry {
     pub state: State,
     /// When it was published (renames keep a file's mtime), Unix seconds.
     pub sent_at: i64,
+    /// The nanoseconds of that time, to order messages sent within one second.
+    sent_nanos: i64,
 }
 
 /// The entries of `sub` (`new`, `inprogress` or `dead`), oldest first. Dot names (a
@@ -97,10 +99,13 @@ pub fn list(p: &FsPlace, sub: &str, now: i64) -> io::Result<Vec<Entry>> {
             attempts,
             state,
             sent_at: meta.mtime(),
+            sent_nanos: meta.mtime_nsec(),
             name,
         });
     }
-    out.sort_by(|a, b| (a.sent_at, &a.name).cmp(&(b.sent_at, &b.name)));
+    out.sort_by(|a, b| {
+        (a.sent_at, a.sent_nanos, &a.name).cmp(&(b.sent_at, b.sent_nanos, &b.name))
+    });
     Ok(out)
 }
 

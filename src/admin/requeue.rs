@@ -359,6 +359,15 @@ fn sqs_requeue(
         )
     };
     crate::logging::stderr_line(&line);
+    // Dead letters an earlier run (killed, or still going) holds are out of sight for now.
+    if let Ok((_, hidden, _)) = sqs::counts(&s.sqs, &dlq)
+        && hidden > 0
+        && !dry_run
+    {
+        crate::logging::stderr_line(&format!(
+            "note: {hidden} dead letter(s) are hidden by another run (or one that was killed); run again once they return"
+        ));
+    }
     result.and(released)
 }
 
