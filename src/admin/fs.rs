@@ -103,9 +103,7 @@ pub fn list(p: &FsPlace, sub: &str, now: i64) -> io::Result<Vec<Entry>> {
             name,
         });
     }
-    out.sort_by(|a, b| {
-        (a.sent_at, a.sent_nanos, &a.name).cmp(&(b.sent_at, b.sent_nanos, &b.name))
-    });
+    out.sort_by(|a, b| (a.sent_at, a.sent_nanos, &a.name).cmp(&(b.sent_at, b.sent_nanos, &b.name)));
     Ok(out)
 }
 

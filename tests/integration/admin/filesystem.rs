@@ -337,11 +337,9 @@ fn trace_says_where_a_message_is_and_what_the_log_says() {
     dead_letter(&q, "dead-1", 4, "{}", "exit status 3");
     sb.write(
         "chore.log",
-        &format!(
-            "2026-11-29T20:00:00Z  INFO worker started pid=999999 queue=mail messages=1 ids=dead-1\n\
+        "2026-11-29T20:00:00Z  INFO worker started pid=999999 queue=mail messages=1 ids=dead-1\n\
              2026-11-29T20:00:01Z ERROR dead-lettered queue=mail id=dead-1 attempt=4 reason=exit status 3\n\
-             {{\"timestamp\":\"2026-11-29T20:00:02Z\",\"level\":\"WARN\",\"message\":\"failed; will retry\",\"id\":\"later-1\"}}\n"
-        ),
+             {\"timestamp\":\"2026-11-29T20:00:02Z\",\"level\":\"WARN\",\"message\":\"failed; will retry\",\"id\":\"later-1\"}\n",
     );
     let (out, _) = queue_ok(&sb, &["trace", &waiting], None, &[]);
     assert!(out.contains("waiting, 0 attempt(s) made"), "{out}");
