@@ -415,3 +415,34 @@ fn bad_input_is_one_clear_line_and_exit_2() {
         "bad.jsonl:1:",
     );
 }
+
+#[test]
+fn trace_names_the_worker_and_master_running_a_message() {
+    let sb = Sandbox::new("admin-trace-live");
+    let h = sb.script(
+        "wait.sh",
+        "cat >/dev/null\nwhile [ ! -e release ]; do sleep 0.05; done",
+    );
+    sb.chorefile(&format!("[queues.mail]\nhandler = [{h:?}]\n"));
+    let mut master = sb.start(&[]);
+    let id = sb.enqueue_id("mail", "{}");
+    master.wait_log("worker started");
+    let (out, _) = queue_ok(&sb, &["trace", &id, "--log", "master.log"], None, &[]);
+    assert!(
+        out.contains(&format!("{id}: in progress, attempt 1")),
+        "{out}"
+    );
+    let worker = master.workers()[0];
+    assert!(
+        out.contains(&format!(
+            "last started in worker pid {worker}, which is running (master pid {})",
+            master.pid
+        )),
+        "{out}"
+    );
+    sb.write("release", "");
+    master.wait("the message to complete", || sb.queue("mail").is_idle());
+    let (out, _) = queue_ok(&sb, &["trace", &id], None, &[]);
+    assert!(out.contains("not in"), "{out}");
+    assert_eq!(master.stop().code(), Some(0));
+}
