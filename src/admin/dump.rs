@@ -79,7 +79,7 @@ pub fn run(ctx: &mut Ctx, queue: &str, dead: bool, output: Option<&Path>) -> Out
             let state = if dead { "dead" } else { "new" };
             let mut result = Ok(());
             'receive: while !progress::interrupted() {
-                let batch = match sqs::receive(&s.sqs, &url, DUMP_HOLD, 0) {
+                let batch = match sqs::receive(&s.sqs, &url, DUMP_HOLD, 1) {
                     Ok(b) => b,
                     Err(e) => {
                         result = Err(e);

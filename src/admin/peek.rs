@@ -74,7 +74,7 @@ fn sqs_peek(
     let mut receipts = Vec::new();
     let got = (|| -> Outcome {
         while records.len() < n {
-            let batch = sqs::receive(client, url, PEEK_HOLD, 0)?;
+            let batch = sqs::receive(client, url, PEEK_HOLD, 1)?;
             if batch.is_empty() {
                 break;
             }

@@ -36,9 +36,9 @@ impl Progress {
         };
         if std::io::stderr().is_terminal() {
             let template = if len.is_some() {
-                "{msg} [{bar:30}] {pos}/{len} ({per_sec}, {eta} left)"
+                "{msg} [{bar:30}] {pos}/{len} ({elapsed}, {eta} left)"
             } else {
-                "{msg} {spinner} {pos} ({per_sec})"
+                "{msg} {spinner} {pos} ({elapsed})"
             };
             if let Ok(style) = ProgressStyle::with_template(template) {
                 bar.set_style(style.progress_chars("=> "));

@@ -446,3 +446,44 @@ fn trace_names_the_worker_and_master_running_a_message() {
     assert!(out.contains("not in"), "{out}");
     assert_eq!(master.stop().code(), Some(0));
 }
+
+#[test]
+fn stats_watch_refreshes_until_ctrl_c() {
+    let sb = sandbox("admin-watch");
+    let cf = sb.chorefile_path();
+    let child = sb
+        .command(&[
+            "queue",
+            "-c",
+            cf.to_str().unwrap(),
+            "stats",
+            "--watch",
+            "--interval",
+            "1",
+            "--json",
+            "mail",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let q = sb.queue("mail");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    sb.enqueue("mail", "{}");
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.len() >= 3, "{lines:?}");
+    assert_eq!(lines[0]["new"], 0);
+    assert_eq!(
+        lines.last().unwrap()["new"],
+        1,
+        "the refresh saw the new message"
+    );
+    assert_eq!(q.new_files().len(), 1);
+}
