@@ -12,6 +12,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Where a message is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,8 +62,6 @@ pub fn list(p: &FsPlace, sub: &str, now: i64) -> io::Result<Vec<Entry>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", dir.display()))),
     };
-    let timeout = p.timeout.as_secs() as i64;
-    let lease = p.lease.as_secs() as i64 + 2;
     let mut out = Vec::new();
     for entry in rd.flatten() {
         let Ok(name) = entry.file_name().into_string() else {
@@ -76,23 +75,12 @@ pub fn list(p: &FsPlace, sub: &str, now: i64) -> io::Result<Vec<Entry>> {
         if !meta.is_file() {
             continue;
         }
+        // An empty file in new/ is still being written (or its publisher died): no message yet.
+        if sub == "new" && meta.len() == 0 {
+            continue;
+        }
         let job = JobName::parse(&name);
-        let state = match sub {
-            "new" => State::New,
-            "dead" => State::Dead,
-            _ => {
-                let until = job.claimed_at.map_or(now, |t| t + timeout);
-                State::Claimed {
-                    until,
-                    held: until - now <= lease,
-                }
-            }
-        };
-        let attempts = match state {
-            // A claim's name counts the attempts before it; a dead letter's, all of them.
-            State::Claimed { .. } => job.previous_attempts.saturating_add(1),
-            _ => job.previous_attempts,
-        };
+        let (state, attempts) = classify(sub, &job, now, p.timeout, p.lease);
         out.push(Entry {
             path: entry.path(),
             id: job.base.to_string(),
@@ -105,6 +93,33 @@ pub fn list(p: &FsPlace, sub: &str, now: i64) -> io::Result<Vec<Entry>> {
     }
     out.sort_by(|a, b| (a.sent_at, a.sent_nanos, &a.name).cmp(&(b.sent_at, b.sent_nanos, &b.name)));
     Ok(out)
+}
+
+/// Where a file of `sub` is, and the attempts made, from its name alone, at `now` (Unix
+/// seconds). A claim lapses one queue `timeout` after its epoch; one that lapses within a
+/// lease (and two seconds of rounding) is held by a master that renews it, a later one is
+/// a retry's delay.
+fn classify(
+    sub: &str,
+    job: &JobName,
+    now: i64,
+    timeout: Duration,
+    lease: Duration,
+) -> (State, u32) {
+    match sub {
+        "new" => (State::New, job.previous_attempts),
+        // A dead letter's name counts every attempt.
+        "dead" => (State::Dead, job.previous_attempts),
+        _ => {
+            let until = job.claimed_at.map_or(now, |t| t + timeout.as_secs() as i64);
+            let held = until - now <= lease.as_secs() as i64 + 2;
+            // A claim's name counts the attempts before the running one.
+            (
+                State::Claimed { until, held },
+                job.previous_attempts.saturating_add(1),
+            )
+        }
+    }
 }
 
 /// Open a message file the way a consumer does: never following a link, never blocking.
@@ -167,4 +182,52 @@ pub fn record(p: &FsPlace, e: &Entry) -> io::Result<Record> {
         attributes,
         body,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_says_where_a_message_is_and_its_attempts() {
+        let (t, lease) = (Duration::from_secs(300), Duration::from_secs(60));
+        let now = 10_000;
+        let c = |sub, name| classify(sub, &JobName::parse(name), now, t, lease);
+        assert_eq!(c("new", "q-J-1-2.0.job"), (State::New, 0));
+        assert_eq!(c("new", "q-J-1-2.3.job"), (State::New, 3));
+        assert_eq!(c("dead", "q-J-1-2.5.job"), (State::Dead, 5));
+        // Claimed now with a 60 s lease: epoch = now - 300 + 60.
+        assert_eq!(
+            c("inprogress", "q-J-1-2.0.9760.job"),
+            (
+                State::Claimed {
+                    until: 10_060,
+                    held: true
+                },
+                1
+            )
+        );
+        // A retry in an hour, after two attempts.
+        assert_eq!(
+            c("inprogress", "q-J-1-2.1.13300.job"),
+            (
+                State::Claimed {
+                    until: 13_600,
+                    held: false
+                },
+                2
+            )
+        );
+        // A lapsed claim (its master is gone) is held by nobody, and returns at once.
+        assert_eq!(
+            c("inprogress", "q-J-1-2.0.100.job"),
+            (
+                State::Claimed {
+                    until: 400,
+                    held: true
+                },
+                1
+            )
+        );
+    }
 }

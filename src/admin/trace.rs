@@ -90,6 +90,12 @@ fn describe(dir: &Path, e: &fs::Entry, now: i64) -> String {
             "{}: waiting, {} attempt(s) made, {sent}\n  {at}",
             e.id, e.attempts
         ),
+        fs::State::Claimed { until, .. } if until <= now => format!(
+            "{}: claimed for attempt {}, but the claim lapsed at {} (its master is gone): the next consumer offers it again; {sent}\n  {at}",
+            e.id,
+            e.attempts,
+            utc(until)
+        ),
         fs::State::Claimed { until, held: true } => format!(
             "{}: in progress, attempt {}, held by a master that renews its claim (if it stops, the message is offered again at {}); {sent}\n  {at}",
             e.id,
