@@ -1,5 +1,5 @@
 //! The command line of `chore queue VERB`: the operator's verbs for looking into queues
-//! and moving their messages (carried out by `crate::admin`). Only what was typed is here.
+//! and moving their messages (carried out by the `admin` module). Only what was typed is here.
 
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
