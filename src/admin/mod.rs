@@ -67,7 +67,11 @@ pub fn run(args: QueueArgs) -> i32 {
         }
     };
     let mut ctx = Ctx { config, sqs: None };
-    progress::catch_interrupts();
+    // Ctrl-C at a confirmation question must still end the process: those verbs catch it
+    // only once confirmed.
+    if !matches!(args.verb, Verb::Purge { .. } | Verb::Delete { .. }) {
+        progress::catch_interrupts();
+    }
     let result = match args.verb {
         Verb::Stats {
             queues,

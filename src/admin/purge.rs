@@ -26,6 +26,7 @@ pub fn run(ctx: &mut Ctx, queue: &str, dead: bool, yes: bool) -> Outcome {
                 &format!("purge {} {what} from {}?", entries.len(), dir.display()),
                 yes,
             )?;
+            progress::catch_interrupts();
             let bar = Progress::new(Some(entries.len() as u64), "purge");
             let (mut removed, mut skipped) = (0usize, 0usize);
             for e in &entries {
