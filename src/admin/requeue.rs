@@ -231,6 +231,7 @@ fn sqs_requeue(
     let mut seen = HashSet::new();
     let mut kept = Vec::new();
     let (mut moved, mut selected, mut doubtful) = (0usize, 0usize, Vec::new());
+    let mut hold_ran_out = false;
     let mut result = Ok(());
     'receive: while !progress::interrupted() {
         let batch = match sqs::receive(&s.sqs, &dlq, hold, 1) {
@@ -311,6 +312,7 @@ fn sqs_requeue(
             }
         }
         if again {
+            hold_ran_out = true;
             break;
         }
     }
@@ -359,6 +361,11 @@ fn sqs_requeue(
         )
     };
     crate::logging::stderr_line(&line);
+    if hold_ran_out && !interrupted {
+        crate::logging::stderr_line(&format!(
+            "note: a dead letter came back before all were seen (--hold {hold} s ran out): run again, or with a longer --hold"
+        ));
+    }
     // Dead letters an earlier run (killed, or still going) holds are out of sight for now.
     if let Ok((_, hidden, _)) = sqs::counts(&s.sqs, &dlq)
         && hidden > 0
