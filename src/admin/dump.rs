@@ -105,7 +105,7 @@ pub fn run(ctx: &mut Ctx, queue: &str, dead: bool, output: Option<&Path>) -> Out
                 }
             }
             bar.finish();
-            if (written as u64) < expected && !progress::interrupted() {
+            if written < expected && !progress::interrupted() {
                 crate::logging::stderr_line(&format!(
                     "note: SQS showed {written} of about {expected} visible messages: messages in flight are never shown, and a FIFO queue shows a group's next messages only once the earlier ones are deleted"
                 ));
