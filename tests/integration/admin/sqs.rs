@@ -236,3 +236,37 @@ fn sqs_purge_and_delete_ask_first() {
     let out = queue(&sb, &["stats", "jobs"], None, &AWS_ENV);
     assert!(one_line_exit_2(&out, &["stats"]).contains("does not exist"));
 }
+
+#[test]
+fn sqs_requeue_resumes_from_its_journal_without_sending_twice() {
+    let moto = Moto::start();
+    let sb = sandbox("admin-sqs-journal", &moto);
+    let url = moto.queue_url("jobs").unwrap();
+    let dlq = moto.queue_url("jobs-dead").unwrap();
+    let ids = moto.send_all(
+        &dlq,
+        &["{\"a\":1}".into(), "{\"b\":2}".into(), "{\"c\":3}".into()],
+    );
+    // As a run killed after sending `a` (not yet deleted) and while sending `b` leaves it.
+    let journal = sb.write(
+        "requeue.journal",
+        &format!("sending {0}\nsending {1}\nsent {0}\n", ids[0], ids[1]),
+    );
+    let (out, err) = queue_ok(
+        &sb,
+        &["requeue", "jobs", "--journal", journal.to_str().unwrap()],
+        None,
+        &AWS_ENV,
+    );
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert!(err.contains("requeued 3 of 3"), "{err}");
+    assert!(
+        err.contains(&format!("stopped while sending {}; sent again", ids[1])),
+        "{err}"
+    );
+    assert_eq!(moto.counts(&dlq), (0, 0, 0));
+    let mut got: Vec<String> = moto.drain(&url).into_iter().map(|m| m.body).collect();
+    got.sort();
+    assert_eq!(got, ["{\"b\":2}", "{\"c\":3}"], "`a` was sent again");
+    assert!(!journal.exists());
+}
