@@ -5,12 +5,13 @@
 //! to act on; `fs` reads a filesystem queue without claiming anything; `sqs` the SQS calls
 //! the verbs share; `record` the JSON Lines form of a message and the pure selection rule;
 //! `progress` the terminal's progress bar and Ctrl-C. One file per verb: `stats`, `peek`,
-//! `dump` (and `load`), `requeue`, `purge`, `create` (and `delete`), `trace`.
+//! `dump` (and `load`), `requeue` (with its `journal` on SQS), `purge`, `create` (and `delete`), `trace`.
 
 mod confirm;
 mod create;
 mod dump;
 mod fs;
+mod journal;
 mod peek;
 mod place;
 mod progress;

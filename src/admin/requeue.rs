@@ -14,14 +14,15 @@
 //! same deduplication id, which SQS drops) and names it. (SQS's own message move task
 //! cannot select messages, and the emulator the tests use does not offer it.)
 
+use super::journal::{Journal, Step, journal_path};
 use super::place::{self, FsPlace, Place, SqsPlace};
 use super::progress::{self, Progress};
 use super::record::Seen;
 use super::{Ctx, Fail, Outcome, fs, sqs};
 use crate::config::queue_cli::Select;
 use crate::queue::sqs::Outgoing;
-use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, Write};
+use std::collections::HashSet;
+use std::io::Write;
 use std::path::PathBuf;
 
 pub fn run(
@@ -154,58 +155,6 @@ fn move_back(f: &FsPlace, e: &fs::Entry) -> std::io::Result<bool> {
     note.push(".reason");
     let _ = std::fs::remove_file(note);
     Ok(true)
-}
-
-/// What the journal knows of a dead letter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Step {
-    /// About to be sent: sent or not, nobody knows.
-    Sending,
-    /// Sent: only its deletion from the dead-letter queue may be missing.
-    Sent,
-}
-
-/// The journal: `sending ID` and `sent ID` lines.
-struct Journal {
-    path: PathBuf,
-    file: std::fs::File,
-    steps: HashMap<String, Step>,
-}
-
-impl Journal {
-    fn open(path: PathBuf) -> Outcome<Journal> {
-        let mut steps = HashMap::new();
-        if let Ok(f) = std::fs::File::open(&path) {
-            for line in std::io::BufReader::new(f).lines().map_while(Result::ok) {
-                if let Some(id) = line.strip_prefix("sent ") {
-                    steps.insert(id.to_string(), Step::Sent);
-                } else if let Some(id) = line.strip_prefix("sending ") {
-                    steps.entry(id.to_string()).or_insert(Step::Sending);
-                }
-            }
-        }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| Fail::Usage(format!("journal {}: {e}", path.display())))?;
-        Ok(Journal { path, file, steps })
-    }
-
-    /// Append `word ID` for each id, and sync: it is on disk before the next call.
-    fn record(&mut self, word: &str, ids: &[&str]) -> Outcome {
-        let text: String = ids.iter().map(|id| format!("{word} {id}\n")).collect();
-        self.file
-            .write_all(text.as_bytes())
-            .and_then(|()| self.file.sync_data())
-            .map_err(|e| Fail::Failed(format!("journal {}: {e}", self.path.display())))
-    }
-}
-
-/// The default journal: one per (dead-letter queue, queue) pair, where a second run finds it.
-fn journal_path(dlq: &str, source: &str) -> PathBuf {
-    let digest = sha1_smol::Sha1::from(format!("{dlq} {source}")).digest();
-    std::env::temp_dir().join(format!("chore-requeue-{digest}.journal"))
 }
 
 fn sqs_requeue(

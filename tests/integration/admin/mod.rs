@@ -1,5 +1,5 @@
 //! `chore queue VERB`: the operator's verbs through the real binary, on filesystem queues
-//! (`filesystem`) and on SQS (moto: `sqs`), and dumps moved from one backend to the other.
+//! (`filesystem`, `requeue`) and on SQS (moto: `sqs`), and dumps moved from one backend to the other.
 //!
 //! Each test checks a verb's output and its effect on the queue: what peek, stats and dump
 //! leave unchanged, what requeue, purge and delete change, a requeue killed half-way that
@@ -7,6 +7,7 @@
 //! one clear line and exit status 2.
 
 mod filesystem;
+mod requeue;
 mod sqs;
 
 use crate::harness::*;
