@@ -1,8 +1,10 @@
 //! `cargo bench --bench admin`: how long `chore queue dump` and `chore queue requeue` take
-//! for a large queue (default 10,000 messages; `CHORE_BENCH_ADMIN_MESSAGES`), on the
-//! filesystem queue and on SQS (moto on loopback, launched patched to stay fast on a deep
-//! queue, as the throughput bench does). Prints wall time, messages/s and the command's
-//! CPU time per message (user + system, which depends less on a loaded machine).
+//! for a large queue, on the filesystem queue (10,000 messages; `CHORE_BENCH_ADMIN_MESSAGES`)
+//! and on SQS (moto on loopback, launched patched as the throughput bench does; 2,000
+//! messages, `CHORE_BENCH_ADMIN_SQS_MESSAGES`, because moto's cost per send still grows with
+//! the queue's depth, so filling a 10,000-deep queue takes it many minutes). Prints wall
+//! time, messages/s and the command's CPU time per message (user + system, which depends
+//! less on a loaded machine, and for SQS less on the emulator's speed).
 //!
 //! Figures, not pass/fail: nothing here asserts a speed.
 
@@ -23,16 +25,20 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let n: usize = std::env::var("CHORE_BENCH_ADMIN_MESSAGES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
+    let size = |var: &str, default: usize| -> usize {
+        std::env::var(var)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let n = size("CHORE_BENCH_ADMIN_MESSAGES", 10_000);
+    let sqs_n = size("CHORE_BENCH_ADMIN_SQS_MESSAGES", 2_000);
     let dir = std::env::temp_dir().join(format!("chore-bench-admin-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    println!("chore queue, {n} messages (a loaded machine makes wall times noisy; CPU less so)");
+    println!("chore queue (a loaded machine makes wall times noisy; CPU less so)");
     filesystem(&dir, n);
-    sqs(&dir, n);
+    sqs(&dir, sqs_n);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -99,7 +105,7 @@ fn filesystem(base: &Path, n: usize) {
         )
         .unwrap();
     }
-    println!("filesystem:");
+    println!("filesystem, {n} messages:");
     timed(
         "dump",
         &dir,
@@ -162,7 +168,7 @@ fn sqs(base: &Path, n: usize) {
         .map(|i| format!("{{\"class\":\"Bench\",\"args\":[{i}]}}"))
         .collect();
     moto.send_all(&dlq, &bodies);
-    println!("sqs (moto):");
+    println!("sqs (moto), {n} messages:");
     timed(
         "dump --dead",
         &dir,
