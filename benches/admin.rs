@@ -156,13 +156,13 @@ fn sqs(base: &Path, n: usize) {
         ),
     )
     .unwrap();
-    timed(
-        "create",
-        &dir,
-        &["queue", "-c", "Chorefile", "create"],
-        &AWS_ENV,
-        1,
-    );
+    let created = Command::new(CHORE)
+        .args(["queue", "-c", "Chorefile", "create"])
+        .current_dir(&dir)
+        .envs(AWS_ENV.iter().copied())
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
     let dlq = moto.queue_url("jobs-dead").unwrap();
     let bodies: Vec<String> = (0..n)
         .map(|i| format!("{{\"class\":\"Bench\",\"args\":[{i}]}}"))
