@@ -15,8 +15,10 @@
 //! * `consumer` — threads that receive under the credit gate and check bodies;
 //! * `batcher` — pure: when waiting messages make a batch;
 //! * `master` — the loop that owns held messages, the worker pool, signals, start-up;
-//! * `worker` — the child that runs a batch; `enqueue` — publishing from the command line.
+//! * `worker` — the child that runs a batch; `enqueue` — publishing from the command line;
+//! * `admin` — `chore queue`: operators' verbs (stats, peek, dump, load, requeue, purge, …).
 
+mod admin;
 mod backoff;
 mod batcher;
 mod calendar;
@@ -60,6 +62,7 @@ pub fn run_cli() -> i32 {
         Some(config::cli::Command::Work) => worker::main(),
         Some(config::cli::Command::Enqueue(args)) => enqueue::run(args),
         Some(config::cli::Command::CheckConfig(args)) => config::check_config(args.flags),
+        Some(config::cli::Command::Queue(args)) => admin::run(args),
         None => {
             let config = match config::load(cli.flags) {
                 Ok(c) => c,
@@ -89,10 +92,10 @@ mod layering {
     //! it. Read from the sources, outside their own unit tests.
 
     /// Bottom-up, as in ARCHITECTURE.md.
-    const ORDER: [&str; 18] = [
+    const ORDER: [&str; 19] = [
         "backoff", "calendar", "config", "logging", "protocol", "secrets", "queue", "dedupe",
         "launch", "hooks", "settle", "poster", "periodic", "consumer", "batcher", "master",
-        "worker", "enqueue",
+        "worker", "enqueue", "admin",
     ];
 
     fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {

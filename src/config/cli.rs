@@ -40,6 +40,9 @@ pub enum Command {
     Enqueue(EnqueueArgs),
     /// Check the Chorefile and print the resolved configuration, then exit.
     CheckConfig(CheckArgs),
+    /// Look into queues and move their messages: stats, peek, dump, load, requeue, purge,
+    /// create, delete, trace.
+    Queue(crate::config::queue_cli::QueueArgs),
     /// Internal: run one batch as a worker child (spawned by the master).
     #[command(hide = true)]
     Work,

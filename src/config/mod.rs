@@ -30,6 +30,7 @@ pub mod options;
 mod printout;
 mod probe;
 mod queue;
+pub mod queue_cli;
 mod resolve;
 mod ruby;
 mod suggest;

@@ -6,6 +6,7 @@
 //! services (memcached, moto_server), waiting, and `/proc` helpers are in `tests/support`,
 //! shared with the throughput bench.
 
+mod admin;
 mod batching;
 mod chaos;
 mod config_errors;

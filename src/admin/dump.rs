@@ -1,0 +1,266 @@
+//! `chore queue dump QUEUE [--dead] [-o FILE]` and `chore queue load QUEUE [FILE]`: a
+//! queue's messages as JSON Lines (`record::Record`), and back, so work moves between
+//! queues, hosts and backends with its bodies byte for byte.
+//!
+//! A dump leaves the queue as it was. Filesystem: the waiting (or dead) files are read
+//! without a lock or a rename. SQS: everything is received and kept hidden while the dump
+//! runs (so each message is written once), then made visible again; a dump killed outright
+//! leaves them hidden until `DUMP_HOLD` has passed. A load checks every line before it
+//! publishes any, so a malformed file publishes nothing.
+
+use super::place::{self, Place};
+use super::progress::{self, Progress};
+use super::record::Record;
+use super::{Ctx, Fail, Outcome, fs, sqs};
+use crate::queue::filesystem::FilesystemQueue;
+use crate::queue::sqs::{MAX_BATCH, MAX_PAYLOAD, Outgoing};
+use std::collections::HashSet;
+use std::io::{BufRead, BufWriter, Write};
+use std::path::Path;
+
+/// Seconds SQS keeps what a dump received hidden: longer than a large dump takes.
+const DUMP_HOLD: u32 = 600;
+
+pub fn run(ctx: &mut Ctx, queue: &str, dead: bool, output: Option<&Path>) -> Outcome {
+    let p = place::resolve(ctx, queue)?;
+    let sink: Box<dyn Write> = match output {
+        Some(path) => Box::new(
+            std::fs::File::create(path)
+                .map_err(|e| Fail::Usage(format!("{}: cannot write: {e}", path.display())))?,
+        ),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut sink = BufWriter::new(sink);
+    let what = if dead { "dead letters" } else { "messages" };
+    let mut written = 0u64;
+    let write = |sink: &mut BufWriter<Box<dyn Write>>, r: &Record| -> Outcome {
+        writeln!(sink, "{}", r.line()).map_err(|e| Fail::Failed(format!("writing the dump: {e}")))
+    };
+    let result = match &p {
+        Place::Fs(f) => {
+            let sub = if dead { "dead" } else { "new" };
+            let entries =
+                fs::list(f, sub, super::now()).map_err(|e| Fail::Failed(e.to_string()))?;
+            let bar = Progress::new(Some(entries.len() as u64), "dump");
+            let mut result = Ok(());
+            for e in &entries {
+                if progress::interrupted() {
+                    break;
+                }
+                match fs::record(f, e) {
+                    Ok(r) => {
+                        if let Err(err) = write(&mut sink, &r) {
+                            result = Err(err);
+                            break;
+                        }
+                        written += 1;
+                    }
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(err) => {
+                        result = Err(Fail::Failed(err.to_string()));
+                        break;
+                    }
+                }
+                bar.inc(1);
+            }
+            bar.finish();
+            result
+        }
+        Place::Sqs(s) => {
+            let url = if dead {
+                place::dead_letter_url(s)?
+            } else {
+                s.url.clone()
+            };
+            let expected = sqs::counts(&s.sqs, &url)?.0;
+            let bar = Progress::new(Some(expected), "dump");
+            let mut receipts = Vec::new();
+            let mut seen = HashSet::new();
+            let state = if dead { "dead" } else { "new" };
+            let mut result = Ok(());
+            'receive: while !progress::interrupted() {
+                let batch = match sqs::receive(&s.sqs, &url, DUMP_HOLD, 1) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                };
+                if batch.is_empty() {
+                    break;
+                }
+                for m in batch {
+                    receipts.push(m.receipt_handle().unwrap_or_default().to_string());
+                    let r = sqs::record(&s.name, state, &m);
+                    // Seen again: the hold ran out, everything has been seen.
+                    if !seen.insert(r.id.clone()) {
+                        break 'receive;
+                    }
+                    if let Err(e) = write(&mut sink, &r) {
+                        result = Err(e);
+                        break 'receive;
+                    }
+                    written += 1;
+                    bar.inc(1);
+                }
+            }
+            bar.finish();
+            if written < expected && !progress::interrupted() {
+                crate::logging::stderr_line(&format!(
+                    "note: SQS showed {written} of about {expected} visible messages: messages in flight are never shown, and a FIFO queue shows a group's next messages only once the earlier ones are deleted"
+                ));
+            }
+            // Whatever happened, what was received becomes visible again.
+            let released = sqs::release(&s.sqs, &url, &receipts);
+            result.and(released)
+        }
+    };
+    let flushed = sink
+        .flush()
+        .map_err(|e| Fail::Failed(format!("writing the dump: {e}")));
+    let result = result.and(flushed);
+    let to = output.map_or("standard output".into(), |p| p.display().to_string());
+    let line = if progress::interrupted() {
+        format!(
+            "interrupted: dumped {written} {what} of {} to {to} before Ctrl-C",
+            p.describe()
+        )
+    } else {
+        format!("dumped {written} {what} of {} to {to}", p.describe())
+    };
+    crate::logging::stderr_line(&line);
+    result
+}
+
+/// Read and check every line of the dump (FILE, or standard input).
+fn read_dump(file: Option<&Path>) -> Outcome<Vec<Record>> {
+    let name = file.map_or("standard input".into(), |p| p.display().to_string());
+    let reader: Box<dyn BufRead> = match file {
+        Some(p) => Box::new(std::io::BufReader::new(
+            std::fs::File::open(p)
+                .map_err(|e| Fail::Usage(format!("{}: cannot read: {e}", p.display())))?,
+        )),
+        None => Box::new(std::io::stdin().lock()),
+    };
+    let mut records = Vec::new();
+    for (i, line) in reader.lines().enumerate() {
+        let line = line.map_err(|e| Fail::Usage(format!("{name}:{}: {e}", i + 1)))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let r = Record::parse(&line)
+            .map_err(|e| Fail::Usage(format!("{name}:{}: {e}; nothing was loaded", i + 1)))?;
+        records.push(r);
+    }
+    Ok(records)
+}
+
+pub fn load(ctx: &mut Ctx, queue: &str, file: Option<&Path>, group: Option<&str>) -> Outcome {
+    let p = place::resolve(ctx, queue)?;
+    let records = read_dump(file)?;
+    let bar = Progress::new(Some(records.len() as u64), "load");
+    let mut loaded = 0usize;
+    let result = match &p {
+        Place::Fs(f) => {
+            let root = f.dir.parent().unwrap_or(Path::new("/"));
+            let q = FilesystemQueue::open(
+                root,
+                &f.name,
+                Some(f.timeout),
+                f.timeout,
+                f.lease,
+                ctx.config.consumer_sleep_interval,
+            )
+            .map_err(|e| Fail::Failed(e.to_string()))?;
+            let mut result = Ok(());
+            for r in &records {
+                if progress::interrupted() {
+                    break;
+                }
+                let class = match r.attr("class") {
+                    Some(c) => Some(c.to_string()),
+                    None => crate::consumer::classify(&r.body).ok().flatten(),
+                };
+                if let Err(e) = q.publish(class.as_deref(), &r.body) {
+                    result = Err(Fail::Failed(e.to_string()));
+                    break;
+                }
+                loaded += 1;
+                bar.inc(1);
+            }
+            result
+        }
+        Place::Sqs(s) => {
+            let fifo = s.url.ends_with(".fifo");
+            let outgoing = records
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let group = r.attr("group").or(group).map(str::to_string);
+                    if fifo && group.is_none() {
+                        return Err(Fail::Usage(format!(
+                            "message {} (id {}) has no group and the queue is FIFO: give --group-id; nothing was loaded",
+                            i + 1,
+                            r.id
+                        )));
+                    }
+                    Ok(Outgoing {
+                        body: r.body.clone(),
+                        group: if fifo { group } else { None },
+                        // The dumped id: loading the same dump twice within SQS's
+                        // five-minute window does not double it.
+                        dedup: fifo.then(|| r.id.clone()),
+                        delay: None,
+                    })
+                })
+                .collect::<Outcome<Vec<_>>>()?;
+            let mut result = Ok(());
+            let mut batch: Vec<Outgoing> = Vec::new();
+            let mut iter = outgoing.into_iter().peekable();
+            while iter.peek().is_some() || !batch.is_empty() {
+                let bytes: usize = batch.iter().map(|m| m.body.len()).sum();
+                let fits = iter
+                    .peek()
+                    .is_some_and(|m| batch.is_empty() || bytes + m.body.len() <= MAX_PAYLOAD);
+                if fits && batch.len() < MAX_BATCH {
+                    batch.push(iter.next().expect("peeked"));
+                    continue;
+                }
+                if progress::interrupted() {
+                    break;
+                }
+                let sent = s
+                    .sqs
+                    .send_batch(&s.url, &batch)
+                    .map_err(Fail::Failed)
+                    .and_then(|results| {
+                        let ok = results.iter().filter(|r| r.is_ok()).count();
+                        loaded += ok;
+                        bar.inc(ok as u64);
+                        match results.into_iter().find_map(Result::err) {
+                            Some(e) => Err(Fail::Failed(format!("SQS refused a message: {e}"))),
+                            None => Ok(()),
+                        }
+                    });
+                batch.clear();
+                if let Err(e) = sent {
+                    result = Err(e);
+                    break;
+                }
+            }
+            result
+        }
+    };
+    bar.finish();
+    let of = records.len();
+    let line = if progress::interrupted() {
+        format!(
+            "interrupted: loaded {loaded} of {of} message(s) into {} before Ctrl-C",
+            p.describe()
+        )
+    } else {
+        format!("loaded {loaded} of {of} message(s) into {}", p.describe())
+    };
+    crate::logging::stderr_line(&line);
+    result
+}

@@ -1,0 +1,272 @@
+//! `chore queue` on SQS (moto), and dumps moved between SQS and the filesystem.
+
+use super::{bodies, queue, queue_ok};
+use crate::harness::*;
+use crate::support::moto::{AWS_ENV, Moto};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// Queues `jobs` (SQS, dead letters in `jobs-dead`), `orders.fifo` and `local` (filesystem).
+fn sandbox(name: &str, moto: &Moto) -> Sandbox {
+    let sb = Sandbox::new(name);
+    sb.chorefile(&format!(
+        "sqs-endpoint = {:?}\n\
+         [queues.jobs]\nbackend = \"sqs\"\nhandler = [\"true\"]\ntimeout = 45\nmax-attempts = 4\n\
+         dead-letter-queue = \"jobs-dead\"\n\
+         [queues.\"orders.fifo\"]\nbackend = \"sqs\"\nhandler = [\"true\"]\n\
+         [queues.local]\nhandler = [\"true\"]\n",
+        moto.endpoint()
+    ));
+    let (out, _) = queue_ok(&sb, &["create"], None, &AWS_ENV);
+    assert_eq!(out.matches("created:").count(), 4, "{out}");
+    sb
+}
+
+fn attribute(moto: &Moto, url: &str, name: &str) -> String {
+    let out = moto.call(
+        "GetQueueAttributes",
+        json!({"QueueUrl": url, "AttributeNames": [name]}),
+    );
+    out["Attributes"][name]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn sqs_create_stats_peek_dump_and_load_across_backends() {
+    let moto = Moto::start();
+    let sb = sandbox("admin-sqs-look", &moto);
+    let url = moto.queue_url("jobs").unwrap();
+    let dlq = moto.queue_url("jobs-dead").unwrap();
+    assert_eq!(attribute(&moto, &url, "VisibilityTimeout"), "45");
+    let policy: serde_json::Value =
+        serde_json::from_str(&attribute(&moto, &url, "RedrivePolicy")).unwrap();
+    assert_eq!(policy["maxReceiveCount"].to_string().trim_matches('"'), "4");
+    assert!(
+        policy["deadLetterTargetArn"]
+            .as_str()
+            .unwrap()
+            .ends_with(":jobs-dead")
+    );
+    let fifo = moto.queue_url("orders.fifo").unwrap();
+    assert_eq!(attribute(&moto, &fifo, "FifoQueue"), "true");
+
+    let sent = [
+        r#"{"class":"Mail","args":["é"]}"#,
+        r#"{"class":"Bill","args":[2]}"#,
+        "{ \"spaced\" : [1.50] }  ",
+    ];
+    for b in sent {
+        moto.send(&url, b);
+    }
+    moto.send(&dlq, r#"{"class":"Mail","args":["dead"]}"#);
+    let (out, _) = queue_ok(&sb, &["stats", "--json", "jobs"], None, &AWS_ENV);
+    let s: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!((&s["new"], &s["dead"]), (&3.into(), &1.into()), "{out}");
+
+    let (out, err) = queue_ok(&sb, &["peek", "jobs", "-n", "2"], None, &AWS_ENV);
+    assert_eq!(
+        out.lines().filter(|l| !l.starts_with(' ')).count(),
+        2,
+        "{out}"
+    );
+    assert!(err.contains("received and made visible again"), "{err}");
+    assert_eq!(moto.counts(&url), (3, 0, 0), "peek left messages hidden");
+
+    let dump = sb.file("jobs.jsonl");
+    let (_, err) = queue_ok(
+        &sb,
+        &["dump", "jobs", "-o", dump.to_str().unwrap()],
+        None,
+        &AWS_ENV,
+    );
+    assert!(err.contains("dumped 3 messages"), "{err}");
+    assert_eq!(moto.counts(&url), (3, 0, 0), "dump left messages hidden");
+    let mut dumped = bodies(&sb.read("jobs.jsonl"));
+    dumped.sort();
+    let mut want: Vec<String> = sent.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(dumped, want);
+
+    // SQS → filesystem → SQS, byte for byte.
+    queue_ok(
+        &sb,
+        &["load", "local", dump.to_str().unwrap()],
+        None,
+        &AWS_ENV,
+    );
+    let local = sb.queue("local");
+    let mut on_disk: Vec<String> = local
+        .new_files()
+        .iter()
+        .map(|n| local.read("new", n))
+        .collect();
+    on_disk.sort();
+    assert_eq!(on_disk, want);
+    let (fs_dump, _) = queue_ok(&sb, &["dump", "local"], None, &AWS_ENV);
+    queue_ok(
+        &sb,
+        &["load", "orders.fifo", "--group-id", "g"],
+        Some(&fs_dump),
+        &AWS_ENV,
+    );
+    let mut back: Vec<String> = moto.drain(&fifo).into_iter().map(|m| m.body).collect();
+    back.sort();
+    assert_eq!(back, want);
+    // FIFO needs a group: refused before anything is sent.
+    let out = queue(&sb, &["load", "orders.fifo"], Some(&fs_dump), &AWS_ENV);
+    let line = one_line_exit_2(&out, &["load"]);
+    assert!(line.contains("give --group-id"), "{line}");
+}
+
+#[test]
+fn sqs_requeue_moves_selected_dead_letters_and_dry_runs() {
+    let moto = Moto::start();
+    let sb = sandbox("admin-sqs-requeue", &moto);
+    let url = moto.queue_url("jobs").unwrap();
+    let dlq = moto.queue_url("jobs-dead").unwrap();
+    moto.send(&dlq, r#"{"class":"Mail","args":[1]}"#);
+    moto.send(&dlq, r#"{"class":"Bill","args":[2]}"#);
+    let (out, err) = queue_ok(&sb, &["requeue", "jobs", "--dry-run"], None, &AWS_ENV);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(err.contains("would requeue 2 of 2"), "{err}");
+    assert_eq!(
+        moto.counts(&dlq),
+        (2, 0, 0),
+        "a dry run hid or moved something"
+    );
+    assert_eq!(moto.counts(&url), (0, 0, 0));
+
+    let (_, err) = queue_ok(&sb, &["redrive", "jobs", "--class", "Bill"], None, &AWS_ENV);
+    assert!(err.contains("requeued 1 of 1"), "{err}");
+    assert_eq!(
+        moto.counts(&dlq),
+        (1, 0, 0),
+        "the other is visible again at once"
+    );
+    let got = moto.drain(&url);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body, r#"{"class":"Bill","args":[2]}"#);
+    assert_eq!(got[0].receive_count, 1, "attempts reset");
+    let out = queue(&sb, &["requeue", "jobs", "--reason", "x"], None, &AWS_ENV);
+    assert!(one_line_exit_2(&out, &["requeue"]).contains("carry no reason"));
+}
+
+#[test]
+fn sqs_a_requeue_killed_half_way_loses_and_doubles_nothing() {
+    let moto = Moto::start();
+    let sb = sandbox("admin-sqs-killed", &moto);
+    let url = moto.queue_url("jobs").unwrap();
+    let dlq = moto.queue_url("jobs-dead").unwrap();
+    let n = 150;
+    let sent: Vec<String> = (0..n).map(|i| format!("{{\"n\":{i}}}")).collect();
+    moto.send_all(&dlq, &sent);
+    let cf = sb.chorefile_path();
+    let journal = sb.file("requeue.journal");
+    let args = [
+        "queue",
+        "-c",
+        cf.to_str().unwrap(),
+        "requeue",
+        "jobs",
+        "--hold",
+        "3",
+        "--journal",
+        journal.to_str().unwrap(),
+    ];
+    let mut child = sb
+        .command(&args)
+        .envs(AWS_ENV.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("some dead letters to move", PATIENCE, || {
+        moto.counts(&url).0 >= 10
+    });
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
+    child.wait().unwrap();
+    // What the killed run held comes back after its hold.
+    std::thread::sleep(Duration::from_secs(4));
+    let out = sb.run_with_env(&args, None, &AWS_ENV);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!journal.exists(), "a finished requeue leaves no journal");
+    assert_eq!(moto.counts(&dlq), (0, 0, 0), "dead letters left behind");
+    let got: Vec<String> = moto.drain(&url).into_iter().map(|m| m.body).collect();
+    let distinct: BTreeSet<&String> = got.iter().collect();
+    assert_eq!(got.len(), n, "lost or doubled");
+    assert_eq!(distinct, sent.iter().collect::<BTreeSet<_>>());
+}
+
+#[test]
+fn sqs_purge_and_delete_ask_first() {
+    let moto = Moto::start();
+    let sb = sandbox("admin-sqs-purge", &moto);
+    let url = moto.queue_url("jobs").unwrap();
+    let dlq = moto.queue_url("jobs-dead").unwrap();
+    moto.send(&url, "{}");
+    moto.send(&dlq, "{}");
+    let out = queue(&sb, &["purge", "jobs"], Some("no\n"), &AWS_ENV);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(moto.counts(&url), (1, 0, 0));
+    queue_ok(&sb, &["purge", "jobs", "--yes"], None, &AWS_ENV);
+    wait_until("the purge", PATIENCE, || moto.counts(&url) == (0, 0, 0));
+    assert_eq!(
+        moto.counts(&dlq),
+        (1, 0, 0),
+        "dead letters are purged separately"
+    );
+    queue_ok(&sb, &["purge", "jobs", "--dead"], Some("y\n"), &AWS_ENV);
+    wait_until("the purge of dead letters", PATIENCE, || {
+        moto.counts(&dlq) == (0, 0, 0)
+    });
+    let out = queue(&sb, &["delete", "jobs"], Some("\n"), &AWS_ENV);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(moto.queue_url("jobs").is_ok());
+    queue_ok(&sb, &["delete", "jobs", "--yes"], None, &AWS_ENV);
+    assert!(moto.queue_url("jobs").is_err());
+    let out = queue(&sb, &["stats", "jobs"], None, &AWS_ENV);
+    assert!(one_line_exit_2(&out, &["stats"]).contains("does not exist"));
+}
+
+#[test]
+fn sqs_requeue_resumes_from_its_journal_without_sending_twice() {
+    let moto = Moto::start();
+    let sb = sandbox("admin-sqs-journal", &moto);
+    let url = moto.queue_url("jobs").unwrap();
+    let dlq = moto.queue_url("jobs-dead").unwrap();
+    let ids = moto.send_all(
+        &dlq,
+        &["{\"a\":1}".into(), "{\"b\":2}".into(), "{\"c\":3}".into()],
+    );
+    // As a run killed after sending `a` (not yet deleted) and while sending `b` leaves it.
+    let journal = sb.write(
+        "requeue.journal",
+        &format!("sending {0}\nsending {1}\nsent {0}\n", ids[0], ids[1]),
+    );
+    let (out, err) = queue_ok(
+        &sb,
+        &["requeue", "jobs", "--journal", journal.to_str().unwrap()],
+        None,
+        &AWS_ENV,
+    );
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert!(err.contains("requeued 3 of 3"), "{err}");
+    assert!(
+        err.contains(&format!("stopped while sending {}; sent again", ids[1])),
+        "{err}"
+    );
+    assert_eq!(moto.counts(&dlq), (0, 0, 0));
+    let mut got: Vec<String> = moto.drain(&url).into_iter().map(|m| m.body).collect();
+    got.sort();
+    assert_eq!(got, ["{\"b\":2}", "{\"c\":3}"], "`a` was sent again");
+    assert!(!journal.exists());
+}
