@@ -40,9 +40,21 @@ pub enum Command {
     Enqueue(EnqueueArgs),
     /// Check the Chorefile and print the resolved configuration, then exit.
     CheckConfig(CheckArgs),
+    /// Ask the running master (over its control socket) what it is doing.
+    Status(StatusArgs),
     /// Internal: run one batch as a worker child (spawned by the master).
     #[command(hide = true)]
     Work,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print the master's answer as one JSON object.
+    #[arg(long = "json")]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub flags: Flags,
 }
 
 #[derive(Debug, Args)]

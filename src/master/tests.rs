@@ -69,6 +69,9 @@ fn config(concurrency: usize, batch_size: usize, qc: QueueConfig) -> Config {
         shutdown_timeout: Duration::from_secs(30),
         fs_queue_root: "unused".into(),
         fs_claim_lease: Duration::from_secs(60),
+        stall_timeout: Duration::ZERO,
+        metrics_listen: None,
+        control_socket: None,
         sqs: Default::default(),
         dedupe: crate::config::DedupeSettings {
             servers: Vec::new(),
