@@ -21,8 +21,8 @@ pub struct Bound {
     listener: Option<UnixListener>,
 }
 
-/// Bind `path` with mode 0600. Call it before any thread starts: the umask is changed for
-/// the moment of the bind. A socket a live master answers on is left alone (`Ok(None)`);
+/// Bind `path` with mode 0600. Call it before any thread that creates files starts: the
+/// umask is changed for the moment of the bind. A socket a live master answers on is left alone (`Ok(None)`);
 /// one nobody answers on is stale and replaced; anything else in the way is an error.
 pub fn bind(path: &Path) -> std::io::Result<Option<Bound>> {
     if let Ok(meta) = std::fs::symlink_metadata(path) {
@@ -50,10 +50,6 @@ pub fn bind(path: &Path) -> std::io::Result<Option<Bound>> {
 }
 
 impl Bound {
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Serve from a thread: each question becomes `wrap(Ask)` on `to_master`.
     pub fn serve<T: Send + 'static>(
         &mut self,

@@ -22,6 +22,7 @@
 
 mod events;
 mod held;
+mod observing;
 mod pool;
 mod posting;
 mod posts;
@@ -88,6 +89,8 @@ struct Inputs {
     worker_rx: Receiver<WorkerEvent>,
     post_rx: Receiver<Posted>,
     signal_rx: Receiver<i32>,
+    /// Questions from the control socket, and the queues' depths.
+    observe_rx: Receiver<observing::Observed>,
     consumers: Vec<JoinHandle<()>>,
 }
 
@@ -114,6 +117,8 @@ struct Master {
     inputs: Inputs,
     /// What `run` returns: 0, or 1 when it had to stop by itself.
     exit_status: i32,
+    /// Metrics, liveness, systemd notifications, `chore status`.
+    obs: observing::Observing,
 }
 
 impl Master {
@@ -131,7 +136,10 @@ impl Master {
             config.batch_timeout,
             config.strict_batching,
         );
+        let names: Vec<&str> = qconfigs.iter().map(|q| q.full_name.as_str()).collect();
+        let obs = observing::Observing::new(&names, config.stall_timeout, Instant::now());
         Master {
+            obs,
             holding: Holding::new(batcher),
             pool,
             posts: Posts::none(),
@@ -152,6 +160,7 @@ impl Master {
                 worker_rx: never(),
                 post_rx: never(),
                 signal_rx: never(),
+                observe_rx: never(),
                 consumers: Vec::new(),
             },
             exit_status: 0,
@@ -160,6 +169,7 @@ impl Master {
 
     fn run(&mut self) -> i32 {
         let mut consumers_done = false;
+        self.observe_ready();
         loop {
             let now = Instant::now();
             if self.turn(now, consumers_done) {
@@ -203,6 +213,11 @@ impl Master {
                         self.on_signal(s, Instant::now());
                     }
                 },
+                recv(self.inputs.observe_rx) -> o => {
+                    if let Ok(o) = o {
+                        self.on_observed(o, Instant::now());
+                    }
+                },
                 default(wake.saturating_duration_since(now)) => {}
             }
         }
@@ -223,6 +238,7 @@ impl Master {
 
     /// The timed part of one turn: kill, renew, start. True when a drain is complete.
     fn turn(&mut self, now: Instant, consumers_done: bool) -> bool {
+        self.observe_tick(now);
         if self.preload_wake.is_some_and(|t| now >= t) {
             self.preload_wake = self.preloaders.tick(now);
         }
@@ -260,6 +276,7 @@ impl Master {
             can_start.then_some(self.spawn_paused_until).flatten(),
             drain_deadline,
             self.holding.next_renewal(),
+            Some(self.obs.next_wake()),
         ]
         .into_iter()
         .flatten()
@@ -293,6 +310,10 @@ impl Master {
                     let pid = self.pool.get(id).map(|w| w.pid);
                     let ids: Vec<&str> = batch.iter().map(|h| h.delivery.id.as_str()).collect();
                     tracing::info!(pid, queue = %name, messages = batch.len(), ids = %ids.join(","), deadline_secs = budget.as_secs(), "worker started");
+                    self.obs.metrics[q].workers_started.increment(1);
+                    for h in &batch {
+                        self.obs.started(q, h.delivery.received_at, now);
+                    }
                     self.holding.start(id, q, batch);
                 }
                 Err(e) => {

@@ -87,11 +87,12 @@ impl Liveness {
             let Some(since) = p.waiting_since else {
                 continue;
             };
-            let stuck = now.saturating_duration_since(since);
-            if stuck >= self.stall_timeout {
+            // Worded without the running time, so the verdict is the same from tick to
+            // tick and its change is logged once.
+            if now.saturating_duration_since(since) >= self.stall_timeout {
                 return Some(format!(
-                    "queue {name} has had messages waiting for {}s with none started",
-                    stuck.as_secs()
+                    "queue {name} has had messages waiting for {}s (stall-timeout) with none started",
+                    self.stall_timeout.as_secs_f64()
                 ));
             }
         }
@@ -113,6 +114,7 @@ mod tests {
         assert_eq!(l.verdict(t0 + 9 * S, &["a", "b"]), None);
         let why = l.verdict(t0 + 10 * S, &["a", "b"]).unwrap();
         assert!(why.contains("queue b") && why.contains("10s"), "{why}");
+        assert_eq!(l.verdict(t0 + 99 * S, &["a", "b"]), Some(why), "the same words each tick");
         // A start makes it live again, and the wait counts from there.
         l.started(1, t0 + 11 * S);
         l.waiting(1, true, t0 + 11 * S);
