@@ -119,11 +119,20 @@ pub fn resolve(
         Vec::new()
     });
     let metrics_listen = match s.text("metrics-listen") {
-        Some(a) => a.parse::<std::net::SocketAddr>().map(Some).unwrap_or_else(|e| {
-            let m = format!("`{a}` is not an IP address and port (for example 127.0.0.1:9187): {e}");
-            errors.push(ConfigError::at(&s.origin("metrics-listen"), "metrics-listen", m));
-            None
-        }),
+        Some(a) => a
+            .parse::<std::net::SocketAddr>()
+            .map(Some)
+            .unwrap_or_else(|e| {
+                let m = format!(
+                    "`{a}` is not an IP address and port (for example 127.0.0.1:9187): {e}"
+                );
+                errors.push(ConfigError::at(
+                    &s.origin("metrics-listen"),
+                    "metrics-listen",
+                    m,
+                ));
+                None
+            }),
         None => None,
     };
     let credentials = credentials(&s).unwrap_or_else(|e| {

@@ -174,7 +174,8 @@ impl Thread {
         let mut deliveries = received.deliveries;
         let before = deliveries.len();
         deliveries.retain_mut(|d| check(&self.settler, &self.routes, d));
-        m.dead_lettered.increment((before - deliveries.len()) as u64);
+        m.dead_lettered
+            .increment((before - deliveries.len()) as u64);
         if let (Some(dedupe), true) = (&self.shared.dedupe, self.routes.dedupe) {
             let now = Instant::now();
             let field = self.routes.dedupe_key.as_deref();

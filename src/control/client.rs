@@ -27,10 +27,13 @@ pub fn run(socket: &Path, json: bool) -> i32 {
 }
 
 fn ask(socket: &Path) -> Result<(String, Snapshot), String> {
-    let mut stream = UnixStream::connect(socket)
-        .map_err(|e| format!("no master answers here ({e}); is chore running, and is this its control-socket?"))?;
+    let mut stream = UnixStream::connect(socket).map_err(|e| {
+        format!("no master answers here ({e}); is chore running, and is this its control-socket?")
+    })?;
     let patience = Some(Duration::from_secs(10));
-    stream.set_read_timeout(patience).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(patience)
+        .map_err(|e| e.to_string())?;
     stream.write_all(b"status\n").map_err(|e| e.to_string())?;
     let mut answer = String::new();
     stream

@@ -24,7 +24,10 @@ pub fn path(option: Option<&PathBuf>, fs_queue_root: &std::path::Path) -> PathBu
         return p.clone();
     }
     let runtime = std::env::var_os("RUNTIME_DIRECTORY");
-    match runtime.as_ref().and_then(|r| std::env::split_paths(r).next()) {
+    match runtime
+        .as_ref()
+        .and_then(|r| std::env::split_paths(r).next())
+    {
         Some(dir) if !dir.as_os_str().is_empty() => dir.join("chore.sock"),
         _ => fs_queue_root.join("chore.sock"),
     }

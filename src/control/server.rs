@@ -75,8 +75,8 @@ impl Bound {
 
 impl Drop for Bound {
     fn drop(&mut self) {
-        let ours = std::fs::symlink_metadata(&self.path)
-            .is_ok_and(|m| (m.dev(), m.ino()) == self.id);
+        let ours =
+            std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.id);
         if ours {
             let _ = std::fs::remove_file(&self.path);
         }
@@ -95,7 +95,9 @@ fn answer<T>(stream: UnixStream, to_master: &Sender<T>, wrap: fn(Ask) -> T) -> s
             let (tx, rx) = crossbeam_channel::bounded(1);
             let asked = to_master.send(wrap(Ask { reply: tx })).is_ok();
             match asked.then(|| rx.recv_timeout(PATIENCE).ok()).flatten() {
-                Some(snapshot) => serde_json::to_string(&snapshot).map_err(std::io::Error::other)?,
+                Some(snapshot) => {
+                    serde_json::to_string(&snapshot).map_err(std::io::Error::other)?
+                }
                 None => r#"{"error":"the master did not answer"}"#.to_string(),
             }
         }

@@ -60,7 +60,11 @@ pub fn render(s: &Snapshot) -> String {
     } else {
         s.config_files.join(", ")
     };
-    let _ = writeln!(out, "chore {} pid {}: {}, {health}", s.version, s.pid, s.phase);
+    let _ = writeln!(
+        out,
+        "chore {} pid {}: {}, {health}",
+        s.version, s.pid, s.phase
+    );
     let _ = writeln!(out, "up {:.0}s; configuration: {files}", s.uptime_secs);
     let _ = writeln!(
         out,

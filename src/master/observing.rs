@@ -195,7 +195,8 @@ impl Master {
             m.held.set(*held as f64);
             // The oldest message ages between two looks at the queue.
             if let Some((age, at)) = self.obs.oldest[q] {
-                m.oldest_age.set((age + now.saturating_duration_since(at)).as_secs_f64());
+                m.oldest_age
+                    .set((age + now.saturating_duration_since(at)).as_secs_f64());
             }
             let in_queue = self.obs.depth[q].is_some_and(|d| d > 0);
             self.obs.liveness.waiting(q, *waiting > 0 || in_queue, now);
@@ -210,8 +211,11 @@ impl Master {
         }
         let draining = matches!(self.phase, Phase::Draining { .. });
         if !draining {
-            let dead = self.inputs.consumers.iter().find(|c| c.is_finished());
-            if let Some(name) = dead.and_then(|c| c.thread().name().map(str::to_string)) {
+            // Consumer threads are named `consume-<queue>-<n>` (the others in the list,
+            // periodic schedulers, are not consumers).
+            let dead = self.inputs.consumers.iter().filter(|c| c.is_finished());
+            let names = dead.filter_map(|c| c.thread().name()?.strip_prefix("consume-"));
+            if let Some(name) = names.map(str::to_string).next() {
                 self.obs.liveness.consumer_died(&name);
             }
         }
@@ -225,11 +229,16 @@ impl Master {
         };
         if verdict != self.obs.unhealthy {
             match &verdict {
-                Some(why) => tracing::error!(reason = %why, "unhealthy: consumption has stopped; watchdog pings stop"),
+                Some(why) => {
+                    tracing::error!(reason = %why, "unhealthy: consumption has stopped; watchdog pings stop")
+                }
                 None if !draining => tracing::warn!("healthy again: consumption is live"),
                 None => {}
             }
-            self.obs.global.healthy.set(if verdict.is_none() { 1.0 } else { 0.0 });
+            self.obs
+                .global
+                .healthy
+                .set(if verdict.is_none() { 1.0 } else { 0.0 });
             self.obs.unhealthy = verdict;
             self.obs.next_status = now;
         }
@@ -240,7 +249,11 @@ impl Master {
             self.obs.next_status = now + STATUS_EVERY;
             let line = self.status_line();
             self.obs.notifier.status(&line);
-            if let Phase::Draining { deadline, killed: false } = self.phase {
+            if let Phase::Draining {
+                deadline,
+                killed: false,
+            } = self.phase
+            {
                 self.obs
                     .notifier
                     .extend(deadline.saturating_duration_since(now) + DRAIN_MARGIN);
@@ -283,7 +296,12 @@ impl Master {
             .map(|w| WorkerStatus {
                 pid: w.pid,
                 queue: self.qconfigs[w.queue].full_name.clone(),
-                ids: self.holding.ids_of(w.id).iter().map(|s| s.to_string()).collect(),
+                ids: self
+                    .holding
+                    .ids_of(w.id)
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
                 elapsed_secs: now.saturating_duration_since(w.started).as_secs_f64(),
                 deadline_in_secs: w.deadline.saturating_duration_since(now).as_secs_f64(),
             })
@@ -308,8 +326,15 @@ impl Master {
             phase: self.phase_name().to_string(),
             healthy: self.obs.unhealthy.is_none(),
             unhealthy: self.obs.unhealthy.clone(),
-            config_files: self.config.files.iter().map(|f| f.display().to_string()).collect(),
-            uptime_secs: now.saturating_duration_since(self.obs.started_at).as_secs_f64(),
+            config_files: self
+                .config
+                .files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect(),
+            uptime_secs: now
+                .saturating_duration_since(self.obs.started_at)
+                .as_secs_f64(),
             concurrency: self.config.concurrency,
             workers,
             queues,

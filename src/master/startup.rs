@@ -165,7 +165,11 @@ pub fn start(config: Config, log: LogHandle) -> Result<Master, StartError> {
     let control = match control {
         Some(mut bound) => match bound.serve(observe_tx, super::observing::Observed::Ask) {
             Ok(()) => Some(bound),
-            Err(e) => return Err(StartError::System(format!("cannot serve the control socket: {e}"))),
+            Err(e) => {
+                return Err(StartError::System(format!(
+                    "cannot serve the control socket: {e}"
+                )));
+            }
         },
         None => None,
     };

@@ -65,7 +65,7 @@ impl Liveness {
         self.queues[q].broken = why;
     }
 
-    /// A consumer thread of queue `name` has ended by itself.
+    /// A consumer thread (`name`: its queue and number) has ended by itself.
     pub fn consumer_died(&mut self, name: &str) {
         self.dead_consumer.get_or_insert_with(|| name.to_string());
     }
@@ -73,7 +73,7 @@ impl Liveness {
     /// Why the master is unhealthy at `now` (`names`: the queues' names), or None.
     pub fn verdict(&self, now: Instant, names: &[&str]) -> Option<String> {
         if let Some(q) = &self.dead_consumer {
-            return Some(format!("a consumer thread of queue {q} has stopped"));
+            return Some(format!("consumer thread {q} has stopped"));
         }
         for (p, name) in self.queues.iter().zip(names) {
             if let Some(why) = &p.broken {
@@ -114,7 +114,11 @@ mod tests {
         assert_eq!(l.verdict(t0 + 9 * S, &["a", "b"]), None);
         let why = l.verdict(t0 + 10 * S, &["a", "b"]).unwrap();
         assert!(why.contains("queue b") && why.contains("10s"), "{why}");
-        assert_eq!(l.verdict(t0 + 99 * S, &["a", "b"]), Some(why), "the same words each tick");
+        assert_eq!(
+            l.verdict(t0 + 99 * S, &["a", "b"]),
+            Some(why),
+            "the same words each tick"
+        );
         // A start makes it live again, and the wait counts from there.
         l.started(1, t0 + 11 * S);
         l.waiting(1, true, t0 + 11 * S);
@@ -144,7 +148,11 @@ mod tests {
         assert!(l.verdict(t0, &["a"]).unwrap().contains("new/ is gone"));
         l.broken(0, None);
         assert_eq!(l.verdict(t0, &["a"]), None);
-        l.consumer_died("a");
-        assert!(l.verdict(t0, &["a"]).unwrap().contains("consumer thread of queue a"));
+        l.consumer_died("a-0");
+        assert!(
+            l.verdict(t0, &["a"])
+                .unwrap()
+                .contains("consumer thread a-0")
+        );
     }
 }

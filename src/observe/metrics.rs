@@ -33,8 +33,7 @@ pub const DEDUPE_ERRORS: &str = "chore_dedupe_errors_total";
 
 /// Histogram buckets, in seconds: from a fast handler (5 ms) to a long batch (an hour).
 const BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
-    3600.0,
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
 ];
 
 /// Install the Prometheus recorder for the whole process; its handle renders the page.
@@ -55,20 +54,50 @@ fn describe() {
     describe_counter!(RECEIVED, "Messages received from the queue");
     describe_counter!(STARTED, "Messages handed to a worker or posted");
     describe_counter!(SUCCEEDED, "Attempts that completed their message");
-    describe_counter!(FAILED, "Attempts that failed (retried or dead-lettered after)");
+    describe_counter!(
+        FAILED,
+        "Attempts that failed (retried or dead-lettered after)"
+    );
     describe_counter!(RETRIED, "Messages set to be retried after a backoff");
-    describe_counter!(DEAD_LETTERED, "Messages dead-lettered (failed for good, or a body that cannot run)");
-    describe_counter!(DUPLICATES, "Deliveries set aside as duplicates of a message already held");
+    describe_counter!(
+        DEAD_LETTERED,
+        "Messages dead-lettered (failed for good, or a body that cannot run)"
+    );
+    describe_counter!(
+        DUPLICATES,
+        "Deliveries set aside as duplicates of a message already held"
+    );
     describe_counter!(WORKERS_STARTED, "Worker processes started");
     describe_counter!(WORKERS_KILLED, "Worker processes killed at their deadline");
-    describe_histogram!(RUN_SECONDS, metrics::Unit::Seconds, "From a message's start to its result");
-    describe_histogram!(WAIT_SECONDS, metrics::Unit::Seconds, "From a message's receipt to its start");
+    describe_histogram!(
+        RUN_SECONDS,
+        metrics::Unit::Seconds,
+        "From a message's start to its result"
+    );
+    describe_histogram!(
+        WAIT_SECONDS,
+        metrics::Unit::Seconds,
+        "From a message's receipt to its start"
+    );
     describe_gauge!(BUFFERED, "Messages received and waiting for a worker");
-    describe_gauge!(HELD, "Messages the master holds (waiting, running or deferred)");
-    describe_gauge!(DEPTH, "Messages waiting in the queue itself (not yet received)");
-    describe_gauge!(OLDEST_AGE, metrics::Unit::Seconds, "Age of the oldest message waiting in the queue (filesystem queues)");
+    describe_gauge!(
+        HELD,
+        "Messages the master holds (waiting, running or deferred)"
+    );
+    describe_gauge!(
+        DEPTH,
+        "Messages waiting in the queue itself (not yet received)"
+    );
+    describe_gauge!(
+        OLDEST_AGE,
+        metrics::Unit::Seconds,
+        "Age of the oldest message waiting in the queue (filesystem queues)"
+    );
     describe_gauge!(WORKERS_BUSY, "Worker processes running");
-    describe_gauge!(HEALTHY, "1 while consumption is live, 0 while the master is unhealthy");
+    describe_gauge!(
+        HEALTHY,
+        "1 while consumption is live, 0 while the master is unhealthy"
+    );
     describe_counter!(SQS_CALLS, "SQS API calls, by action");
     describe_counter!(SQS_FAILURES, "SQS API calls that failed, by action");
     describe_counter!(DEDUPE_CHECKS, "Dedupe checks asked of memcached");

@@ -141,7 +141,13 @@ impl Queue for SqsQueue {
                 .unwrap_or(0),
             Err(e) => {
                 // Keep the last figure for a minute rather than ask again at once.
-                let kept = last.map_or(Depth { messages: 0, oldest_age: None }, |(_, d)| d);
+                let kept = last.map_or(
+                    Depth {
+                        messages: 0,
+                        oldest_age: None,
+                    },
+                    |(_, d)| d,
+                );
                 *last = Some((now, kept));
                 tracing::warn!(queue = %self.name, error = %DisplayErrorContext(&e), "cannot read the queue's depth");
                 return None;

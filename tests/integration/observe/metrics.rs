@@ -24,11 +24,14 @@ fn metrics_count_a_backlog_while_it_runs_and_after() {
     sb.enqueue("jobs", "{\"bad\":2}");
     // A body that is not JSON is dead-lettered by the consumer, never started.
     std::fs::write(
-        sb.queue("jobs").path.join("new/jobs-Job-1-20260101-000000-000001.0.job"),
+        sb.queue("jobs")
+            .path
+            .join("new/jobs-Job-1-20260101-000000-000001.0.job"),
         "not json",
     )
     .unwrap();
     let master = sb.start(&[]);
+    master.wait_log("metrics served at");
     let q = "{queue=\"jobs\"}";
     let series = |name: &str| format!("{name}{q}");
     master.wait("a scrape while the backlog runs", || {
@@ -38,7 +41,10 @@ fn metrics_count_a_backlog_while_it_runs_and_after() {
     });
     let during = scrape(&addr);
     let started = value(&during, &series("chore_messages_started_total")).unwrap();
-    assert!(started < 8.0, "the backlog is still running: {started} started\n{during}");
+    assert!(
+        started < 8.0,
+        "the backlog is still running: {started} started\n{during}"
+    );
     assert_eq!(value(&during, "chore_healthy"), Some(1.0), "{during}");
 
     master.wait("the backlog to finish", || sb.queue("jobs").is_idle());
@@ -70,7 +76,10 @@ fn metrics_count_a_backlog_while_it_runs_and_after() {
         assert_eq!(value(&after, &series(name)), Some(n), "{name}\n{after}");
     }
     assert_eq!(sb.queue("jobs").dead_letters(), 3);
-    assert!(after.contains("# TYPE chore_handler_run_seconds histogram"), "{after}");
+    assert!(
+        after.contains("# TYPE chore_handler_run_seconds histogram"),
+        "{after}"
+    );
     // The page answers only /metrics.
     let (code, _) = crate::support::http::exchange(&addr, "GET", "/", &[], b"");
     assert_eq!(code, 404);
@@ -81,9 +90,12 @@ fn a_queue_depth_and_its_oldest_message_age_are_read_from_its_directory() {
     let sb = Sandbox::new("metrics-depth");
     let addr = free_address();
     // One worker, hung on the first message; one more is buffered; three stay in new/.
-    let h = sb.script("hang.sh", "cat > /dev/null
+    let h = sb.script(
+        "hang.sh",
+        "cat > /dev/null
 sleep 600
-");
+",
+    );
     sb.chorefile(&format!(
         "concurrency = 1
 batch-size = 1
@@ -96,15 +108,21 @@ handler = [{h:?}]
         sb.enqueue("jobs", &format!("[{i}]"));
     }
     let master = sb.start(&[]);
+    master.wait_log("metrics served at");
     let depth = "chore_queue_depth{queue=\"jobs\"}";
     let age = "chore_queue_oldest_age_seconds{queue=\"jobs\"}";
     // The directory is looked at every 15 s.
-    master.wait_for("the depth of new/", std::time::Duration::from_secs(60), || {
-        value(&scrape(&addr), depth) == Some(3.0)
-    });
+    master.wait_for(
+        "the depth of new/",
+        std::time::Duration::from_secs(60),
+        || value(&scrape(&addr), depth) == Some(3.0),
+    );
     let first = value(&scrape(&addr), age).unwrap();
     master.wait("the oldest message to age", || {
         value(&scrape(&addr), age).is_some_and(|a| a >= first + 1.0)
     });
-    assert_eq!(value(&scrape(&addr), "chore_messages_buffered{queue=\"jobs\"}"), Some(1.0));
+    assert_eq!(
+        value(&scrape(&addr), "chore_messages_buffered{queue=\"jobs\"}"),
+        Some(1.0)
+    );
 }

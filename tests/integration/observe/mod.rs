@@ -37,7 +37,6 @@ pub fn status(sb: &Sandbox, args: &[&str]) -> (Option<i32>, String) {
     let out = sb.run(&all);
     (
         out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
     )
 }

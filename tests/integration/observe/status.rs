@@ -20,7 +20,9 @@ fn status_shows_a_hung_batch_its_queue_and_the_configuration() {
         sb.enqueue("jobs", &format!("[{i}]"));
     }
     let master = sb.start(&[]);
-    master.wait("the first message to hang", || !sb.lines("started.txt").is_empty());
+    master.wait("the first message to hang", || {
+        !sb.lines("started.txt").is_empty()
+    });
     let hung = sb.lines("started.txt")[0].clone();
     master.wait("a worker and a buffered message", || {
         status(&sb, &["--json"]).1.contains("\"buffered\":1")
@@ -55,13 +57,20 @@ fn status_shows_a_hung_batch_its_queue_and_the_configuration() {
     assert!(w["elapsed_secs"].as_f64().unwrap() > 0.0);
     assert!(w["deadline_in_secs"].as_f64().unwrap() > 40_000.0, "{w}");
     let q = &v["queues"][0];
-    assert_eq!((q["name"].as_str(), q["buffered"].as_u64()), (Some("jobs"), Some(1)));
+    assert_eq!(
+        (q["name"].as_str(), q["buffered"].as_u64()),
+        (Some("jobs"), Some(1))
+    );
 
     // TSTP: the phase says so.
     master.signal(Signal::SIGTSTP);
-    master.wait("the quiet phase", || status(&sb, &[]).1.contains(": quiet, "));
+    master.wait("the quiet phase", || {
+        status(&sb, &[]).1.contains(": quiet, ")
+    });
     master.signal(Signal::SIGCONT);
-    master.wait("running again", || status(&sb, &[]).1.contains(": running, "));
+    master.wait("running again", || {
+        status(&sb, &[]).1.contains(": running, ")
+    });
 }
 
 #[test]
@@ -90,7 +99,9 @@ fn the_socket_is_owner_only_a_stale_one_is_replaced_and_runtime_directory_is_the
 
     let mut second = sb.start_with_env("second", &[], &env);
     second.wait("the stale socket replaced", || {
-        status(&sb, &by_path).1.contains(&format!("pid {}", second.pid))
+        status(&sb, &by_path)
+            .1
+            .contains(&format!("pid {}", second.pid))
     });
     // A drained master removes its socket.
     second.signal(Signal::SIGTERM);

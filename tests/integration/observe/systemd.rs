@@ -17,14 +17,17 @@ fn listen(sock: &UnixDatagram) -> Arc<Mutex<Vec<String>>> {
     std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
         while let Ok(n) = sock.recv(&mut buf) {
-            into.lock().unwrap().push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            into.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&buf[..n]).into_owned());
         }
     });
     got
 }
 
 fn position(got: &[String], what: &str) -> Option<usize> {
-    got.iter().position(|m| m.lines().any(|l| l.starts_with(what)))
+    got.iter()
+        .position(|m| m.lines().any(|l| l.starts_with(what)))
 }
 
 #[test]
@@ -48,13 +51,15 @@ fn ready_status_watchdog_then_the_pings_stop_when_a_queue_is_stuck_then_stopping
         ("WATCHDOG_USEC", "1000000"),
     ];
     let mut master = sb.start_with_env("master", &[], &env);
+    master.wait_log("metrics served at");
     let seen = |what: &str| position(&got.lock().unwrap(), what);
     master.wait("READY and a watchdog ping", || {
         seen("READY=1").is_some() && seen("WATCHDOG=1").is_some()
     });
     master.wait("the stall to be noticed", || {
         let g = got.lock().unwrap();
-        g.iter().any(|m| m.starts_with("STATUS=") && m.contains("UNHEALTHY"))
+        g.iter()
+            .any(|m| m.starts_with("STATUS=") && m.contains("UNHEALTHY"))
     });
     let stalled_at = got
         .lock()
@@ -66,15 +71,25 @@ fn ready_status_watchdog_then_the_pings_stop_when_a_queue_is_stuck_then_stopping
     std::thread::sleep(Duration::from_secs(3));
     {
         let g = got.lock().unwrap();
-        let late: Vec<&String> = g[stalled_at..].iter().filter(|m| m.contains("WATCHDOG=1")).collect();
+        let late: Vec<&String> = g[stalled_at..]
+            .iter()
+            .filter(|m| m.contains("WATCHDOG=1"))
+            .collect();
         assert!(late.is_empty(), "pings after the stall: {late:?} in {g:?}");
     }
     // The stall is in `chore status` (exit 3) and in /metrics too.
     let (code, text) = status(&sb, &[]);
     assert_eq!(code, Some(3), "{text}");
-    assert!(text.contains("UNHEALTHY: queue jobs has had messages waiting"), "{text}");
+    assert!(
+        text.contains("UNHEALTHY: queue jobs has had messages waiting"),
+        "{text}"
+    );
     assert_eq!(value(&scrape(&addr), "chore_healthy"), Some(0.0));
-    assert!(master.log_text().contains("unhealthy: consumption has stopped"));
+    assert!(
+        master
+            .log_text()
+            .contains("unhealthy: consumption has stopped")
+    );
 
     master.signal(Signal::SIGTERM);
     master.wait("STOPPING", || seen("STOPPING=1").is_some());
@@ -84,7 +99,10 @@ fn ready_status_watchdog_then_the_pings_stop_when_a_queue_is_stuck_then_stopping
     let status_line = position(&g, "STATUS=").unwrap();
     let ping = position(&g, "WATCHDOG=1").unwrap();
     let stopping = position(&g, "STOPPING=1").unwrap();
-    assert!(ready <= status_line && status_line < ping && ping < stalled_at && stalled_at < stopping, "{g:?}");
+    assert!(
+        ready <= status_line && status_line < ping && ping < stalled_at && stalled_at < stopping,
+        "{g:?}"
+    );
     let extend = &g[stopping];
     let usec: u64 = extend
         .lines()
