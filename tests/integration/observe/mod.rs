@@ -1,9 +1,11 @@
 //! Observing a running master through the real binary: `/metrics` scraped during and after
 //! a backlog (`metrics`), `chore status` while a batch hangs and its control socket
 //! (`status`), and systemd's notifications with the watchdog stopping when a queue is
-//! stuck (`systemd`).
+//! stuck (`systemd`); an SQS queue's calls, depth and dedupe against moto and memcached
+//! (`sqs`).
 
 mod metrics;
+mod sqs;
 mod status;
 mod systemd;
 

@@ -5,6 +5,7 @@ use super::status;
 use crate::harness::*;
 use nix::sys::signal::Signal;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::time::Duration;
 
 #[test]
 fn status_shows_a_hung_batch_its_queue_and_the_configuration() {
@@ -107,4 +108,30 @@ fn the_socket_is_owner_only_a_stale_one_is_replaced_and_runtime_directory_is_the
     second.signal(Signal::SIGTERM);
     assert_eq!(second.wait_exit(PATIENCE).code(), Some(0));
     assert!(!sock.exists(), "the socket is removed at exit");
+}
+
+#[test]
+fn a_queue_directory_that_cannot_be_recreated_makes_the_master_unhealthy_until_it_can() {
+    let sb = Sandbox::new("status-broken-dir");
+    sb.chorefile("[queues.jobs]\nhandler = [\"true\"]\n");
+    let master = sb.start(&[]);
+    master.wait("the control socket", || status(&sb, &[]).0 == Some(0));
+    // A file where the queue's directory was: it cannot be recreated.
+    let dir = sb.queue("jobs").path;
+    // The consumer recreates a vanished directory at once: try until the file wins.
+    wait_until("a file in the directory's place", PATIENCE, || {
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::write(&dir, "in the way").is_ok()
+    });
+    // The directory is looked at every 15 s.
+    master.wait_for("the master to say so", Duration::from_secs(60), || {
+        let (code, text) = status(&sb, &[]);
+        code == Some(3) && text.contains("UNHEALTHY: queue jobs cannot be read")
+    });
+    std::fs::remove_file(&dir).unwrap();
+    master.wait_for("the directory recreated", Duration::from_secs(60), || {
+        status(&sb, &[]).0 == Some(0)
+    });
+    assert!(dir.join("new").is_dir());
+    assert!(master.log_text().contains("healthy again"));
 }
