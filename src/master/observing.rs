@@ -288,7 +288,7 @@ impl Master {
     }
 
     /// What `chore status` prints.
-    fn snapshot(&self, now: Instant) -> Snapshot {
+    pub(super) fn snapshot(&self, now: Instant) -> Snapshot {
         let workers = self
             .pool
             .workers()
