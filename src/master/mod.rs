@@ -17,7 +17,9 @@
 //! what came back, and returns 0.
 //!
 //! The state is split by owner: `held::Holding` owns the messages, `pool::Pool` the
-//! worker processes, `posts::Posts` the HTTP requests in flight, `Phase` the lifecycle. Everything but the `select!` in `run` takes
+//! worker processes, `posts::Posts` the HTTP requests in flight, `Phase` the lifecycle,
+//! `observing::Observing` what the master tells the world (metrics, liveness, systemd,
+//! `chore status`). Everything but the `select!` in `run` takes
 //! `now` as a parameter, so the logic is unit-tested without processes (`tests`).
 
 mod events;

@@ -199,7 +199,12 @@ impl Master {
                     .set((age + now.saturating_duration_since(at)).as_secs_f64());
             }
             let in_queue = self.obs.depth[q].is_some_and(|d| d > 0);
-            self.obs.liveness.waiting(q, *waiting > 0 || in_queue, now);
+            // Paused or draining, nothing is expected to start: the wait counts afresh
+            // from the resume.
+            let running = self.phase == Phase::Running;
+            self.obs
+                .liveness
+                .waiting(q, running && (*waiting > 0 || in_queue), now);
         }
         self.obs.global.workers_busy.set(self.pool.len() as f64);
         if let Some(d) = &self.dedupe {

@@ -126,3 +126,28 @@ handler = [{h:?}]
         Some(1.0)
     );
 }
+
+#[test]
+fn a_metrics_address_that_is_not_one_is_refused_and_one_in_use_stops_the_start() {
+    let sb = Sandbox::new("metrics-bad-address");
+    sb.chorefile("metrics-listen = \"localhost\"\n[queues.jobs]\nhandler = [\"true\"]\n");
+    let cf = sb.chorefile_path();
+    let args = ["-c", cf.to_str().unwrap()];
+    let line = one_line_exit_2(&sb.run(&args), &args);
+    assert!(line.contains("Chorefile:3: metrics-listen"), "{line}");
+    assert!(line.contains("not an IP address and port"), "{line}");
+
+    // An address another process holds: exit 1, saying which.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    sb.chorefile(&format!(
+        "metrics-listen = {addr:?}\n[queues.jobs]\nhandler = [\"true\"]\n"
+    ));
+    let out = sb.run(&args);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("metrics-listen: cannot listen on {addr}")),
+        "{err}"
+    );
+}
