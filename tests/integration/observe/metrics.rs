@@ -134,7 +134,7 @@ fn a_metrics_address_that_is_not_one_is_refused_and_one_in_use_stops_the_start()
     let cf = sb.chorefile_path();
     let args = ["-c", cf.to_str().unwrap()];
     let line = one_line_exit_2(&sb.run(&args), &args);
-    assert!(line.contains("Chorefile:3: metrics-listen"), "{line}");
+    assert!(line.contains("Chorefile:3: key `metrics-listen`"), "{line}");
     assert!(line.contains("not an IP address and port"), "{line}");
 
     // An address another process holds: exit 1, saying which.
