@@ -61,6 +61,9 @@ impl Master {
         let Some(h) = one.pop() else {
             return;
         };
+        self.obs.metrics[q]
+            .run_seconds
+            .record(p.elapsed.as_secs_f64());
         let qc = &self.qconfigs[q];
         let d = &h.delivery;
         let target = &post.target;

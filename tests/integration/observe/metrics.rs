@@ -10,7 +10,7 @@ fn metrics_count_a_backlog_while_it_runs_and_after() {
     // moment each, so the backlog is visibly running when the page is first read.
     let h = sb.script(
         "handler.sh",
-        "body=$(cat)\ncase \"$body\" in *bad*) exit 65;; esac\nsleep 0.3\n",
+        "body=$(cat)\ncase \"$body\" in *bad*) exit 65;; esac\nsleep 0.5\n",
     );
     let addr = free_address();
     sb.chorefile(&format!(
