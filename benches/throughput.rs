@@ -24,7 +24,8 @@
 //! and chore's CPU per message, posting to a keep-alive server in this process, on the
 //! filesystem queue and on moto. With `-- preload`, it compares a preloaded Ruby handler
 //! (a 2 s boot, paid once) with a Ruby batch handler that boots nothing
-//! (`throughput/preload.rs`). `-- all` runs every mode.
+//! (`throughput/preload.rs`). With `-- metrics`, it runs the filesystem backlog with
+//! metrics off and on (`throughput/metrics.rs`). `-- all` runs every mode.
 //!
 //! Figures, not pass/fail: nothing here asserts a speed.
 //!
@@ -59,7 +60,9 @@ fn main() {
     let all = picked("all");
     let (sqs_mode, http_mode) = (all || picked("sqs"), all || picked("http"));
     let preload_mode = all || picked("preload");
-    let fs_mode = all || !(picked("sqs") || picked("http") || picked("preload"));
+    let metrics_mode = all || picked("metrics");
+    let fs_mode =
+        all || !(picked("sqs") || picked("http") || picked("preload") || picked("metrics"));
     let chore = PathBuf::from(env!("CARGO_BIN_EXE_chore"));
     let me = std::env::current_exe().expect("own path");
     if fs_mode {
@@ -73,6 +76,9 @@ fn main() {
     }
     if preload_mode {
         preload::figures(&chore);
+    }
+    if metrics_mode {
+        metrics::figures(&chore, &me);
     }
 }
 
@@ -398,3 +404,6 @@ mod http;
 
 #[path = "throughput/preload.rs"]
 mod preload;
+
+#[path = "throughput/metrics.rs"]
+mod metrics;

@@ -14,6 +14,8 @@
 //! * `settle` — what an attempt means for a message, and the one place it is carried out;
 //! * `consumer` — threads that receive under the credit gate and check bodies;
 //! * `batcher` — pure: when waiting messages make a batch;
+//! * `observe` — metrics, the liveness rule, systemd notifications; `control` — the
+//!   control socket and `chore status`;
 //! * `master` — the loop that owns held messages, the worker pool, signals, start-up;
 //! * `worker` — the child that runs a batch; `enqueue` — publishing from the command line;
 //! * `admin` — `chore queue`: operators' verbs (stats, peek, dump, load, requeue, purge, …).
@@ -24,12 +26,14 @@ mod batcher;
 mod calendar;
 mod config;
 mod consumer;
+mod control;
 mod dedupe;
 mod enqueue;
 mod hooks;
 mod launch;
 mod logging;
 mod master;
+mod observe;
 mod periodic;
 mod poster;
 mod protocol;
@@ -63,6 +67,16 @@ pub fn run_cli() -> i32 {
         Some(config::cli::Command::Enqueue(args)) => enqueue::run(args),
         Some(config::cli::Command::CheckConfig(args)) => config::check_config(args.flags),
         Some(config::cli::Command::Queue(args)) => admin::run(args),
+        Some(config::cli::Command::Status(args)) => match config::load(args.flags) {
+            Ok(c) => control::client::run(
+                &control::path(c.control_socket.as_ref(), &c.fs_queue_root),
+                args.json,
+            ),
+            Err(e) => {
+                eprintln!("chore: {e}");
+                2
+            }
+        },
         None => {
             let config = match config::load(cli.flags) {
                 Ok(c) => c,
@@ -92,10 +106,10 @@ mod layering {
     //! it. Read from the sources, outside their own unit tests.
 
     /// Bottom-up, as in ARCHITECTURE.md.
-    const ORDER: [&str; 19] = [
-        "backoff", "calendar", "config", "logging", "protocol", "secrets", "queue", "dedupe",
-        "launch", "hooks", "settle", "poster", "periodic", "consumer", "batcher", "master",
-        "worker", "enqueue", "admin",
+    const ORDER: [&str; 21] = [
+        "backoff", "calendar", "config", "logging", "observe", "protocol", "secrets", "queue",
+        "dedupe", "launch", "hooks", "settle", "poster", "periodic", "consumer", "batcher",
+        "control", "master", "worker", "enqueue", "admin",
     ];
 
     fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {

@@ -43,9 +43,21 @@ pub enum Command {
     /// Look into queues and move their messages: stats, peek, dump, load, requeue, purge,
     /// create, delete, trace.
     Queue(crate::config::queue_cli::QueueArgs),
+    /// Ask the running master (over its control socket) what it is doing.
+    Status(StatusArgs),
     /// Internal: run one batch as a worker child (spawned by the master).
     #[command(hide = true)]
     Work,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print the master's answer as one JSON object.
+    #[arg(long = "json")]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub flags: Flags,
 }
 
 #[derive(Debug, Args)]

@@ -216,6 +216,13 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub fs_queue_root: PathBuf,
     pub fs_claim_lease: Duration,
+    /// How long a queue may wait with nothing started before the master is unhealthy
+    /// (zero: never).
+    pub stall_timeout: Duration,
+    /// Where Prometheus metrics are served; None: off.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The control socket `chore status` asks, when given (else `control::default_path`).
+    pub control_socket: Option<PathBuf>,
     pub sqs: crate::config::SqsSettings,
     pub dedupe: crate::config::DedupeSettings,
     pub log_file: Option<PathBuf>,

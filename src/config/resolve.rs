@@ -118,6 +118,23 @@ pub fn resolve(
         errors.push(e);
         Vec::new()
     });
+    let metrics_listen = match s.text("metrics-listen") {
+        Some(a) => a
+            .parse::<std::net::SocketAddr>()
+            .map(Some)
+            .unwrap_or_else(|e| {
+                let m = format!(
+                    "`{a}` is not an IP address and port (for example 127.0.0.1:9187): {e}"
+                );
+                errors.push(ConfigError::at(
+                    &s.origin("metrics-listen"),
+                    "metrics-listen",
+                    m,
+                ));
+                None
+            }),
+        None => None,
+    };
     let credentials = credentials(&s).unwrap_or_else(|e| {
         errors.push(e);
         None
@@ -139,6 +156,9 @@ pub fn resolve(
         shutdown_timeout: s.secs("shutdown-timeout"),
         fs_queue_root: PathBuf::from(s.text("fs-queue-root").unwrap_or_default()),
         fs_claim_lease: s.secs("fs-claim-lease"),
+        stall_timeout: s.secs("stall-timeout"),
+        metrics_listen,
+        control_socket: s.text("control-socket").map(PathBuf::from),
         sqs: crate::config::SqsSettings {
             endpoint: s.text("sqs-endpoint"),
             region: s.text("aws-region"),

@@ -93,6 +93,7 @@ pub fn spawn(
             consume,
             settler: settler.clone(),
             routes: Routes::of(config),
+            metrics: crate::observe::metrics::QueueMetrics::new(&config.full_name),
             waits: waits.clone(),
             shared: shared.clone(),
         };
@@ -110,6 +111,8 @@ struct Thread {
     consume: Box<dyn crate::queue::Consume>,
     settler: Settler,
     routes: Routes,
+    /// Counts of what was received, dead-lettered here, set aside as a duplicate.
+    metrics: crate::observe::metrics::QueueMetrics,
     /// What must be ready before each receive: the application this queue posts to, the
     /// preloader its handler forks from.
     waits: Vec<Arc<dyn Ready>>,
@@ -160,16 +163,25 @@ impl Thread {
     /// with one of `credits` (the rest go back to the gate). False once the master is gone.
     fn pass_on(&mut self, received: crate::queue::Received, mut credits: Credits) -> bool {
         let queue = self.settler.queue.clone();
+        let m = &self.metrics;
+        m.received
+            .increment((received.deliveries.len() + received.unreadable.len()) as u64);
+        m.dead_lettered.increment(received.unreadable.len() as u64);
         for (d, reason) in received.unreadable {
             self.settler
                 .apply(&d, &Settlement::DeadLetter { reason }, None);
         }
         let mut deliveries = received.deliveries;
+        let before = deliveries.len();
         deliveries.retain_mut(|d| check(&self.settler, &self.routes, d));
+        m.dead_lettered
+            .increment((before - deliveries.len()) as u64);
         if let (Some(dedupe), true) = (&self.shared.dedupe, self.routes.dedupe) {
             let now = Instant::now();
             let field = self.routes.dedupe_key.as_deref();
+            let before = deliveries.len();
             deliveries.retain_mut(|d| first_delivery(queue.as_ref(), dedupe, field, d, now));
+            m.duplicates.increment((before - deliveries.len()) as u64);
         }
         let mut messages = Vec::with_capacity(deliveries.len());
         for d in deliveries {

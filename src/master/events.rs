@@ -21,6 +21,7 @@ impl Master {
             }
             return;
         }
+        self.obs.received(q, b.messages.len());
         for id in self.holding.receive(q, b.messages, b.short) {
             tracing::warn!(queue = %self.qconfigs[q].full_name, id = %id, "a second copy arrived while the first is still held (its claim was recovered elsewhere); it waits for the first to settle");
         }
@@ -100,6 +101,10 @@ impl Master {
             );
             return;
         }
+        if let Some(w) = self.pool.get(id) {
+            let ran = w.started.elapsed().as_secs_f64();
+            self.obs.metrics[w.queue].run_seconds.record(ran);
+        }
         let Some((q, h)) = self.holding.report(id, r.i) else {
             let pid = self.pool.get(id).map(|w| w.pid);
             tracing::warn!(
@@ -144,6 +149,12 @@ impl Master {
     ) {
         let d = &h.delivery;
         self.settlers[q].apply(d, &settlement, error);
+        match &settlement {
+            Settlement::Complete => self.obs.settled(q, true, false),
+            Settlement::Retry { .. } => self.obs.settled(q, false, true),
+            Settlement::DeadLetter { .. } => self.obs.settled(q, false, false),
+            Settlement::GiveBack => {}
+        }
         let held_back_group = match &settlement {
             Settlement::Retry { .. } if self.settlers[q].queue.ordered() => d.group.clone(),
             _ => None,
@@ -172,6 +183,9 @@ impl Master {
                     ran_secs = now.duration_since(w.started).as_secs_f64(),
                     "worker passed its deadline; killed with SIGKILL"
                 );
+            }
+            if let Some(w) = self.pool.get(id) {
+                self.obs.metrics[w.queue].workers_killed.increment(1);
             }
             self.pool.kill(id, "it passed its deadline");
         }
@@ -277,6 +291,7 @@ impl Master {
             killed: false,
         };
         crate::queue::sqs::set_exit_deadline(now + self.config.shutdown_timeout);
+        self.observe_drain();
         for (q, h) in waiting {
             self.give_back(q, h, "draining");
         }

@@ -316,6 +316,23 @@ impl Holding {
     pub fn deferred(&self) -> usize {
         self.deferred.len()
     }
+
+    /// Per queue (`queues` of them): messages waiting to start (for a batch or a post),
+    /// and every message held (waiting, running or deferred).
+    pub fn per_queue(&self, queues: usize) -> Vec<(usize, usize)> {
+        let mut counts = vec![(0, 0); queues];
+        let waiting = self.batcher.held().map(|(q, _)| q);
+        for q in waiting.chain(self.to_post.iter().map(|(q, _)| *q)) {
+            counts[q].0 += 1;
+        }
+        for (q, ids) in self.ids.iter().enumerate().take(queues) {
+            counts[q].1 = ids.len();
+        }
+        for (q, _) in &self.deferred {
+            counts[*q].1 += 1;
+        }
+        counts
+    }
 }
 
 /// The (queue, group) pairs running on FIFO queues: a group runs in one place at a time.

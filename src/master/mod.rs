@@ -18,11 +18,14 @@
 //! what came back, and returns 0.
 //!
 //! The state is split by owner: `held::Holding` owns the messages, `pool::Pool` the
-//! worker processes, `posts::Posts` the HTTP requests in flight, `Phase` the lifecycle. Everything but the `select!` in `run` takes
+//! worker processes, `posts::Posts` the HTTP requests in flight, `Phase` the lifecycle,
+//! `observing::Observing` what the master tells the world (metrics, liveness, systemd,
+//! `chore status`). Everything but the `select!` in `run` takes
 //! `now` as a parameter, so the logic is unit-tested without processes (`tests`).
 
 mod events;
 mod held;
+mod observing;
 mod pool;
 mod posting;
 mod posts;
@@ -89,6 +92,8 @@ struct Inputs {
     worker_rx: Receiver<WorkerEvent>,
     post_rx: Receiver<Posted>,
     signal_rx: Receiver<i32>,
+    /// Questions from the control socket, and the queues' depths.
+    observe_rx: Receiver<observing::Observed>,
     consumers: Vec<JoinHandle<()>>,
 }
 
@@ -115,6 +120,8 @@ struct Master {
     inputs: Inputs,
     /// What `run` returns: 0, or 1 when it had to stop by itself.
     exit_status: i32,
+    /// Metrics, liveness, systemd notifications, `chore status`.
+    obs: observing::Observing,
 }
 
 impl Master {
@@ -132,7 +139,10 @@ impl Master {
             config.batch_timeout,
             config.strict_batching,
         );
+        let names: Vec<&str> = qconfigs.iter().map(|q| q.full_name.as_str()).collect();
+        let obs = observing::Observing::new(&names, config.stall_timeout, Instant::now());
         Master {
+            obs,
             holding: Holding::new(batcher),
             pool,
             posts: Posts::none(),
@@ -153,6 +163,7 @@ impl Master {
                 worker_rx: never(),
                 post_rx: never(),
                 signal_rx: never(),
+                observe_rx: never(),
                 consumers: Vec::new(),
             },
             exit_status: 0,
@@ -161,6 +172,7 @@ impl Master {
 
     fn run(&mut self) -> i32 {
         let mut consumers_done = false;
+        self.observe_ready();
         loop {
             let now = Instant::now();
             if self.turn(now, consumers_done) {
@@ -204,6 +216,11 @@ impl Master {
                         self.on_signal(s, Instant::now());
                     }
                 },
+                recv(self.inputs.observe_rx) -> o => {
+                    if let Ok(o) = o {
+                        self.on_observed(o, Instant::now());
+                    }
+                },
                 default(wake.saturating_duration_since(now)) => {}
             }
         }
@@ -224,6 +241,7 @@ impl Master {
 
     /// The timed part of one turn: kill, renew, start. True when a drain is complete.
     fn turn(&mut self, now: Instant, consumers_done: bool) -> bool {
+        self.observe_tick(now);
         if self.preload_wake.is_some_and(|t| now >= t) {
             self.preload_wake = self.preloaders.tick(now);
         }
@@ -261,6 +279,7 @@ impl Master {
             can_start.then_some(self.spawn_paused_until).flatten(),
             drain_deadline,
             self.holding.next_renewal(),
+            Some(self.obs.next_wake()),
         ]
         .into_iter()
         .flatten()
@@ -294,6 +313,10 @@ impl Master {
                     let pid = self.pool.get(id).map(|w| w.pid);
                     let ids: Vec<&str> = batch.iter().map(|h| h.delivery.id.as_str()).collect();
                     tracing::info!(pid, queue = %name, messages = batch.len(), ids = %ids.join(","), deadline_secs = budget.as_secs(), "worker started");
+                    self.obs.metrics[q].workers_started.increment(1);
+                    for h in &batch {
+                        self.obs.started(q, h.delivery.received_at, now);
+                    }
                     self.holding.start(id, q, batch);
                 }
                 Err(e) => {

@@ -45,6 +45,7 @@ impl Master {
             let full = self.settlers[q].queue.name();
             let name = full.rsplit('/').next().unwrap_or(full);
             self.posts.start_post(id, q, name, &h.delivery, budget, now);
+            self.obs.started(q, h.delivery.received_at, now);
             self.holding.start(id, q, vec![h]);
         }
     }
@@ -60,6 +61,9 @@ impl Master {
         let Some(h) = one.pop() else {
             return;
         };
+        self.obs.metrics[q]
+            .run_seconds
+            .record(p.elapsed.as_secs_f64());
         let qc = &self.qconfigs[q];
         let d = &h.delivery;
         let target = &post.target;

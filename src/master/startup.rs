@@ -74,6 +74,13 @@ fn protect_secrets() {
 pub fn start(config: Config, log: LogHandle) -> Result<Master, StartError> {
     let _ = nix::sys::prctl::set_name(c"chore-master");
     protect_secrets();
+    if let Some(addr) = config.metrics_listen {
+        let handle = crate::observe::metrics::install().map_err(StartError::System)?;
+        crate::observe::exporter::serve(addr, handle).map_err(|e| {
+            StartError::System(format!("metrics-listen: cannot listen on {addr}: {e}"))
+        })?;
+        tracing::info!(address = %addr, "metrics served at http://{addr}/metrics");
+    }
     let qconfigs: Vec<_> = config.selected_queues().cloned().collect();
     if qconfigs.is_empty() {
         return Err(StartError::Config(
@@ -81,6 +88,9 @@ pub fn start(config: Config, log: LogHandle) -> Result<Master, StartError> {
         ));
     }
     let queues = open_queues(&config, &qconfigs)?;
+    // After the queue root is made, before any thread that writes files starts (the
+    // bind sets the umask for a moment; the SQS client's threads write none).
+    let control = bind_control(&config)?;
 
     // Credits: the running batches plus one batch ahead, so a worker that finishes finds
     // its next batch ready, and nothing waits long in the buffer; for HTTP handlers, their
@@ -169,6 +179,23 @@ pub fn start(config: Config, log: LogHandle) -> Result<Master, StartError> {
     consumers.extend(periodic);
     log_start(&config, &qconfigs);
 
+    let (observe_tx, observe_rx) = unbounded();
+    let all: Vec<Arc<dyn Queue>> = settlers.iter().map(|s| s.queue.clone()).collect();
+    let billed = config.metrics_listen.is_some();
+    super::observing::spawn_sampler(all, billed, stop.clone(), observe_tx.clone())
+        .map_err(|e| StartError::System(format!("cannot start the depth sampler: {e}")))?;
+    let control = match control {
+        Some(mut bound) => match bound.serve(observe_tx, super::observing::Observed::Ask) {
+            Ok(()) => Some(bound),
+            Err(e) => {
+                return Err(StartError::System(format!(
+                    "cannot serve the control socket: {e}"
+                )));
+            }
+        },
+        None => None,
+    };
+
     let (worker_tx, worker_rx) = unbounded();
     let mut master = Master::new(
         config,
@@ -184,14 +211,46 @@ pub fn start(config: Config, log: LogHandle) -> Result<Master, StartError> {
     master.preload_wake = Some(std::time::Instant::now());
     master.preloaders = preloaders;
     master.health = health;
+    master.obs.control = control;
     master.inputs = super::Inputs {
         batch_rx,
         worker_rx,
         post_rx,
         signal_rx,
+        observe_rx,
         consumers,
     };
     Ok(master)
+}
+
+/// Bind the control socket `chore status` asks. One that was asked for by name must bind;
+/// the default one is skipped with a warning when it cannot be (its directory missing, or
+/// another master answering on it: masters sharing a queue root).
+fn bind_control(config: &Config) -> Result<Option<crate::control::server::Bound>, StartError> {
+    let path = crate::control::path(config.control_socket.as_ref(), &config.fs_queue_root);
+    let explicit = config.control_socket.is_some();
+    match crate::control::server::bind(&path) {
+        Ok(Some(b)) => {
+            tracing::debug!(path = %path.display(), "control socket bound");
+            Ok(Some(b))
+        }
+        Ok(None) if explicit => Err(StartError::System(format!(
+            "control-socket {}: another master answers on it",
+            path.display()
+        ))),
+        Ok(None) => {
+            tracing::warn!(path = %path.display(), "another master answers on the control socket; `chore status` will not reach this one (set control-socket)");
+            Ok(None)
+        }
+        Err(e) if explicit => Err(StartError::System(format!(
+            "control-socket {}: {e}",
+            path.display()
+        ))),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot make the control socket; `chore status` will not reach this master (set control-socket)");
+            Ok(None)
+        }
+    }
 }
 
 /// Every HTTP handler of the consumed queues, once each.

@@ -71,6 +71,9 @@ fn config(concurrency: usize, batch_size: usize, qc: QueueConfig) -> Config {
         shutdown_timeout: Duration::from_secs(30),
         fs_queue_root: "unused".into(),
         fs_claim_lease: Duration::from_secs(60),
+        stall_timeout: Duration::ZERO,
+        metrics_listen: None,
+        control_socket: None,
         sqs: Default::default(),
         dedupe: crate::config::DedupeSettings {
             servers: Vec::new(),
@@ -546,4 +549,48 @@ fn a_drain_gives_back_unposted_messages_and_waits_for_posts_in_flight() {
     let last = r.queue.ops().pop();
     assert_eq!(last, Some(Op::Retry("a".into(), Duration::from_secs(2))));
     assert!(r.all_credits_back());
+}
+
+#[test]
+fn the_status_snapshot_and_the_liveness_verdict_follow_the_master() {
+    let mut r = rig(1, 1, false, None);
+    let stall = Duration::from_secs(10);
+    r.master.obs = super::observing::Observing::new(&["jobs"], stall, r.t0);
+    let (a, b) = (r.msg("a"), r.msg("b"));
+    r.receive(vec![a, b], false);
+    r.master.dispatch(r.at(0));
+    r.master.observe_tick(r.at(0));
+    let s = r.master.snapshot(r.at(2));
+    assert_eq!((s.phase.as_str(), s.healthy), ("running", true));
+    assert_eq!(s.workers.len(), 1);
+    let w = &s.workers[0];
+    assert_eq!(
+        (w.pid, w.queue.as_str(), w.ids.clone()),
+        (1001, "jobs", vec!["a".to_string()])
+    );
+    assert_eq!(w.elapsed_secs, 2.0);
+    let q = &s.queues[0];
+    assert_eq!((q.buffered, q.held, q.received, q.settled), (1, 2, 2, 0));
+
+    // `b` waits behind the one worker for the stall timeout: unhealthy.
+    r.master.observe_tick(r.at(10));
+    let s = r.master.snapshot(r.at(10));
+    assert!(!s.healthy);
+    assert!(
+        s.unhealthy
+            .unwrap()
+            .contains("queue jobs has had messages waiting")
+    );
+
+    // `a` ends, `b` starts, nothing waits: healthy again.
+    r.report(1, 0, Verdict::Ok);
+    r.exit(1, 0);
+    r.master.dispatch(r.at(11));
+    r.master.observe_tick(r.at(12));
+    let s = r.master.snapshot(r.at(12));
+    assert!(s.healthy, "{:?}", s.unhealthy);
+    assert_eq!(
+        (s.queues[0].settled, s.workers[0].ids.clone()),
+        (1, vec!["b".to_string()])
+    );
 }

@@ -124,6 +124,14 @@ impl Periodic {
     }
 }
 
+/// What waits in a queue, not yet received (for metrics and liveness).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Depth {
+    pub messages: u64,
+    /// The age of the oldest waiting message, when the backend knows it.
+    pub oldest_age: Option<Duration>,
+}
+
 /// A backend queue, shared by its consumer threads and the master.
 pub trait Queue: Send + Sync {
     /// The full (prefixed) name.
@@ -152,6 +160,13 @@ pub trait Queue: Send + Sync {
     /// Whether one message group must never run in two batches at once (FIFO queues).
     fn ordered(&self) -> bool {
         false
+    }
+    /// How many messages wait in the queue itself, and the age of the oldest, where the
+    /// backend can tell. `billed`: a call that costs money (an SQS request) is allowed;
+    /// a backend rate-limits its own calls. None: this backend cannot tell (now).
+    fn depth(&self, billed: bool) -> Option<io::Result<Depth>> {
+        let _ = billed;
+        None
     }
     /// Publish one tick of a periodic task, in this backend's wire form.
     fn publish_periodic(&self, m: &Periodic) -> io::Result<()> {

@@ -18,6 +18,7 @@ mod handlers;
 mod harness;
 mod http;
 mod memory;
+mod observe;
 mod poison;
 mod preload;
 mod processing;

@@ -26,7 +26,7 @@ mod periodic;
 #[cfg(test)]
 mod tests;
 
-use super::{Consume, Delivery, Meta, Periodic, Queue};
+use super::{Consume, Delivery, Depth, Meta, Periodic, Queue};
 use consume::FilesystemConsumer;
 pub use names::JobName;
 use names::{epoch_now, epoch_now_ceil, local_timestamp, sanitize_class, secs_ceil};
@@ -373,6 +373,42 @@ impl FilesystemQueue {
 impl Queue for FilesystemQueue {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The files in `new/` and the oldest one's age (by its modification time): one
+    /// directory listing and one `stat` per file, never an open. A `new/` that has gone is
+    /// recreated; one that cannot be is an error.
+    fn depth(&self, _billed: bool) -> Option<io::Result<Depth>> {
+        let listing = match fs::read_dir(&self.new_dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && self.recreate_dirs() => {
+                fs::read_dir(&self.new_dir)
+            }
+            other => other,
+        };
+        let listing = match listing {
+            Ok(l) => l,
+            Err(e) => return Some(Err(annotate(e, &self.new_dir))),
+        };
+        let now = std::time::SystemTime::now();
+        let mut depth = Depth {
+            messages: 0,
+            oldest_age: None,
+        };
+        for entry in listing.flatten() {
+            if entry.file_name().as_encoded_bytes().starts_with(b".") {
+                continue;
+            }
+            depth.messages += 1;
+            let age = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| now.duration_since(t).ok());
+            if let Some(age) = age {
+                depth.oldest_age = Some(depth.oldest_age.map_or(age, |a| a.max(age)));
+            }
+        }
+        Some(Ok(depth))
     }
 
     fn timeout(&self) -> Duration {

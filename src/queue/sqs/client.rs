@@ -24,6 +24,30 @@ pub struct Sqs {
     rt: Arc<tokio::runtime::Runtime>,
 }
 
+/// Counts every SQS call by action, and its failures (`chore_sqs_calls_total`), once per
+/// operation (its retries included), in the one place every call passes.
+#[derive(Debug)]
+struct CountCalls;
+
+impl aws_sdk_sqs::config::Intercept for CountCalls {
+    fn name(&self) -> &'static str {
+        "chore-count-calls"
+    }
+
+    fn read_after_execution(
+        &self,
+        context: &aws_sdk_sqs::config::interceptors::FinalizerInterceptorContextRef<'_>,
+        _components: &aws_sdk_sqs::config::RuntimeComponents,
+        cfg: &mut aws_sdk_sqs::config::ConfigBag,
+    ) -> Result<(), aws_sdk_sqs::error::BoxError> {
+        use aws_smithy_runtime_api::client::orchestrator::Metadata;
+        let action = cfg.load::<Metadata>().map_or("unknown", |m| m.name());
+        let failed = !matches!(context.output_or_error(), Some(Ok(_)));
+        crate::observe::metrics::sqs_call(action, failed);
+        Ok(())
+    }
+}
+
 /// Why a queue could not be opened.
 #[derive(Debug)]
 pub enum OpenError {
@@ -99,8 +123,11 @@ impl Sqs {
             ));
         }
         let conf = rt.block_on(loader.load());
+        let conf = aws_sdk_sqs::config::Builder::from(&conf)
+            .interceptor(CountCalls)
+            .build();
         Ok(Sqs {
-            client: Client::new(&conf),
+            client: Client::from_conf(conf),
             rt: Arc::new(rt),
         })
     }

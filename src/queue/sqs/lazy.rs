@@ -101,6 +101,10 @@ impl Queue for LazySqsQueue {
     fn ordered(&self) -> bool {
         self.shared.queue.get().is_some_and(|q| q.ordered())
     }
+    /// Once its consumers have opened it; never opens it itself.
+    fn depth(&self, billed: bool) -> Option<io::Result<crate::queue::Depth>> {
+        self.shared.queue.get()?.depth(billed)
+    }
 }
 
 struct LazyConsumer {

@@ -8,7 +8,7 @@ use super::receive::SqsConsumer;
 use super::visibility::{heartbeat, retry_secs};
 use super::{MAX_WAIT, OpenError, Sqs, calls, settler};
 use crate::config::SqsQueueOptions;
-use crate::queue::{Consume, Delivery, Periodic, Queue};
+use crate::queue::{Consume, Delivery, Depth, Periodic, Queue};
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::QueueAttributeName;
 use crossbeam_channel::Sender;
@@ -33,7 +33,12 @@ pub struct SqsQueue {
     settler: Mutex<Option<JoinHandle<()>>>,
     /// A flush gave up waiting: the next one (when dropped) does not wait again.
     flush_timed_out: AtomicBool,
+    /// The last depth asked of SQS, and when: asked at most once per `DEPTH_EVERY`.
+    depth: Mutex<Option<(Instant, Depth)>>,
 }
+
+/// The least time between two `GetQueueAttributes` calls for a queue's depth.
+const DEPTH_EVERY: Duration = Duration::from_secs(60);
 
 /// The least an exit flush waits, even past the exit deadline.
 const MIN_EXIT_FLUSH: Duration = Duration::from_secs(1);
@@ -74,6 +79,7 @@ impl SqsQueue {
             settle,
             settler: Mutex::new(Some(settler)),
             flush_timed_out: AtomicBool::new(false),
+            depth: Mutex::new(None),
         })
     }
 
@@ -103,6 +109,56 @@ fn read_attributes(
 impl Queue for SqsQueue {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    /// `ApproximateNumberOfMessages`, asked only when `billed` and at most once a minute
+    /// (a failed call counts too, so an outage is not hammered). SQS does not tell the
+    /// age of the oldest message.
+    fn depth(&self, billed: bool) -> Option<io::Result<Depth>> {
+        if !billed {
+            return None;
+        }
+        let mut last = self.depth.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if let Some((at, d)) = *last
+            && now.duration_since(at) < DEPTH_EVERY
+        {
+            return Some(Ok(d));
+        }
+        let asked = self.sqs.block_on(
+            self.sqs
+                .client
+                .get_queue_attributes()
+                .queue_url(&self.url)
+                .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+                .send(),
+        );
+        let messages = match asked {
+            Ok(out) => out
+                .attributes()
+                .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0),
+            Err(e) => {
+                // Keep the last figure for a minute rather than ask again at once.
+                let kept = last.map_or(
+                    Depth {
+                        messages: 0,
+                        oldest_age: None,
+                    },
+                    |(_, d)| d,
+                );
+                *last = Some((now, kept));
+                tracing::warn!(queue = %self.name, error = %DisplayErrorContext(&e), "cannot read the queue's depth");
+                return None;
+            }
+        };
+        let d = Depth {
+            messages,
+            oldest_age: None,
+        };
+        *last = Some((now, d));
+        Some(Ok(d))
     }
 
     fn timeout(&self) -> Duration {

@@ -1,0 +1,108 @@
+//! The master's end of the control socket: bound at start-up (owner-only, a stale socket
+//! replaced, a live one left to its master), then served by a thread named `control` that
+//! passes each question to the master loop and writes its answer back.
+
+use super::Ask;
+use crossbeam_channel::Sender;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long a client may take to ask, and the master to answer.
+const PATIENCE: Duration = Duration::from_secs(5);
+
+/// A bound control socket; dropping it removes the socket file if it is still this one.
+pub struct Bound {
+    path: PathBuf,
+    /// Device and inode of the socket bound, so that a successor's is never removed.
+    id: (u64, u64),
+    listener: Option<UnixListener>,
+}
+
+/// Bind `path` with mode 0600. Call it before any thread that creates files starts: the
+/// umask is changed for the moment of the bind. A socket a live master answers on is left alone (`Ok(None)`);
+/// one nobody answers on is stale and replaced; anything else in the way is an error.
+pub fn bind(path: &Path) -> std::io::Result<Option<Bound>> {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a socket", path.display()),
+            ));
+        }
+        if UnixStream::connect(path).is_ok() {
+            return Ok(None);
+        }
+        std::fs::remove_file(path)?;
+    }
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let bound = UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    let listener = bound?;
+    let meta = std::fs::metadata(path)?;
+    Ok(Some(Bound {
+        path: path.to_path_buf(),
+        id: (meta.dev(), meta.ino()),
+        listener: Some(listener),
+    }))
+}
+
+impl Bound {
+    /// Serve from a thread: each question becomes `wrap(Ask)` on `to_master`.
+    pub fn serve<T: Send + 'static>(
+        &mut self,
+        to_master: Sender<T>,
+        wrap: fn(Ask) -> T,
+    ) -> std::io::Result<()> {
+        let Some(listener) = self.listener.take() else {
+            return Ok(());
+        };
+        std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || {
+                for stream in listener.incoming() {
+                    let Ok(stream) = stream else { continue };
+                    if let Err(e) = answer(stream, &to_master, wrap) {
+                        tracing::debug!(error = %e, "control socket: a question went unanswered");
+                    }
+                }
+            })?;
+        Ok(())
+    }
+}
+
+impl Drop for Bound {
+    fn drop(&mut self) {
+        let ours =
+            std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.id);
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// One question, one answer (one JSON line), then the connection closes.
+fn answer<T>(stream: UnixStream, to_master: &Sender<T>, wrap: fn(Ask) -> T) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(PATIENCE))?;
+    stream.set_write_timeout(Some(PATIENCE))?;
+    let mut line = String::new();
+    BufReader::new(&stream).take(1024).read_line(&mut line)?;
+    let mut out = &stream;
+    let reply = match line.trim() {
+        "status" => {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            let asked = to_master.send(wrap(Ask { reply: tx })).is_ok();
+            match asked.then(|| rx.recv_timeout(PATIENCE).ok()).flatten() {
+                Some(snapshot) => {
+                    serde_json::to_string(&snapshot).map_err(std::io::Error::other)?
+                }
+                None => r#"{"error":"the master did not answer"}"#.to_string(),
+            }
+        }
+        _ => r#"{"error":"unknown question (ask: status)"}"#.to_string(),
+    };
+    out.write_all(reply.as_bytes())?;
+    out.write_all(b"\n")
+}
