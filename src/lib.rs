@@ -24,6 +24,7 @@ mod config;
 mod consumer;
 mod dedupe;
 mod enqueue;
+mod generate;
 mod hooks;
 mod launch;
 mod logging;
@@ -33,6 +34,7 @@ mod poster;
 mod protocol;
 mod queue;
 mod settle;
+mod unit;
 mod worker;
 
 /// Publishing to a filesystem queue from Rust, in Ruby Chore's file format.
@@ -59,6 +61,8 @@ pub fn run_cli() -> i32 {
         Some(config::cli::Command::Work) => worker::main(),
         Some(config::cli::Command::Enqueue(args)) => enqueue::run(args),
         Some(config::cli::Command::CheckConfig(args)) => config::check_config(args.flags),
+        Some(config::cli::Command::SystemdUnit(args)) => unit::run(args),
+        Some(config::cli::Command::Generate(what)) => generate::run(what),
         None => {
             let config = match config::load(cli.flags) {
                 Ok(c) => c,
@@ -88,10 +92,10 @@ mod layering {
     //! it. Read from the sources, outside their own unit tests.
 
     /// Bottom-up, as in ARCHITECTURE.md.
-    const ORDER: [&str; 17] = [
+    const ORDER: [&str; 19] = [
         "backoff", "calendar", "config", "logging", "protocol", "queue", "dedupe", "launch",
         "hooks", "settle", "poster", "periodic", "consumer", "batcher", "master", "worker",
-        "enqueue",
+        "enqueue", "unit", "generate",
     ];
 
     fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
