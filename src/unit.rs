@@ -166,6 +166,11 @@ pub fn render(spec: &Spec) -> Result<String, String> {
         .iter()
         .map(|f| word(f, true).map(|w| format!(" -c {w}")))
         .collect::<Result<String, String>>()?;
+    let named: Vec<String> = spec
+        .chorefiles
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect();
     let (user, group) = (name("user", &spec.user)?, name("group", &spec.group)?);
     let mut u = String::new();
     let mut w = |s: &str| {
@@ -173,11 +178,12 @@ pub fn render(spec: &Spec) -> Result<String, String> {
         u.push('\n');
     };
     w(&format!(
-        "# systemd unit for the chore master, written by `chore systemd-unit{files}`.\n\
+        "# systemd unit for the chore master of {}, written by `chore systemd-unit`.\n\
          # After changing the Chorefile's fs-queue-root, log-file or shutdown-timeout, write it\n\
          # again (to /etc/systemd/system/chore.service, which overrides a packaged one), then\n\
          # `systemctl daemon-reload`. Loosen it in a drop-in (`systemctl edit chore`) or with\n\
-         # the options of `chore systemd-unit --help`."
+         # the options of `chore systemd-unit --help`.",
+        named.join(", ")
     ));
     w(HEADER);
     w(&format!("User={user}\nGroup={group}"));

@@ -18,7 +18,8 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(
     name = "chore",
-    version,
+    // The package version and, built from a checkout, the git revision (see build.rs).
+    version = env!("CHORE_VERSION"),
     about = "A forking job processor: consumes queues, batches messages and runs each batch \
              in a fresh worker process with a deadline.",
     after_help = "Every long option is also a top-level key of the TOML Chorefile \

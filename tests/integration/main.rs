@@ -15,6 +15,7 @@ mod faults;
 mod handlers;
 mod harness;
 mod http;
+mod packaging;
 mod preload;
 mod processing;
 mod retries;
