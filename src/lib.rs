@@ -15,7 +15,8 @@
 //! * `consumer` — threads that receive under the credit gate and check bodies;
 //! * `batcher` — pure: when waiting messages make a batch;
 //! * `master` — the loop that owns held messages, the worker pool, signals, start-up;
-//! * `worker` — the child that runs a batch; `enqueue` — publishing from the command line.
+//! * `worker` — the child that runs a batch; `enqueue` — publishing from the command line;
+//! * `unit` — `chore systemd-unit`; `generate` — man pages and completions, for packagers.
 
 mod backoff;
 mod batcher;
