@@ -32,18 +32,19 @@ pub fn run(what: GenerateArgs) -> i32 {
 /// Write `chore.1` and one page per visible subcommand (`chore-enqueue.1`, ...) into
 /// `dir`; returns the files written.
 pub fn man(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
-    let cmd = Cli::command().disable_help_subcommand(true);
-    clap_mangen::generate_to(cmd, dir).map_err(|e| annotate(e, dir))?;
-    let mut pages: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| annotate(e, dir))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("chore") && n.ends_with(".1"))
-        })
-        .collect();
-    pages.sort();
+    let mut cmd = Cli::command().disable_help_subcommand(true);
+    // Built, each subcommand knows its display name (`chore-enqueue`).
+    cmd.build();
+    // Every page's footer names the version, which clap gives the top command only.
+    let source = format!("chore {}", env!("CHORE_VERSION"));
+    let subcommands = cmd.get_subcommands().filter(|s| !s.is_hide_set());
+    let mut pages = Vec::new();
+    for c in std::iter::once(&cmd).chain(subcommands) {
+        let page = clap_mangen::Man::new(c.clone())
+            .source(source.as_str())
+            .manual("chore manual");
+        pages.push(page.generate_to(dir).map_err(|e| annotate(e, dir))?);
+    }
     Ok(pages)
 }
 
