@@ -237,8 +237,10 @@ const HEADER: &str = "#
 # signals every process of the unit, and TSTP would suspend the workers and handlers.)
 
 [Unit]
+# What `systemctl status` shows, and where `systemctl help chore` looks.
 Description=chore job processor
 Documentation=man:chore(1)
+# Start once the network is up: SQS, memcached and HTTP handlers are reached through it.
 After=network-online.target
 Wants=network-online.target
 # Restart=on-failure below gives up after 5 failed starts within 5 minutes: a crash loop
@@ -352,6 +354,7 @@ MemoryDenyWriteExecute=yes";
 
 const INSTALL: &str = "
 [Install]
+# `systemctl enable chore` starts it at boot.
 WantedBy=multi-user.target";
 
 #[cfg(test)]
