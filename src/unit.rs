@@ -328,7 +328,7 @@ ProtectHostname=yes
 # Other users' processes are invisible in /proc.
 ProtectProc=invisible
 # Sockets: local, IPv4 and IPv6 only (SQS, memcached, HTTP handlers, control socket).
-# Programs that list network interfaces through netlink (ip, some ORMs) need AF_NETLINK.
+# A handler that lists network interfaces (ip, getifaddrs) needs AF_NETLINK: a drop-in.
 RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
 # No new namespaces, real-time scheduling or personality changes.
 RestrictNamespaces=yes
