@@ -15,6 +15,16 @@ if ! command -v memcached >/dev/null 2>&1 && [ ! -x /usr/bin/memcached ]; then
 fi
 
 # Ruby Chore's publisher and job classes, and the Ruby preloader, run under Debian's ruby.
+# The packaging tests check the generated unit with systemd-analyze, which runs man for its
+# Documentation= line.
+for tool in systemd-analyze:systemd man:man-db; do
+    if ! command -v "${tool%%:*}" >/dev/null 2>&1; then
+        echo "==> installing ${tool#*:} (apt-get)"
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${tool#*:}" >/dev/null
+    fi
+done
+
 if ! command -v ruby >/dev/null 2>&1; then
     echo "==> installing ruby (apt-get)"
     as_root apt-get update -qq

@@ -19,6 +19,7 @@
 //! * `master` — the loop that owns held messages, the worker pool, signals, start-up;
 //! * `worker` — the child that runs a batch; `enqueue` — publishing from the command line;
 //! * `admin` — `chore queue`: operators' verbs (stats, peek, dump, load, requeue, purge, …).
+//! * `unit` — `chore systemd-unit`; `generate` — man pages and completions, for packagers.
 
 mod admin;
 mod backoff;
@@ -29,6 +30,7 @@ mod consumer;
 mod control;
 mod dedupe;
 mod enqueue;
+mod generate;
 mod hooks;
 mod launch;
 mod logging;
@@ -40,6 +42,7 @@ mod protocol;
 mod queue;
 mod secrets;
 mod settle;
+mod unit;
 mod worker;
 
 /// Publishing to a filesystem queue from Rust, in Ruby Chore's file format.
@@ -77,6 +80,8 @@ pub fn run_cli() -> i32 {
                 2
             }
         },
+        Some(config::cli::Command::SystemdUnit(args)) => unit::run(args),
+        Some(config::cli::Command::Generate(what)) => generate::run(what),
         None => {
             let config = match config::load(cli.flags) {
                 Ok(c) => c,
@@ -106,10 +111,10 @@ mod layering {
     //! it. Read from the sources, outside their own unit tests.
 
     /// Bottom-up, as in ARCHITECTURE.md.
-    const ORDER: [&str; 21] = [
+    const ORDER: [&str; 23] = [
         "backoff", "calendar", "config", "logging", "observe", "protocol", "secrets", "queue",
         "dedupe", "launch", "hooks", "settle", "poster", "periodic", "consumer", "batcher",
-        "control", "master", "worker", "enqueue", "admin",
+        "control", "master", "worker", "enqueue", "unit", "generate", "admin",
     ];
 
     fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {

@@ -13,11 +13,13 @@ use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, Parser, Subcommand}
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-/// `chore [OPTIONS]` runs the master; `chore enqueue` publishes.
+/// `chore [OPTIONS]` runs the master; `chore enqueue` publishes; `chore check-config`
+/// checks; `chore systemd-unit` writes a unit for a Chorefile.
 #[derive(Debug, Parser)]
 #[command(
     name = "chore",
-    version,
+    // The package version and, built from a checkout, the git revision (see build.rs).
+    version = env!("CHORE_VERSION"),
     about = "A forking job processor: consumes queues, batches messages and runs each batch \
              in a fresh worker process with a deadline.",
     after_help = "Every long option is also a top-level key of the TOML Chorefile \
@@ -45,6 +47,11 @@ pub enum Command {
     Queue(crate::config::queue_cli::QueueArgs),
     /// Ask the running master (over its control socket) what it is doing.
     Status(StatusArgs),
+    /// Print a hardened systemd unit that runs the master with this Chorefile.
+    SystemdUnit(UnitArgs),
+    /// Internal, for packagers: write the man pages or a shell's completions.
+    #[command(hide = true, subcommand)]
+    Generate(GenerateArgs),
     /// Internal: run one batch as a worker child (spawned by the master).
     #[command(hide = true)]
     Work,
@@ -60,10 +67,83 @@ pub struct StatusArgs {
     pub flags: Flags,
 }
 
+/// `check-config` takes every option: it checks the configuration the master would run.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     #[command(flatten)]
     pub flags: Flags,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "The unit runs `BINARY -c CHOREFILE`; relative paths of the Chorefile \
+                  (fs-queue-root, log-file) are taken from the unit's working directory. \
+                  Install it as /etc/systemd/system/chore.service, which overrides the \
+                  packaged one."
+)]
+pub struct UnitArgs {
+    /// The Chorefile the unit runs (read now for its queue root, log file and
+    /// shutdown-timeout). May be repeated, as for the master.
+    #[arg(
+        short = 'c',
+        long = "config-file",
+        value_name = "FILE",
+        required = true
+    )]
+    pub config_file: Vec<PathBuf>,
+
+    /// The path ExecStart names for the Chorefile, when it is installed elsewhere than
+    /// where -c reads it now (only with a single -c).
+    #[arg(long = "chorefile-at", value_name = "PATH")]
+    pub chorefile_at: Option<PathBuf>,
+
+    /// The chore binary the unit runs [default: this binary]
+    #[arg(long = "binary", value_name = "PATH")]
+    pub binary: Option<PathBuf>,
+
+    /// The unit's working directory [default: the Chorefile's directory]
+    #[arg(long = "working-directory", value_name = "DIRECTORY")]
+    pub working_directory: Option<PathBuf>,
+
+    /// User the master and its handlers run as.
+    #[arg(long = "user", value_name = "USER", default_value = "chore")]
+    pub user: String,
+
+    /// Group the master and its handlers run as.
+    #[arg(long = "group", value_name = "GROUP", default_value = "chore")]
+    pub group: String,
+
+    /// Let handlers read /home, /root and /run/user (hidden by default).
+    #[arg(long = "allow-home")]
+    pub allow_home: bool,
+
+    /// Let handlers write PATH (the file system is otherwise read-only but for the queue
+    /// root, the log file's directory and /tmp). May be repeated.
+    #[arg(long = "allow-write", value_name = "PATH")]
+    pub allow_write: Vec<PathBuf>,
+
+    /// Forbid writable-and-executable memory (breaks JIT runtimes: node, Ruby YJIT, the JVM).
+    #[arg(long = "deny-write-execute", conflicts_with = "no_hardening")]
+    pub deny_write_execute: bool,
+
+    /// Leave out the sandboxing: for handlers that need what it takes away (devices,
+    /// privileges, other address families).
+    #[arg(long = "no-hardening")]
+    pub no_hardening: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GenerateArgs {
+    /// Write chore.1 and a page per subcommand (chore-enqueue.1, ...) into DIRECTORY.
+    Man {
+        #[arg(value_name = "DIRECTORY")]
+        directory: PathBuf,
+    },
+    /// Print SHELL's completion script on standard output.
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -101,7 +181,57 @@ pub struct EnqueueArgs {
     pub force: bool,
 
     #[command(flatten)]
-    pub flags: Flags,
+    pub flags: EnqueueFlags,
+}
+
+/// The options `enqueue` reads: where the queues are and how to reach them. The master's
+/// other options (batching, concurrency, logging...) mean nothing to it, so its `--help`
+/// does not offer them and it refuses them.
+pub const ENQUEUE_OPTIONS: &[&str] = &[
+    "config-file",
+    "queue-prefix",
+    "fs-queue-root",
+    "sqs-endpoint",
+    "aws-region",
+    "aws-access-key",
+    "aws-secret-key",
+];
+
+/// `Flags` limited to `ENQUEUE_OPTIONS`. It dereferences to the `Flags` it holds, which is
+/// what `config::load` takes.
+#[derive(Debug, Default)]
+pub struct EnqueueFlags(pub Flags);
+
+impl std::ops::Deref for EnqueueFlags {
+    type Target = Flags;
+    fn deref(&self) -> &Flags {
+        &self.0
+    }
+}
+
+fn for_enqueue(o: &Opt) -> bool {
+    ENQUEUE_OPTIONS.contains(&o.key)
+}
+
+impl Args for EnqueueFlags {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        augment(cmd, for_enqueue)
+    }
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl FromArgMatches for EnqueueFlags {
+    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut f = EnqueueFlags::default();
+        f.update_from_arg_matches(m)?;
+        Ok(f)
+    }
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
+        read(&mut self.0, m, for_enqueue);
+        Ok(())
+    }
 }
 
 /// Options shared by every mode, as typed: `config_file`, and each other option given, by
@@ -173,9 +303,50 @@ fn arg(o: &'static Opt) -> Arg {
     }
 }
 
+/// `cmd` with the options of the table that `takes` keeps.
+fn augment(cmd: clap::Command, takes: fn(&Opt) -> bool) -> clap::Command {
+    OPTIONS
+        .iter()
+        .filter(|o| takes(o))
+        .fold(cmd, |cmd, o| cmd.arg(arg(o)))
+}
+
+/// What was typed of the options `takes` keeps (clap refuses to look up the others).
+fn read(f: &mut Flags, m: &ArgMatches, takes: fn(&Opt) -> bool) {
+    for o in OPTIONS.iter().filter(|o| takes(o)) {
+        match o.kind {
+            Kind::Files => {
+                if let Some(files) = m.get_many::<PathBuf>(o.key) {
+                    f.config_file.extend(files.cloned());
+                }
+            }
+            Kind::Verbose => match m.get_count(o.key) {
+                0 => {}
+                n => {
+                    f.values.insert(o.key, Value::Count(n.into()));
+                }
+            },
+            Kind::List { .. } => {
+                if let Some(lists) = m.get_many::<Value>(o.key) {
+                    let all = lists.flat_map(|v| match v {
+                        Value::List(l) => l.clone(),
+                        _ => Vec::new(),
+                    });
+                    f.values.insert(o.key, Value::List(all.collect()));
+                }
+            }
+            _ => {
+                if let Some(v) = m.get_one::<Value>(o.key) {
+                    f.values.insert(o.key, v.clone());
+                }
+            }
+        }
+    }
+}
+
 impl Args for Flags {
     fn augment_args(cmd: clap::Command) -> clap::Command {
-        OPTIONS.iter().fold(cmd, |cmd, o| cmd.arg(arg(o)))
+        augment(cmd, |_| true)
     }
     fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
         Self::augment_args(cmd)
@@ -190,35 +361,7 @@ impl FromArgMatches for Flags {
     }
 
     fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
-        for o in OPTIONS {
-            match o.kind {
-                Kind::Files => {
-                    if let Some(files) = m.get_many::<PathBuf>(o.key) {
-                        self.config_file.extend(files.cloned());
-                    }
-                }
-                Kind::Verbose => match m.get_count(o.key) {
-                    0 => {}
-                    n => {
-                        self.values.insert(o.key, Value::Count(n.into()));
-                    }
-                },
-                Kind::List { .. } => {
-                    if let Some(lists) = m.get_many::<Value>(o.key) {
-                        let all = lists.flat_map(|v| match v {
-                            Value::List(l) => l.clone(),
-                            _ => Vec::new(),
-                        });
-                        self.values.insert(o.key, Value::List(all.collect()));
-                    }
-                }
-                _ => {
-                    if let Some(v) = m.get_one::<Value>(o.key) {
-                        self.values.insert(o.key, v.clone());
-                    }
-                }
-            }
-        }
+        read(self, m, |_| true);
         Ok(())
     }
 }

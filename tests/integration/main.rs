@@ -20,6 +20,7 @@ mod http;
 mod memory;
 mod observe;
 mod poison;
+mod packaging;
 mod preload;
 mod processing;
 mod retries;
