@@ -29,23 +29,34 @@ pub fn run(what: GenerateArgs) -> i32 {
     }
 }
 
-/// Write `chore.1` and one page per visible subcommand (`chore-enqueue.1`, ...) into
-/// `dir`; returns the files written.
+/// Write `chore.1` and one page per visible subcommand, nested ones too (`chore-enqueue.1`,
+/// `chore-queue-stats.1`, ...) into `dir`; returns the files written.
 pub fn man(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
     let mut cmd = Cli::command().disable_help_subcommand(true);
     // Built, each subcommand knows its display name (`chore-enqueue`).
     cmd.build();
     // Every page's footer names the version, which clap gives the top command only.
     let source = format!("chore {}", env!("CHORE_VERSION"));
-    let subcommands = cmd.get_subcommands().filter(|s| !s.is_hide_set());
     let mut pages = Vec::new();
-    for c in std::iter::once(&cmd).chain(subcommands) {
-        let page = clap_mangen::Man::new(c.clone())
-            .source(source.as_str())
-            .manual("chore manual");
-        pages.push(page.generate_to(dir).map_err(|e| annotate(e, dir))?);
-    }
+    write_pages(&cmd, dir, &source, &mut pages)?;
     Ok(pages)
+}
+
+/// `cmd`'s page, then its visible subcommands' pages, depth first.
+fn write_pages(
+    cmd: &clap::Command,
+    dir: &Path,
+    source: &str,
+    pages: &mut Vec<std::path::PathBuf>,
+) -> std::io::Result<()> {
+    let page = clap_mangen::Man::new(cmd.clone())
+        .source(source.to_string())
+        .manual("chore manual");
+    pages.push(page.generate_to(dir).map_err(|e| annotate(e, dir))?);
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        write_pages(sub, dir, source, pages)?;
+    }
+    Ok(())
 }
 
 fn annotate(e: std::io::Error, dir: &Path) -> std::io::Error {

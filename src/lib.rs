@@ -70,7 +70,7 @@ pub fn run_cli() -> i32 {
         Some(config::cli::Command::Enqueue(args)) => enqueue::run(args),
         Some(config::cli::Command::CheckConfig(args)) => config::check_config(args.flags),
         Some(config::cli::Command::Queue(args)) => admin::run(args),
-        Some(config::cli::Command::Status(args)) => match config::load(args.flags) {
+        Some(config::cli::Command::Status(args)) => match config::load(args.flags.0) {
             Ok(c) => control::client::run(
                 &control::path(c.control_socket.as_ref(), &c.fs_queue_root),
                 args.json,

@@ -64,7 +64,7 @@ pub struct StatusArgs {
     pub json: bool,
 
     #[command(flatten)]
-    pub flags: Flags,
+    pub flags: Limited<ForStatus>,
 }
 
 /// `check-config` takes every option: it checks the configuration the master would run.
@@ -184,52 +184,71 @@ pub struct EnqueueArgs {
     pub flags: EnqueueFlags,
 }
 
-/// The options `enqueue` reads: where the queues are and how to reach them. The master's
-/// other options (batching, concurrency, logging...) mean nothing to it, so its `--help`
-/// does not offer them and it refuses them.
-pub const ENQUEUE_OPTIONS: &[&str] = &[
-    "config-file",
-    "queue-prefix",
-    "fs-queue-root",
-    "sqs-endpoint",
-    "aws-region",
-    "aws-access-key",
-    "aws-secret-key",
-];
-
-/// `Flags` limited to `ENQUEUE_OPTIONS`. It dereferences to the `Flags` it holds, which is
-/// what `config::load` takes.
+/// The options a subcommand that does not run the master reads: `Flags` limited to
+/// `S::KEYS`, so that its `--help` offers only those and it refuses the rest. It
+/// dereferences to the `Flags` it holds, which is what `config::load` takes.
 #[derive(Debug, Default)]
-pub struct EnqueueFlags(pub Flags);
+pub struct Limited<S>(pub Flags, std::marker::PhantomData<S>);
 
-impl std::ops::Deref for EnqueueFlags {
+/// Which options of `config::options::OPTIONS` a `Limited` takes.
+pub trait Subset: std::fmt::Debug + Default + 'static {
+    const KEYS: &'static [&'static str];
+    fn takes(o: &Opt) -> bool {
+        Self::KEYS.contains(&o.key)
+    }
+}
+
+/// `enqueue`: where the queues are and how to reach them. The master's other options
+/// (batching, concurrency, logging...) mean nothing to it.
+#[derive(Debug, Default)]
+pub struct ForEnqueue;
+
+impl Subset for ForEnqueue {
+    const KEYS: &'static [&'static str] = &[
+        "config-file",
+        "queue-prefix",
+        "fs-queue-root",
+        "sqs-endpoint",
+        "aws-region",
+        "aws-access-key",
+        "aws-secret-key",
+    ];
+}
+
+/// `status`: where the master's control socket is.
+#[derive(Debug, Default)]
+pub struct ForStatus;
+
+impl Subset for ForStatus {
+    const KEYS: &'static [&'static str] = &["config-file", "fs-queue-root", "control-socket"];
+}
+
+pub type EnqueueFlags = Limited<ForEnqueue>;
+
+impl<S> std::ops::Deref for Limited<S> {
     type Target = Flags;
     fn deref(&self) -> &Flags {
         &self.0
     }
 }
 
-fn for_enqueue(o: &Opt) -> bool {
-    ENQUEUE_OPTIONS.contains(&o.key)
-}
-
-impl Args for EnqueueFlags {
+impl<S: Subset> Args for Limited<S> {
     fn augment_args(cmd: clap::Command) -> clap::Command {
-        augment(cmd, for_enqueue)
+        augment(cmd, S::takes)
     }
     fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
         Self::augment_args(cmd)
     }
 }
 
-impl FromArgMatches for EnqueueFlags {
+impl<S: Subset> FromArgMatches for Limited<S> {
     fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
-        let mut f = EnqueueFlags::default();
+        let mut f = Limited(Flags::default(), std::marker::PhantomData);
         f.update_from_arg_matches(m)?;
         Ok(f)
     }
     fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
-        read(&mut self.0, m, for_enqueue);
+        read(&mut self.0, m, S::takes);
         Ok(())
     }
 }

@@ -151,7 +151,24 @@ fn long_options(help: &str) -> Vec<String> {
     opts
 }
 
-const COMMANDS: [&[&str]; 4] = [&[], &["enqueue"], &["check-config"], &["systemd-unit"]];
+/// Every visible command, and the man page it has.
+const COMMANDS: [(&[&str], &str); 15] = [
+    (&[], "chore.1"),
+    (&["enqueue"], "chore-enqueue.1"),
+    (&["check-config"], "chore-check-config.1"),
+    (&["queue"], "chore-queue.1"),
+    (&["queue", "stats"], "chore-queue-stats.1"),
+    (&["queue", "peek"], "chore-queue-peek.1"),
+    (&["queue", "dump"], "chore-queue-dump.1"),
+    (&["queue", "load"], "chore-queue-load.1"),
+    (&["queue", "requeue"], "chore-queue-requeue.1"),
+    (&["queue", "purge"], "chore-queue-purge.1"),
+    (&["queue", "create"], "chore-queue-create.1"),
+    (&["queue", "delete"], "chore-queue-delete.1"),
+    (&["queue", "trace"], "chore-queue-trace.1"),
+    (&["status"], "chore-status.1"),
+    (&["systemd-unit"], "chore-systemd-unit.1"),
+];
 
 #[test]
 fn man_pages_and_completions_cover_every_option() {
@@ -163,20 +180,14 @@ fn man_pages_and_completions_cover_every_option() {
         .collect();
     names.sort();
     // Internal commands (`work`, `generate`) have no page.
-    assert_eq!(
-        names,
-        [
-            "chore-check-config.1",
-            "chore-enqueue.1",
-            "chore-systemd-unit.1",
-            "chore.1"
-        ]
-    );
+    let mut expected: Vec<&str> = COMMANDS.iter().map(|(_, page)| *page).collect();
+    expected.sort();
+    assert_eq!(names, expected);
     let completions: Vec<(&str, String)> = ["bash", "zsh", "fish"]
         .into_iter()
         .map(|shell| (shell, stdout(&["generate", "completions", shell])))
         .collect();
-    for command in COMMANDS {
+    for (command, page) in COMMANDS {
         let mut args = command.to_vec();
         args.push("--help");
         let options = long_options(&stdout(&args));
@@ -184,13 +195,8 @@ fn man_pages_and_completions_cover_every_option() {
             options.contains(&"--config-file".to_string()),
             "{command:?}: {options:?}"
         );
-        let page = match command {
-            [] => "chore.1".to_string(),
-            [sub] => format!("chore-{sub}.1"),
-            _ => unreachable!(),
-        };
         // roff writes a dash as `\-`.
-        let man = std::fs::read_to_string(dir.join(&page))
+        let man = std::fs::read_to_string(dir.join(page))
             .unwrap()
             .replace("\\-", "-");
         for opt in &options {
@@ -247,6 +253,17 @@ fn each_subcommand_offers_only_its_options() {
     let master = long_options(&stdout(&["--help"]));
     let check = long_options(&stdout(&["check-config", "--help"]));
     assert_eq!(master, check);
+    // status needs only where the control socket is.
+    let status = long_options(&stdout(&["status", "--help"]));
+    assert_eq!(
+        status,
+        [
+            "--config-file",
+            "--control-socket",
+            "--fs-queue-root",
+            "--json"
+        ]
+    );
     // The unit's options are its own.
     let unit = long_options(&stdout(&["systemd-unit", "--help"]));
     assert!(
