@@ -67,8 +67,9 @@ pub fn run_cli() -> i32 {
                     return 2;
                 }
             };
-            let log = match logging::init(
+            let log = match logging::init_with(
                 config.log_level,
+                config.log_settlements,
                 config.log_format,
                 config.log_file.as_deref(),
             ) {

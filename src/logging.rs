@@ -10,11 +10,15 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::{Layer, Layered};
+use tracing_subscriber::{Registry, reload};
 
-/// Keeps what is needed to reopen the log file.
+/// Keeps what is needed to reopen the log file and to change what is logged (SIGHUP).
 #[derive(Clone, Default)]
 pub struct LogHandle {
     file: Option<(PathBuf, Arc<Mutex<File>>)>,
+    filter: Option<reload::Handle<Targets, Registry>>,
 }
 
 impl LogHandle {
@@ -25,6 +29,13 @@ impl LogHandle {
             *file.lock().unwrap_or_else(|e| e.into_inner()) = fresh;
         }
         Ok(())
+    }
+
+    /// Log at `level` from now on, settlement lines on or off.
+    pub fn set_filter(&self, level: tracing::Level, settlements: bool) {
+        if let Some(h) = &self.filter {
+            let _ = h.reload(filter(level, settlements));
+        }
     }
 }
 
@@ -82,41 +93,104 @@ pub fn stderr_line(line: &str) {
     let _ = Stderr.write_all(&buf);
 }
 
+/// Where settlement lines go (`settle`): a target of their own, so that
+/// `log-settlements = false` can drop the info-level ones without touching the rest.
+pub const FATE: &str = "chore::fate";
+/// Where handlers' output lines go (`worker::output`).
+pub const HANDLER: &str = "chore::handler";
+
+/// What is logged: everything at `level` and above, except info-level settlement lines
+/// when `settlements` is false.
+fn filter(level: tracing::Level, settlements: bool) -> Targets {
+    let fate = if settlements {
+        level
+    } else {
+        level.min(tracing::Level::WARN)
+    };
+    Targets::new()
+        .with_default(level)
+        .with_target(FATE, fate)
+}
+
+type Filter = reload::Layer<Targets, Registry>;
+
 /// Install the global subscriber.
 pub fn init(
     level: tracing::Level,
     format: LogFormat,
     file: Option<&Path>,
 ) -> io::Result<LogHandle> {
+    init_with(level, true, format, file)
+}
+
+/// Install the global subscriber, settlement lines on or off.
+pub fn init_with(
+    level: tracing::Level,
+    settlements: bool,
+    format: LogFormat,
+    file: Option<&Path>,
+) -> io::Result<LogHandle> {
     use tracing_subscriber::fmt;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let mut handle = LogHandle::default();
-    let builder = fmt()
-        .with_max_level(level)
+    let (filter_layer, reloader) = reload::Layer::new(filter(level, settlements));
+    handle.filter = Some(reloader);
+    let base = fmt::layer()
         .with_target(false)
         .with_ansi(false)
         .log_internal_errors(false);
-    let result = match (file, format) {
+    let layer: Box<dyn Layer<Layered<Filter, Registry>> + Send + Sync> = match (file, format) {
         (Some(path), format) => {
             let shared = Arc::new(Mutex::new(open_append(path)?));
             handle.file = Some((path.to_path_buf(), shared.clone()));
             let writer = move || SharedFile(shared.clone());
             match format {
-                LogFormat::Text => builder.with_writer(writer).try_init(),
-                LogFormat::Json => builder
+                LogFormat::Text => base.with_writer(writer).boxed(),
+                LogFormat::Json => base
                     .json()
                     .flatten_event(true)
                     .with_writer(writer)
-                    .try_init(),
+                    .boxed(),
             }
         }
-        (None, LogFormat::Text) => builder.with_writer(|| Stderr).try_init(),
-        (None, LogFormat::Json) => builder
+        (None, LogFormat::Text) => base.with_writer(|| Stderr).boxed(),
+        (None, LogFormat::Json) => base
             .json()
             .flatten_event(true)
             .with_writer(|| Stderr)
-            .try_init(),
+            .boxed(),
     };
     // A second init (tests) keeps the first subscriber; nothing to report.
-    let _ = result;
+    let _ = tracing_subscriber::registry()
+        .with(filter_layer)
+        .with(layer)
+        .try_init();
     Ok(handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Level;
+    use tracing_subscriber::layer::Filter as _;
+
+    fn enabled(f: &Targets, target: &str, level: Level) -> bool {
+        f.would_enable(target, &level)
+    }
+
+    #[test]
+    fn settlement_lines_follow_their_switch() {
+        let on = filter(Level::INFO, true);
+        assert!(enabled(&on, FATE, Level::INFO));
+        assert!(!enabled(&on, FATE, Level::DEBUG));
+        let off = filter(Level::INFO, false);
+        assert!(!enabled(&off, FATE, Level::INFO));
+        assert!(enabled(&off, FATE, Level::WARN));
+        assert!(enabled(&off, "chore::master", Level::INFO));
+        // A stricter level stays stricter for settlements too.
+        let quiet = filter(Level::ERROR, true);
+        assert!(!enabled(&quiet, FATE, Level::WARN));
+        assert!(enabled(&quiet, FATE, Level::ERROR));
+    }
 }
