@@ -21,6 +21,7 @@ mod check;
 mod chorefile;
 pub mod cli;
 mod cron;
+pub mod diff;
 #[cfg(test)]
 mod doc_tables;
 mod error;
