@@ -23,6 +23,7 @@ use crossbeam_channel::Sender;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -73,7 +74,14 @@ pub struct Shared {
     pub polling_size: usize,
     /// memcached dedupe, when any consumed queue uses it.
     pub dedupe: Option<Arc<Dedupe>>,
+    /// Raised to end one queue's threads alone (a reload removed the queue or changed its
+    /// handlers); each `spawn` should get a fresh one.
+    pub retired: Arc<AtomicBool>,
 }
+
+/// A panicked consumer thread starts again after this, doubling up to `RESTART_MAX`.
+const RESTART_FIRST: Duration = Duration::from_secs(1);
+const RESTART_MAX: Duration = Duration::from_secs(60);
 
 /// Start `threads` consumer threads for queue number `index`, whose settlements (a body
 /// that can never run) go through `settler`.
@@ -98,10 +106,51 @@ pub fn spawn(
         };
         let handle = std::thread::Builder::new()
             .name(format!("consume-{}-{t}", config.name))
-            .spawn(move || thread.run())?;
+            .spawn(move || supervise(thread))?;
         handles.push(handle);
     }
     Ok(handles)
+}
+
+/// Run a consumer thread, starting it again after a panic (with a fresh receiver, after a
+/// backoff of 1 s doubling to 60 s, back to 1 s after a minute of health), so one bad
+/// receive does not end the master. What the panicked receive had claimed comes back when
+/// its claim or visibility lapses; its credits went back as the panic unwound.
+fn supervise(mut thread: Thread) {
+    let mut delay = RESTART_FIRST;
+    loop {
+        let began = Instant::now();
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| thread.run()));
+        let Err(panic) = run else {
+            return;
+        };
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        if began.elapsed() > RESTART_MAX {
+            delay = RESTART_FIRST;
+        }
+        let queue = thread.settler.queue.name().to_string();
+        tracing::error!(queue = %queue, panic = %what, restart_in_secs = delay.as_secs_f64(), "consumer thread panicked; restarting it");
+        loop {
+            if thread.shared.stop.sleep(delay) || thread.retired() {
+                return;
+            }
+            delay = (delay * 2).min(RESTART_MAX);
+            match thread.settler.queue.consumer() {
+                Ok(c) => {
+                    thread.consume = c;
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(queue = %queue, error = %e, restart_in_secs = delay.as_secs_f64(), "cannot restart the consumer thread; trying again");
+                }
+            }
+        }
+        tracing::info!(queue = %queue, "consumer thread restarted");
+    }
 }
 
 /// One consumer thread's state.
@@ -117,7 +166,11 @@ struct Thread {
 }
 
 impl Thread {
-    fn run(mut self) {
+    fn retired(&self) -> bool {
+        self.shared.retired.load(Ordering::Acquire)
+    }
+
+    fn run(&mut self) {
         let Shared {
             gate,
             stop,
@@ -136,9 +189,11 @@ impl Thread {
             let Some(credits) = gate.take(polling_size) else {
                 break;
             };
-            if stop.fired() {
+            if stop.fired() || self.retired() {
                 break;
             }
+            #[cfg(debug_assertions)]
+            test_panic(self.settler.queue.name());
             match self.consume.receive(credits.len(), &stop) {
                 Ok(received) => {
                     error_backoff = Duration::from_millis(100);
@@ -205,6 +260,18 @@ impl Thread {
             return false;
         }
         true
+    }
+}
+
+/// Tests only (debug builds): the first receive of the queue named in
+/// `CHORE_TEST_CONSUMER_PANIC` panics, once per process, to show the thread comes back.
+#[cfg(debug_assertions)]
+fn test_panic(queue: &str) {
+    static DONE: AtomicBool = AtomicBool::new(false);
+    if std::env::var("CHORE_TEST_CONSUMER_PANIC").is_ok_and(|q| q == queue)
+        && !DONE.swap(true, Ordering::AcqRel)
+    {
+        panic!("CHORE_TEST_CONSUMER_PANIC");
     }
 }
 

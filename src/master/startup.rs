@@ -111,6 +111,7 @@ pub fn start(config: Config, log: LogHandle) -> Result<Master, StartError> {
         to_master: batch_tx,
         polling_size,
         dedupe: dedupe.clone(),
+        retired: Default::default(),
     };
     // One health gate per HTTP target: a queue whose handler is one receives only while
     // the application accepts connections.
@@ -216,6 +217,10 @@ fn start_consumers(
     let mut consumers = Vec::new();
     for (i, (settler, qc)) in settlers.iter().zip(qconfigs).enumerate() {
         let waits = readiness(qc, health, preloaders);
+        let shared = consumer::Shared {
+            retired: Default::default(),
+            ..shared.clone()
+        };
         match consumer::spawn(i, qc, settler, config.threads_per_queue, waits, &shared) {
             Ok(handles) => consumers.extend(handles),
             Err(e) => {
