@@ -189,13 +189,21 @@ mod tests {
         assert_eq!(q, 1);
         b.add(0, vec![d("a", t0)], false);
         b.add(q, vec![d("b", t0), d("c", t0)], false);
-        assert!(b.next_batch(t0, &|_, _| false).is_none(), "not full, not timed out");
+        assert!(
+            b.next_batch(t0, &|_, _| false).is_none(),
+            "not full, not timed out"
+        );
         b.set_policy(2, Duration::from_secs(60), true);
-        let (bq, batch) = b.next_batch(t0, &|_, _| false).expect("full at the new size");
+        let (bq, batch) = b
+            .next_batch(t0, &|_, _| false)
+            .expect("full at the new size");
         assert_eq!((bq, batch.len()), (1, 2));
         b.add(q, vec![d("d", t0)], false);
         let taken = b.take_queue(q);
-        assert_eq!(taken.iter().map(|x| x.id.as_str()).collect::<Vec<_>>(), ["d"]);
+        assert_eq!(
+            taken.iter().map(|x| x.id.as_str()).collect::<Vec<_>>(),
+            ["d"]
+        );
         assert_eq!(b.len(), 1, "the other queue keeps its message");
         assert!(b.take_queue(7).is_empty());
     }

@@ -60,6 +60,7 @@ pub fn run_cli() -> i32 {
         Some(config::cli::Command::Enqueue(args)) => enqueue::run(args),
         Some(config::cli::Command::CheckConfig(args)) => config::check_config(args.flags),
         None => {
+            let flags = cli.flags.clone();
             let config = match config::load(cli.flags) {
                 Ok(c) => c,
                 Err(e) => {
@@ -79,7 +80,7 @@ pub fn run_cli() -> i32 {
                     return 2;
                 }
             };
-            master::run(config, log)
+            master::run(config, log, flags)
         }
     }
 }

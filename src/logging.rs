@@ -107,9 +107,7 @@ fn filter(level: tracing::Level, settlements: bool) -> Targets {
     } else {
         level.min(tracing::Level::WARN)
     };
-    Targets::new()
-        .with_default(level)
-        .with_target(FATE, fate)
+    Targets::new().with_default(level).with_target(FATE, fate)
 }
 
 type Filter = reload::Layer<Targets, Registry>;
@@ -147,11 +145,7 @@ pub fn init_with(
             let writer = move || SharedFile(shared.clone());
             match format {
                 LogFormat::Text => base.with_writer(writer).boxed(),
-                LogFormat::Json => base
-                    .json()
-                    .flatten_event(true)
-                    .with_writer(writer)
-                    .boxed(),
+                LogFormat::Json => base.json().flatten_event(true).with_writer(writer).boxed(),
             }
         }
         (None, LogFormat::Text) => base.with_writer(|| Stderr).boxed(),
@@ -173,7 +167,6 @@ pub fn init_with(
 mod tests {
     use super::*;
     use tracing::Level;
-    use tracing_subscriber::layer::Filter as _;
 
     fn enabled(f: &Targets, target: &str, level: Level) -> bool {
         f.would_enable(target, &level)

@@ -26,13 +26,6 @@ pub struct Diff {
     pub changed: Vec<(String, bool)>,
 }
 
-impl Diff {
-    /// Nothing to do and nothing to report.
-    pub fn is_empty(&self) -> bool {
-        *self == Diff::default()
-    }
-}
-
 /// Settings compared through their `Debug` text: the resolved types hold `Duration`s,
 /// `Arc`s and maps, and `Debug` is how they all say what they hold.
 fn same<T: Debug>(a: &T, b: &T) -> bool {
@@ -47,9 +40,10 @@ pub fn diff(old: &Config, running: &[&QueueConfig], new: &Config, can_dedupe: bo
     globals(old, new, &mut d);
     for q in running {
         match new.selected_queues().find(|n| n.name == q.name) {
-            None if q.cron.is_some() || has_http(q) => d
-                .restart
-                .push(format!("queue `{}` removed (periodic tasks or HTTP handlers)", q.name)),
+            None if q.cron.is_some() || has_http(q) => d.restart.push(format!(
+                "queue `{}` removed (periodic tasks or HTTP handlers)",
+                q.name
+            )),
             None => d.removed.push(q.name.clone()),
             Some(n) => queue(q, n, &mut d),
         }
@@ -70,9 +64,7 @@ pub fn diff(old: &Config, running: &[&QueueConfig], new: &Config, can_dedupe: bo
             None
         };
         match why {
-            Some(why) => d
-                .restart
-                .push(format!("queue `{}` added ({why})", n.name)),
+            Some(why) => d.restart.push(format!("queue `{}` added ({why})", n.name)),
             None => d.added.push(n.name.clone()),
         }
     }
@@ -191,7 +183,7 @@ mod tests {
 
     #[test]
     fn the_same_file_changes_nothing() {
-        assert!(check(BASE, BASE).is_empty());
+        assert_eq!(check(BASE, BASE), Diff::default());
     }
 
     #[test]
@@ -199,7 +191,13 @@ mod tests {
         let new = "concurrency = 5\nlog-level = \"debug\"\nlog-format = \"json\"\n\
                    threads-per-queue = 3\n[queues.a]\nhandler = [\"/bin/true\"]\n";
         let d = check(BASE, new);
-        assert_eq!(d.live, ["concurrency: 2 → 5", "log-level: Level(Info) → Level(Debug)"]);
+        assert_eq!(
+            d.live,
+            [
+                "concurrency: 2 → 5",
+                "log-level: Level(Info) → Level(Debug)"
+            ]
+        );
         assert_eq!(d.restart, ["threads-per-queue", "log-format"]);
         assert!(d.added.is_empty() && d.removed.is_empty() && d.changed.is_empty());
     }
@@ -223,7 +221,13 @@ mod tests {
     fn what_cannot_change_live_is_reported_and_not_applied() {
         let moved = "concurrency = 2\n[queues.a]\nhandler = [\"/bin/true\"]\nbackend = \"sqs\"\n";
         let d = check(BASE, moved);
-        assert_eq!(d.restart, ["queue `a`: where it lives (backend, name or url)", "queue `a`: dedupe"]);
+        assert_eq!(
+            d.restart,
+            [
+                "queue `a`: where it lives (backend, name or url)",
+                "queue `a`: dedupe"
+            ]
+        );
         let http = "concurrency = 2\n[queues.a]\nhandler = [\"/bin/true\"]\n\
                     [queues.web]\nhandler = \"http://127.0.0.1:9/\"\n";
         let d = check(BASE, http);

@@ -205,7 +205,11 @@ mod tests {
         gate.set_capacity(5);
         drop(held);
         assert_eq!(gate.free(), 5, "growing again repays what was owed first");
-        assert_eq!(gate.take(50).unwrap().len(), 5, "a receive is capped at the new size");
+        assert_eq!(
+            gate.take(50).unwrap().len(),
+            5,
+            "a receive is capped at the new size"
+        );
     }
 
     #[test]

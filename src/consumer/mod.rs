@@ -487,6 +487,7 @@ mod tests {
             to_master: tx,
             polling_size: 5,
             dedupe: None,
+            retired: Default::default(),
         };
         let settler = Settler {
             queue: queue.clone(),

@@ -184,7 +184,12 @@ impl Holding {
     }
 
     /// New batching settings (a reload).
-    pub fn set_policy(&mut self, batch_size: usize, batch_timeout: std::time::Duration, strict: bool) {
+    pub fn set_policy(
+        &mut self,
+        batch_size: usize,
+        batch_timeout: std::time::Duration,
+        strict: bool,
+    ) {
         self.batcher.set_policy(batch_size, batch_timeout, strict);
     }
 

@@ -27,6 +27,7 @@ mod posting;
 mod posts;
 mod preloaders;
 mod process;
+mod reload;
 mod signals;
 mod startup;
 #[cfg(test)]
@@ -72,8 +73,8 @@ enum Phase {
 }
 
 /// Start everything and run until drained. Returns the exit status.
-pub fn run(config: Config, log: LogHandle) -> i32 {
-    match startup::start(config, log) {
+pub fn run(config: Config, log: LogHandle, flags: crate::config::cli::Flags) -> i32 {
+    match startup::start(config, log, flags) {
         Ok(mut master) => master.run(),
         Err(e) => {
             eprintln!("chore: {e}");
@@ -112,6 +113,8 @@ struct Master {
     /// For the status dump's counters.
     dedupe: Option<Arc<Dedupe>>,
     inputs: Inputs,
+    /// What SIGHUP needs (`reload`).
+    reload: reload::Reload,
     /// What `run` returns: 0, or 1 when it had to stop by itself.
     exit_status: i32,
 }
@@ -154,6 +157,7 @@ impl Master {
                 signal_rx: never(),
                 consumers: Vec::new(),
             },
+            reload: Default::default(),
             exit_status: 0,
         }
     }

@@ -10,6 +10,7 @@ use super::posts::Posts;
 use super::preloaders::Preloaders;
 use super::process::Processes;
 use super::{Master, signals};
+use crate::config::cli::Flags;
 use crate::config::{Config, HttpTarget, QueueConfig};
 use crate::consumer::{self, Batchlet, Gate};
 use crate::dedupe::Dedupe;
@@ -21,6 +22,7 @@ use crate::settle::Settler;
 use crossbeam_channel::unbounded;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::thread::JoinHandle;
 
 /// Why the master did not start.
@@ -50,7 +52,7 @@ impl fmt::Display for StartError {
 }
 
 /// Open the queues and start the consumers and the signal thread.
-pub fn start(config: Config, log: LogHandle) -> Result<Master, StartError> {
+pub fn start(config: Config, log: LogHandle, flags: Flags) -> Result<Master, StartError> {
     let _ = nix::sys::prctl::set_name(c"chore-master");
     let qconfigs: Vec<_> = config.selected_queues().cloned().collect();
     if qconfigs.is_empty() {
@@ -67,14 +69,15 @@ pub fn start(config: Config, log: LogHandle) -> Result<Master, StartError> {
     let runs_commands = qconfigs
         .iter()
         .any(|q| q.handler.is_some() || !q.classes.is_empty());
+    let http_credits = targets
+        .iter()
+        .map(|t| t.connections + t.connections.min(10))
+        .sum::<usize>();
     let capacity = if runs_commands {
         (config.concurrency + 1) * config.batch_size
     } else {
         0
-    } + targets
-        .iter()
-        .map(|t| t.connections + t.connections.min(10))
-        .sum::<usize>();
+    } + http_credits;
     let gate = Gate::new(capacity);
     // Each consumer thread waits for a whole receive's worth of credits; keep that within
     // its share (counting one share for what is running), so an idle thread can never sit
@@ -142,8 +145,14 @@ pub fn start(config: Config, log: LogHandle) -> Result<Master, StartError> {
         .collect();
     let periodic = crate::periodic::spawn(&config, &scheduled, dedupe.clone(), stop.clone())
         .map_err(StartError::System)?;
-    let mut consumers =
-        start_consumers(&config, &qconfigs, &settlers, &health, &preloaders, shared)?;
+    let (mut consumers, retire) = start_consumers(
+        &config,
+        &qconfigs,
+        &settlers,
+        &health,
+        &preloaders,
+        shared.clone(),
+    )?;
     // Joined with the consumers at exit.
     consumers.extend(periodic);
     log_start(&config, &qconfigs);
@@ -163,6 +172,7 @@ pub fn start(config: Config, log: LogHandle) -> Result<Master, StartError> {
     master.preload_wake = Some(std::time::Instant::now());
     master.preloaders = preloaders;
     master.health = health;
+    master.reload = super::reload::Reload::new(flags, shared, retire, http_credits);
     master.inputs = super::Inputs {
         batch_rx,
         worker_rx,
@@ -213,16 +223,21 @@ fn start_consumers(
     health: &[(Arc<HttpTarget>, Arc<Health>)],
     preloaders: &Preloaders,
     shared: consumer::Shared,
-) -> Result<Vec<JoinHandle<()>>, StartError> {
+) -> Result<(Vec<JoinHandle<()>>, Vec<Arc<AtomicBool>>), StartError> {
     let mut consumers = Vec::new();
+    let mut retire = Vec::new();
     for (i, (settler, qc)) in settlers.iter().zip(qconfigs).enumerate() {
         let waits = readiness(qc, health, preloaders);
+        let flag = Arc::new(AtomicBool::new(false));
         let shared = consumer::Shared {
-            retired: Default::default(),
+            retired: flag.clone(),
             ..shared.clone()
         };
         match consumer::spawn(i, qc, settler, config.threads_per_queue, waits, &shared) {
-            Ok(handles) => consumers.extend(handles),
+            Ok(handles) => {
+                consumers.extend(handles);
+                retire.push(flag);
+            }
             Err(e) => {
                 shared.stop.trigger();
                 shared.gate.stop();
@@ -233,12 +248,12 @@ fn start_consumers(
             }
         }
     }
-    Ok(consumers)
+    Ok((consumers, retire))
 }
 
 /// What a queue's consumers wait for before receiving: the application its default handler
 /// posts to, and the preloaders its handlers fork from.
-fn readiness(
+pub(super) fn readiness(
     qc: &QueueConfig,
     health: &[(Arc<HttpTarget>, Arc<Health>)],
     preloaders: &Preloaders,

@@ -24,6 +24,7 @@ mod routing;
 mod ruby_compat;
 mod signals;
 mod sqs;
+mod steer;
 // Shared with benches/throughput.rs; each uses a part of it.
 #[allow(dead_code)]
 #[path = "../support/mod.rs"]
