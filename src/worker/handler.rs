@@ -11,11 +11,12 @@
 //!   `{"id":…,"result":"ok"|"retry"|"fail"|"permanent","delay":secs,"error":"…"}`.
 //!   A message without a result when the process ends has failed.
 //!
-//! A handler's stdout (per-message mode) and stderr go to the worker's stderr, which is the
-//! master's log.
+//! A handler's stdout (per-message mode) and stderr become log events, one per line
+//! (`worker::output`).
 
 use crate::config::Handler;
 use crate::protocol::{JobSpec, Report, Verdict};
+use crate::worker::output::{Pipe, Source};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -36,7 +37,19 @@ pub const EXIT_RETRY: i32 = 75;
 /// handler that does not read stdin cannot wedge the worker.
 const PIPE_CAPACITY: usize = 64 * 1024;
 
-/// Where a handler's chatter goes: the worker's stderr (the log).
+/// Where a handler's chatter goes: a pipe read into log events, else (no pipe to be had)
+/// the worker's stderr, the log, as it is.
+fn output_pipe() -> (Option<Pipe>, Stdio, Stdio) {
+    let pipe = Pipe::new().ok();
+    let ends = pipe
+        .as_ref()
+        .and_then(|p| Some((p.stdio().ok()?, p.stdio().ok()?)));
+    match ends {
+        Some((out, err)) => (pipe, out, err),
+        None => (None, to_log(), Stdio::inherit()),
+    }
+}
+
 fn to_log() -> Stdio {
     match io::stderr().as_fd().try_clone_to_owned() {
         Ok(fd) => Stdio::from(fd),
@@ -91,17 +104,29 @@ fn cannot_start(h: &Handler, e: &io::Error) -> String {
 
 /// Run one message in per-message mode.
 pub fn run_message(h: &Handler, queue: &str, job: &JobSpec) -> (Verdict, Option<String>) {
+    let (pipe, stdout, stderr) = output_pipe();
     let mut cmd = crate::launch::command(h, queue);
     cmd.env("CHORE_MESSAGE_ID", &job.id)
         .env("CHORE_ATTEMPT", job.attempt.to_string())
         .env("CHORE_JOB_CLASS", job.class.as_deref().unwrap_or(""))
         .stdin(Stdio::piped())
-        .stdout(to_log())
-        .stderr(Stdio::inherit());
-    let mut child = match cmd.spawn() {
+        .stdout(stdout)
+        .stderr(stderr);
+    let spawned = cmd.spawn();
+    // The command holds copies of the pipe's write end: they must close for its reader
+    // to see the end.
+    drop(cmd);
+    let mut child = match spawned {
         Ok(c) => c,
         Err(e) => return (start_failure(&e), Some(cannot_start(h, &e))),
     };
+    if let Some(p) = pipe {
+        p.read_as(Source {
+            queue: queue.to_string(),
+            pid: child.id(),
+            ids: job.id.clone(),
+        });
+    }
     let feeder = child
         .stdin
         .take()
@@ -216,9 +241,10 @@ pub fn run_batch(
             });
         }
     };
+    let pipe = Pipe::new().ok();
     let started = match &h.preload {
-        Some(p) => fork_batch(p, jobs.len()),
-        None => spawn_batch(h, queue, jobs.len()),
+        Some(p) => fork_batch(p, jobs.len(), pipe.as_ref()),
+        None => spawn_batch(h, queue, jobs.len(), pipe.as_ref()),
     };
     let (stdin, stdout, mut ending) = match started {
         Ok(s) => s,
@@ -226,6 +252,18 @@ pub fn run_batch(
         // unrun, and are not charged an attempt.
         Err((verdict, why)) => return end_all(&mut pending, report, verdict, why),
     };
+    let source = Source {
+        queue: queue.to_string(),
+        pid: ending.pid(),
+        ids: jobs
+            .iter()
+            .map(|(_, j)| j.id.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+    };
+    if let Some(p) = pipe {
+        p.read_as(source.clone());
+    }
     let feeder = feed(stdin, input);
     // Set once every message has its result: with the handler gone, reading stops even if
     // a child it left behind still holds its stdout.
@@ -235,7 +273,7 @@ pub fn run_batch(
             Ok(o) => o,
             Err(_) => {
                 // Not a result: the handler printed something else. Keep it, in the log.
-                crate::logging::stderr_line(line);
+                crate::worker::output::log_line(&source, line);
                 return true;
             }
         };
@@ -335,6 +373,13 @@ enum Ending {
 }
 
 impl Ending {
+    fn pid(&self) -> u32 {
+        match self {
+            Ending::Child(c) => c.id(),
+            Ending::Forked(pid) => *pid,
+        }
+    }
+
     /// Wait for the end; how it ended, for the log.
     fn wait(&mut self) -> String {
         match self {
@@ -350,12 +395,20 @@ impl Ending {
 type Started = (Box<dyn Write + Send>, Box<dyn io::Read>, Ending);
 
 /// Start a batch handler's command.
-fn spawn_batch(h: &Handler, queue: &str, messages: usize) -> Result<Started, (Verdict, String)> {
+fn spawn_batch(
+    h: &Handler,
+    queue: &str,
+    messages: usize,
+    output: Option<&Pipe>,
+) -> Result<Started, (Verdict, String)> {
+    let stderr = output
+        .and_then(|p| p.stdio().ok())
+        .unwrap_or_else(Stdio::inherit);
     let mut cmd = crate::launch::command(h, queue);
     cmd.env("CHORE_BATCH_SIZE", messages.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .stderr(stderr);
     let mut child = cmd
         .spawn()
         .map_err(|e| (start_failure(&e), cannot_start(h, &e)))?;
@@ -365,12 +418,17 @@ fn spawn_batch(h: &Handler, queue: &str, messages: usize) -> Result<Started, (Ve
 }
 
 /// Have the ready preloader fork a child for the batch.
-fn fork_batch(p: &crate::config::Preload, messages: usize) -> Result<Started, (Verdict, String)> {
+fn fork_batch(
+    p: &crate::config::Preload,
+    messages: usize,
+    output: Option<&Pipe>,
+) -> Result<Started, (Verdict, String)> {
     let unavailable = |why: String| (Verdict::Skip, format!("preloader unavailable: {why}"));
     let socket = p
         .socket
         .as_deref()
         .ok_or_else(|| unavailable("none is ready".into()))?;
-    let f = super::preload::fork(socket, messages).map_err(|e| unavailable(e.to_string()))?;
+    let log = output.map(|p| p.write_end().as_fd());
+    let f = super::preload::fork(socket, messages, log).map_err(|e| unavailable(e.to_string()))?;
     Ok((Box::new(f.input), Box::new(f.output), Ending::Forked(f.pid)))
 }
