@@ -5,6 +5,8 @@
 //! line is dropped. Nothing here panics on a write error, and tracing's own fallback (an
 //! `eprintln!` of the failure, which panics when standard error is the broken thing) is off.
 
+pub mod capture;
+
 use crate::config::LogFormat;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -96,7 +98,7 @@ pub fn stderr_line(line: &str) {
 /// Where settlement lines go (`settle`): a target of their own, so that
 /// `log-settlements = false` can drop the info-level ones without touching the rest.
 pub const FATE: &str = "chore::fate";
-/// Where handlers' output lines go (`worker::output`).
+/// Where children's output lines go (`capture`).
 pub const HANDLER: &str = "chore::handler";
 
 /// What is logged: everything at `level` and above, except info-level settlement lines

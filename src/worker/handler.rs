@@ -12,11 +12,11 @@
 //!   A message without a result when the process ends has failed.
 //!
 //! A handler's stdout (per-message mode) and stderr become log events, one per line
-//! (`worker::output`).
+//! (`logging::capture`).
 
 use crate::config::Handler;
+use crate::logging::capture::{Pipe, Source};
 use crate::protocol::{JobSpec, Report, Verdict};
-use crate::worker::output::{Pipe, Source};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -122,9 +122,9 @@ pub fn run_message(h: &Handler, queue: &str, job: &JobSpec) -> (Verdict, Option<
     };
     if let Some(p) = pipe {
         p.read_as(Source {
-            queue: queue.to_string(),
+            queue: Some(queue.to_string()),
             pid: child.id(),
-            ids: job.id.clone(),
+            ids: Some(job.id.clone()),
         });
     }
     let feeder = child
@@ -253,13 +253,14 @@ pub fn run_batch(
         Err((verdict, why)) => return end_all(&mut pending, report, verdict, why),
     };
     let source = Source {
-        queue: queue.to_string(),
+        queue: Some(queue.to_string()),
         pid: ending.pid(),
-        ids: jobs
-            .iter()
-            .map(|(_, j)| j.id.as_str())
-            .collect::<Vec<_>>()
-            .join(","),
+        ids: Some(
+            jobs.iter()
+                .map(|(_, j)| j.id.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
     };
     if let Some(p) = pipe {
         p.read_as(source.clone());
@@ -273,7 +274,7 @@ pub fn run_batch(
             Ok(o) => o,
             Err(_) => {
                 // Not a result: the handler printed something else. Keep it, in the log.
-                crate::worker::output::log_line(&source, line);
+                crate::logging::capture::log_line(&source, line);
                 return true;
             }
         };

@@ -9,7 +9,6 @@
 //! its whole process group (itself and its handlers), so no orphan runs on unsupervised.
 
 pub mod handler;
-mod output;
 mod preload;
 
 use crate::config::{Handler, HandlerMode};
@@ -62,7 +61,7 @@ pub fn main() -> i32 {
     // batch (nor hold the slot).
     kill_leftovers();
     // Their output's last lines, now that nothing holds a pipe open.
-    output::finish(OUTPUT_GRACE);
+    crate::logging::capture::finish(OUTPUT_GRACE);
     0
 }
 

@@ -3,7 +3,7 @@
 //! The worker makes the batch's two pipes, connects to the ready preloader's socket (the
 //! master names it in the batch spec), and sends one message: the line
 //! `{"pgid":…,"messages":…}` with the input's read end, the output's write end and the log
-//! (the write end of a pipe the worker reads into log events, `worker::output`) as
+//! (the write end of a pipe the worker reads into log events, `logging::capture`) as
 //! SCM_RIGHTS. The preloader forks; the child joins this worker's process group (so
 //! the master's deadline kill reaches it, never the preloader), takes the three
 //! descriptors as its stdin, stdout and stderr, and speaks batch mode. The preloader

@@ -174,3 +174,28 @@ fn log_settlements_false_keeps_only_failures() {
     // Other info lines are still there.
     assert!(lines.iter().any(|v| v["message"] == "worker started"));
 }
+
+#[test]
+fn json_logs_stay_json_while_preloaded_children_print() {
+    // The Python preloader of examples/preload/, its app printing on stderr.
+    let sb = Sandbox::new("steer-logs-preload");
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/preload");
+    for f in ["app.py", "preloader.py"] {
+        std::fs::copy(example.join(f), sb.file(f)).unwrap();
+    }
+    sb.chorefile(
+        "log-format = \"json\"\nbatch-size = 10\n[queues.work]\n\
+         handler = { command = [\"python3\", \"preloader.py\"], mode = \"preload\" }\n",
+    );
+    let names = sb.enqueue_lines(&["work", "--class", "Greet", "[\"ada\"]"], None, &[]);
+    let id = id_of(&names[0]);
+    let mut master = sb.start(&[]);
+    master.wait_log("app.py: hello, ada");
+    master.wait_log("\"outcome\":\"completed\"");
+    assert_eq!(master.stop().code(), Some(0));
+    let lines = json_lines(&master);
+    let hello = printed(&lines, "app.py: hello, ada");
+    assert_eq!(hello.len(), 1, "{hello:?}");
+    assert_eq!(hello[0]["ids"], id.as_str());
+    assert_eq!(hello[0]["queue"], "work");
+}

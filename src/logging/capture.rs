@@ -1,10 +1,10 @@
-//! A handler's output as log events: what it prints (stdout in per-message mode, stderr
-//! always, and the lines of a batch handler's stdout that are not results) becomes one log
-//! event per line, in the log's own format, with the queue, the handler's pid and the
-//! batch's message ids. So a JSON log stays one JSON object per line whatever a handler
-//! prints.
+//! A child's output as log events: what a handler prints (stdout in per-message mode,
+//! stderr always, and the lines of a batch handler's stdout that are not results), and
+//! what a preloader prints, becomes one log event per line, in the log's own format, with
+//! the queue, the child's pid and the batch's message ids. So a JSON log stays one JSON
+//! object per line whatever a child prints.
 //!
-//! Each handler gets a pipe (`Pipe`); once it has started, a thread reads the pipe
+//! Each child gets a pipe (`Pipe`); once it has started, a thread reads the pipe
 //! (`Pipe::read_as`). A line is cut at `MAX_LINE` bytes (the rest follows as further
 //! events, nothing dropped), bytes that are not UTF-8 become U+FFFD, and a last line
 //! without a newline is logged when the pipe closes. The worker waits for every reader
@@ -28,15 +28,16 @@ static READERS: Mutex<Vec<JoinHandle<()>>> = Mutex::new(Vec::new());
 /// Who printed: fields of every event.
 #[derive(Clone, Debug)]
 pub struct Source {
-    pub queue: String,
+    /// The queue of the batch (None: a preloader, which may serve several).
+    pub queue: Option<String>,
     pub pid: u32,
-    /// The batch's message ids, comma-separated.
-    pub ids: String,
+    /// The batch's message ids, comma-separated (None: not a batch's).
+    pub ids: Option<String>,
 }
 
-/// Log one line a handler printed.
+/// Log one line a child printed.
 pub fn log_line(from: &Source, line: &str) {
-    tracing::info!(target: crate::logging::HANDLER, queue = %from.queue, pid = from.pid, ids = %from.ids, "{line}");
+    tracing::info!(target: super::HANDLER, queue = from.queue.as_deref(), pid = from.pid, ids = from.ids.as_deref(), "{line}");
 }
 
 /// A pipe for a handler's output; its read end waits for the handler's pid.
@@ -62,8 +63,8 @@ impl Pipe {
         &self.write
     }
 
-    /// The handler has started: close our write end (the handler has its own copies) and
-    /// log what it prints from a thread of its own.
+    /// The child has started: close our write end (the child has its own copies) and log
+    /// what it prints from a thread of its own.
     pub fn read_as(self, from: Source) {
         let Pipe { read, write } = self;
         drop(write);
@@ -71,15 +72,20 @@ impl Pipe {
             .name("output".into())
             .spawn(move || read_lines(std::fs::File::from(read), &mut |l| log_line(&from, l)));
         match reader {
-            Ok(h) => READERS.lock().unwrap_or_else(|e| e.into_inner()).push(h),
-            Err(e) => tracing::warn!(error = %e, "cannot read a handler's output; it is dropped"),
+            Ok(h) => {
+                let mut readers = READERS.lock().unwrap_or_else(|e| e.into_inner());
+                // A long-lived process (the master, for its preloaders) keeps no ended ones.
+                readers.retain(|r| !r.is_finished());
+                readers.push(h);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read a child's output; it is dropped"),
         }
     }
 }
 
-/// Wait for every reader, at most `limit` in all: the handlers have ended and whatever
-/// they left behind has been killed, so each pipe is closing and its last line is on its
-/// way.
+/// Wait for every reader, at most `limit` in all (a worker, before it exits: its handlers
+/// have ended and whatever they left behind has been killed, so each pipe is closing and
+/// its last line is on its way).
 pub fn finish(limit: Duration) {
     let until = Instant::now() + limit;
     let readers = std::mem::take(&mut *READERS.lock().unwrap_or_else(|e| e.into_inner()));
