@@ -158,11 +158,35 @@ pub fn init_with(
             .boxed(),
     };
     // A second init (tests) keeps the first subscriber; nothing to report.
-    let _ = tracing_subscriber::registry()
+    if tracing_subscriber::registry()
         .with(filter_layer)
         .with(layer)
-        .try_init();
+        .try_init()
+        .is_ok()
+    {
+        log_panics();
+    }
     Ok(handle)
+}
+
+/// A panic (a consumer thread's, which is then restarted) is a log event like any other,
+/// not raw lines that would break a JSON log.
+fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("a panic");
+        let thread = std::thread::current();
+        tracing::error!(
+            thread = thread.name().unwrap_or("unnamed"),
+            at = %info.location().map(|l| l.to_string()).unwrap_or_default(),
+            panic = %message.replace('\n', " "),
+            "panicked"
+        );
+    }));
 }
 
 #[cfg(test)]

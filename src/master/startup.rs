@@ -214,6 +214,9 @@ fn open_queues(
         .collect()
 }
 
+/// The consumer threads, and per queue the flag that retires its threads (a reload).
+type Consumers = (Vec<JoinHandle<()>>, Vec<Arc<AtomicBool>>);
+
 /// Start `threads-per-queue` consumer threads per queue; if one cannot start, stop those
 /// already running.
 fn start_consumers(
@@ -223,7 +226,7 @@ fn start_consumers(
     health: &[(Arc<HttpTarget>, Arc<Health>)],
     preloaders: &Preloaders,
     shared: consumer::Shared,
-) -> Result<(Vec<JoinHandle<()>>, Vec<Arc<AtomicBool>>), StartError> {
+) -> Result<Consumers, StartError> {
     let mut consumers = Vec::new();
     let mut retire = Vec::new();
     for (i, (settler, qc)) in settlers.iter().zip(qconfigs).enumerate() {

@@ -161,7 +161,9 @@ fn sighup_reports_what_needs_a_restart_and_applies_the_rest() {
 fn a_consumer_thread_that_panics_is_restarted() {
     let sb = Sandbox::new("steer-consumer-panic");
     let h = sb.recorder("job.sh", "runs.txt", "");
-    sb.chorefile(&format!("[queues.jobs]\nhandler = [{h:?}]\n"));
+    sb.chorefile(&format!(
+        "log-format = \"json\"\n[queues.jobs]\nhandler = [{h:?}]\n"
+    ));
     let id = sb.enqueue_id("jobs", "[1]");
     let mut master = sb.start_with_env("master", &[], &[("CHORE_TEST_CONSUMER_PANIC", "jobs")]);
     master.wait_log("consumer thread panicked");
@@ -169,15 +171,19 @@ fn a_consumer_thread_that_panics_is_restarted() {
     master.wait("the job, after the restart", || {
         sb.runs("runs.txt").iter().any(|r| r.id == id)
     });
-    let log = master.log_text();
-    let line = log
-        .lines()
-        .find(|l| l.contains("consumer thread panicked"))
-        .unwrap();
-    assert!(
-        line.contains("queue=jobs") && line.contains("restart_in_secs=1"),
-        "{line}"
-    );
     assert!(master.running());
     assert_eq!(master.stop().code(), Some(0));
+    // The panic itself is a log event too: the log is JSON throughout.
+    let lines: Vec<serde_json::Value> = master
+        .log_text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    let event = |m: &str| lines.iter().find(|v| v["message"] == m).cloned();
+    let panicked = event("panicked").expect("the panic logged");
+    assert_eq!(panicked["thread"], "consume-jobs-0");
+    assert_eq!(panicked["panic"], "CHORE_TEST_CONSUMER_PANIC");
+    let restart = event("consumer thread panicked; restarting it").unwrap();
+    assert_eq!(restart["queue"], "jobs");
+    assert_eq!(restart["restart_in_secs"], 1.0);
 }
