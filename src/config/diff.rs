@@ -3,9 +3,9 @@
 //!
 //! Each difference is sorted into what the master applies at once (concurrency, batching,
 //! the log level, a queue's handlers and retry policy, queues added or removed) and what
-//! keeps its old value until a restart (where a queue lives, the log's destination and
-//! format, the dedupe servers, the consumer threads' shape, HTTP handlers, preloaded
-//! handlers, periodic tasks). The master reports the second kind, one line each.
+//! keeps its old value until a restart (where a queue lives and its timeout, the log's
+//! destination and format, the dedupe servers, the consumer threads' shape, HTTP
+//! handlers, preloaded handlers, periodic tasks). The master reports the second kind, one line each.
 
 use super::{Config, QueueConfig};
 use std::fmt::Debug;
@@ -103,7 +103,10 @@ fn globals(old: &Config, new: &Config, d: &mut Diff) {
     live!("batch-timeout", batch_timeout);
     live!("strict-batching", strict_batching);
     live!("shutdown-timeout", shutdown_timeout);
-    live!("log-level", log_level);
+    if old.log_level != new.log_level {
+        d.live
+            .push(format!("log-level: {} → {}", old.log_level, new.log_level));
+    }
     live!("log-settlements", log_settlements);
     restart!("threads-per-queue", threads_per_queue);
     restart!("queue-polling-size", queue_polling_size);
@@ -132,6 +135,11 @@ fn queue(old: &QueueConfig, new: &QueueConfig, d: &mut Diff) {
     if !same(&old.cron, &new.cron) {
         restart("cron-file");
     }
+    // A filesystem queue reads its claims against the timeout it was opened with: the
+    // deadlines must keep to the same one.
+    if !same(&old.timeout, &new.timeout) {
+        restart("timeout");
+    }
     if old.dedupe != new.dedupe || old.dedupe_key != new.dedupe_key {
         restart("dedupe");
     }
@@ -140,8 +148,7 @@ fn queue(old: &QueueConfig, new: &QueueConfig, d: &mut Diff) {
     if handlers_differ && !rerouted {
         restart("preloaded handlers");
     }
-    let policy_differs = !same(&old.timeout, &new.timeout)
-        || !same(&old.backoff, &new.backoff)
+    let policy_differs = !same(&old.backoff, &new.backoff)
         || old.max_attempts != new.max_attempts
         || !same(&old.on_permanent_failure, &new.on_permanent_failure)
         || old.pass_aws_credentials != new.pass_aws_credentials;
@@ -191,13 +198,7 @@ mod tests {
         let new = "concurrency = 5\nlog-level = \"debug\"\nlog-format = \"json\"\n\
                    threads-per-queue = 3\n[queues.a]\nhandler = [\"/bin/true\"]\n";
         let d = check(BASE, new);
-        assert_eq!(
-            d.live,
-            [
-                "concurrency: 2 → 5",
-                "log-level: Level(Info) → Level(Debug)"
-            ]
-        );
+        assert_eq!(d.live, ["concurrency: 2 → 5", "log-level: INFO → DEBUG"]);
         assert_eq!(d.restart, ["threads-per-queue", "log-format"]);
         assert!(d.added.is_empty() && d.removed.is_empty() && d.changed.is_empty());
     }
@@ -228,6 +229,10 @@ mod tests {
                 "queue `a`: dedupe"
             ]
         );
+        let timed = "concurrency = 2\n[queues.a]\nhandler = [\"/bin/true\"]\ntimeout = 30\n";
+        let d = check(BASE, timed);
+        assert_eq!(d.restart, ["queue `a`: timeout"]);
+        assert!(d.changed.is_empty());
         let http = "concurrency = 2\n[queues.a]\nhandler = [\"/bin/true\"]\n\
                     [queues.web]\nhandler = \"http://127.0.0.1:9/\"\n";
         let d = check(BASE, http);

@@ -377,7 +377,7 @@ impl Master {
                 self.settlers[q].apply_to_copy(&copy.delivery, s);
             }
             Some(Settlement::GiveBack) | None => {
-                if matches!(self.phase, Phase::Draining { .. }) {
+                if matches!(self.phase, Phase::Draining { .. }) || self.reload.is_removed(q) {
                     self.settlers[q].apply(&copy.delivery, &Settlement::GiveBack, Some("draining"));
                 } else {
                     self.holding.hold(q, copy);

@@ -110,7 +110,7 @@ impl Master {
         }
         for name in &diff.added {
             let qc = new.queue(name).expect("in the new configuration").clone();
-            match self.add_queue(&new, qc) {
+            match self.add_queue(qc) {
                 Ok(()) => changes.push(format!("queue {name} added")),
                 Err(e) => {
                     tracing::error!(queue = %name, error = %e, "SIGHUP: cannot add the queue")
@@ -167,7 +167,6 @@ impl Master {
         let qc = &mut self.qconfigs[q];
         qc.handler = fresh.handler;
         qc.classes = fresh.classes;
-        qc.timeout = fresh.timeout;
         qc.backoff = fresh.backoff;
         qc.max_attempts = fresh.max_attempts;
         qc.pass_aws_credentials = fresh.pass_aws_credentials;
@@ -200,9 +199,10 @@ impl Master {
         }
     }
 
-    /// Open a new queue and start consuming it.
-    fn add_queue(&mut self, new: &config::Config, qc: QueueConfig) -> Result<(), String> {
-        let queue = crate::queue::open(new, &qc, &mut None).map_err(|e| match e {
+    /// Open a new queue and start consuming it, under the running settings (a new queue
+    /// root, say, waits for a restart like the rest).
+    fn add_queue(&mut self, qc: QueueConfig) -> Result<(), String> {
+        let queue = crate::queue::open(&self.config, &qc, &mut None).map_err(|e| match e {
             crate::queue::OpenFailure::Config(e) | crate::queue::OpenFailure::Client(e) => e,
         })?;
         let hooks = self.settlers[0].hooks.clone();
