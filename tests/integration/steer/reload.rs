@@ -187,3 +187,37 @@ fn a_consumer_thread_that_panics_is_restarted() {
     assert_eq!(restart["queue"], "jobs");
     assert_eq!(restart["restart_in_secs"], 1.0);
 }
+
+#[test]
+fn sighup_changes_a_queues_handlers() {
+    let sb = Sandbox::new("steer-reload-handlers");
+    let old = sb.script(
+        "old.sh",
+        "cat > /dev/null\necho \"$CHORE_MESSAGE_ID\" >> old.txt",
+    );
+    let new = sb.script(
+        "new.sh",
+        "cat > /dev/null\necho \"$CHORE_MESSAGE_ID\" >> new.txt",
+    );
+    sb.chorefile(&format!("[queues.jobs]\nclasses = {{ A = [{old:?}] }}\n"));
+    let mut master = sb.start(&[]);
+    let first = id_of(&sb.enqueue_lines(&["jobs", "--class", "A", "[1]"], None, &[])[0]);
+    master.wait("A on the old handler", || {
+        sb.lines("old.txt").contains(&first)
+    });
+    // A moves to the new handler, and B, which had none (so was dead-lettered), gets one.
+    sb.chorefile(&format!(
+        "[queues.jobs]\nclasses = {{ A = [{new:?}], B = [{new:?}] }}\n"
+    ));
+    master.signal(Signal::SIGHUP);
+    master.wait_log("queue jobs changed");
+    let a = id_of(&sb.enqueue_lines(&["jobs", "--class", "A", "[2]"], None, &[])[0]);
+    let b = id_of(&sb.enqueue_lines(&["jobs", "--class", "B", "[3]"], None, &[])[0]);
+    master.wait("A and B on the new handler", || {
+        let done = ids_in(&sb, "new.txt");
+        done.contains(&a) && done.contains(&b)
+    });
+    assert_eq!(sb.lines("old.txt"), [first]);
+    assert_eq!(sb.queue("jobs").dead_letters(), 0);
+    assert_eq!(master.stop().code(), Some(0));
+}
