@@ -102,7 +102,8 @@ pub const FATE: &str = "chore::fate";
 pub const HANDLER: &str = "chore::handler";
 
 /// What is logged: everything at `level` and above, except info-level settlement lines
-/// when `settlements` is false.
+/// when `settlements` is false; what children print always (it went to the log unfiltered
+/// before it became events, and a stack trace must not vanish at `log-level = "warn"`).
 fn filter(level: tracing::Level, settlements: bool) -> Targets {
     let fate = if settlements {
         level
@@ -211,5 +212,8 @@ mod tests {
         let quiet = filter(Level::ERROR, true);
         assert!(!enabled(&quiet, FATE, Level::WARN));
         assert!(enabled(&quiet, FATE, Level::ERROR));
+        // What children print is logged at any level.
+        assert!(enabled(&quiet, HANDLER, Level::INFO));
+        assert!(!enabled(&quiet, "chore::master", Level::INFO));
     }
 }
