@@ -110,7 +110,10 @@ fn filter(level: tracing::Level, settlements: bool) -> Targets {
     } else {
         level.min(tracing::Level::WARN)
     };
-    Targets::new().with_default(level).with_target(FATE, fate)
+    Targets::new()
+        .with_default(level)
+        .with_target(FATE, fate)
+        .with_target(HANDLER, level.max(tracing::Level::INFO))
 }
 
 type Filter = reload::Layer<Targets, Registry>;
