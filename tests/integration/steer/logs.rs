@@ -199,3 +199,21 @@ fn json_logs_stay_json_while_preloaded_children_print() {
     assert_eq!(hello[0]["ids"], id.as_str());
     assert_eq!(hello[0]["queue"], "work");
 }
+
+#[test]
+fn what_handlers_print_is_logged_at_any_log_level() {
+    let sb = Sandbox::new("steer-logs-level");
+    let h = sb.script("job.sh", "cat > /dev/null\necho 'traceback: it broke' >&2");
+    sb.chorefile(&format!(
+        "log-level = \"error\"\n[queues.jobs]\nhandler = [{h:?}]\n"
+    ));
+    sb.enqueue_id("jobs", "[1]");
+    let mut master = sb.start(&[]);
+    master.wait("the job", || sb.queue("jobs").is_idle());
+    master.wait_log("traceback: it broke");
+    assert_eq!(master.stop().code(), Some(0));
+    assert!(
+        !master.log_text().contains("worker started"),
+        "info stays off"
+    );
+}
