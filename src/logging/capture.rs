@@ -5,16 +5,18 @@
 //! object per line whatever a child prints.
 //!
 //! Each child gets a pipe (`Pipe`); once it has started, a thread reads the pipe
-//! (`Pipe::read_as`). A line is cut at `MAX_LINE` bytes (the rest follows as further
+//! (`Pipe::read_as`), or, for a per-message handler, the worker reads it while it waits
+//! for the handler to exit (`Pipe::read_until_exit`, no thread in the usual case). A line is cut at `MAX_LINE` bytes (the rest follows as further
 //! events, nothing dropped), bytes that are not UTF-8 become U+FFFD, and a last line
 //! without a newline is logged when the pipe closes. The worker waits for every reader
 //! (`finish`) before it exits, once nothing of the batch is left to hold a pipe open.
 //!
-//! A handler that prints nothing costs a pipe and a thread that sleeps in one `read`.
+//! A per-message handler that prints nothing costs a pipe and one `poll`; a batch handler,
+//! also a thread asleep in one `read`.
 
 use std::io::{self, Read};
-use std::os::fd::OwnedFd;
-use std::process::Stdio;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::process::{Child, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -72,12 +74,7 @@ impl Pipe {
             .name("output".into())
             .spawn(move || read_lines(std::fs::File::from(read), &mut |l| log_line(&from, l)));
         match reader {
-            Ok(h) => {
-                let mut readers = READERS.lock().unwrap_or_else(|e| e.into_inner());
-                // A long-lived process (the master, for its preloaders) keeps no ended ones.
-                readers.retain(|r| !r.is_finished());
-                readers.push(h);
-            }
+            Ok(h) => keep(h),
             Err(e) => tracing::warn!(error = %e, "cannot read a child's output; it is dropped"),
         }
     }
@@ -101,41 +98,136 @@ pub fn finish(limit: Duration) {
 
 /// Call `each` with every line `input` gives until it ends: without its line break, cut
 /// at `MAX_LINE` bytes, not-UTF-8 bytes replaced; a last unterminated line too.
-pub fn read_lines(mut input: impl Read, each: &mut dyn FnMut(&str)) {
-    let mut buf = vec![0u8; 8192];
-    let mut line: Vec<u8> = Vec::new();
-    let mut emit = |bytes: &[u8]| {
+pub fn read_lines(input: impl Read, each: &mut dyn FnMut(&str)) {
+    Cutter::default().read_to_end(input, each);
+}
+
+/// Bytes in, lines out (`read_lines`), keeping a partial line between reads.
+#[derive(Default)]
+struct Cutter {
+    line: Vec<u8>,
+}
+
+impl Cutter {
+    fn emit(bytes: &[u8], each: &mut dyn FnMut(&str)) {
         let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
         each(&String::from_utf8_lossy(bytes));
-    };
-    loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        };
-        let mut rest = &buf[..n];
-        while let Some(at) = rest.iter().position(|&b| b == b'\n') {
-            line.extend_from_slice(&rest[..at]);
-            for chunk in line.chunks(MAX_LINE) {
-                emit(chunk);
+    }
+
+    fn feed(&mut self, mut bytes: &[u8], each: &mut dyn FnMut(&str)) {
+        while let Some(at) = bytes.iter().position(|&b| b == b'\n') {
+            self.line.extend_from_slice(&bytes[..at]);
+            for chunk in self.line.chunks(MAX_LINE) {
+                Self::emit(chunk, each);
             }
-            if line.is_empty() {
-                emit(b"");
+            if self.line.is_empty() {
+                Self::emit(b"", each);
             }
-            line.clear();
-            rest = &rest[at + 1..];
+            self.line.clear();
+            bytes = &bytes[at + 1..];
         }
-        line.extend_from_slice(rest);
-        while line.len() > MAX_LINE {
-            emit(&line[..MAX_LINE]);
-            line.drain(..MAX_LINE);
+        self.line.extend_from_slice(bytes);
+        while self.line.len() > MAX_LINE {
+            Self::emit(&self.line[..MAX_LINE], each);
+            self.line.drain(..MAX_LINE);
         }
     }
-    if !line.is_empty() {
-        emit(&line);
+
+    fn end(self, each: &mut dyn FnMut(&str)) {
+        if !self.line.is_empty() {
+            Self::emit(&self.line, each);
+        }
     }
+
+    fn read_to_end(mut self, mut input: impl Read, each: &mut dyn FnMut(&str)) {
+        let mut buf = vec![0u8; 8192];
+        loop {
+            match input.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => self.feed(&buf[..n], each),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+        self.end(each);
+    }
+}
+
+/// How often a child's exit is looked for while its output is read, where the kernel
+/// cannot say (no pidfd).
+const EXIT_CHECK: u16 = 50;
+
+impl Pipe {
+    /// For a child run one at a time (a per-message handler): read its output on this
+    /// thread until the child has exited, and return how it ended. No thread is started in
+    /// the usual case, where the pipe closes when the child exits; if something the child
+    /// left behind still holds the pipe open, a thread reads the rest (as `read_as`).
+    pub fn read_until_exit(self, from: Source, child: &mut Child) -> io::Result<ExitStatus> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        let Pipe { read, write } = self;
+        drop(write);
+        let exit = pidfd(child.id());
+        let mut input = std::fs::File::from(read);
+        let mut cutter = Cutter::default();
+        let mut each = |l: &str| log_line(&from, l);
+        let mut buf = [0u8; 8192];
+        loop {
+            let mut fds = vec![PollFd::new(input.as_fd(), PollFlags::POLLIN)];
+            fds.extend(
+                exit.iter()
+                    .map(|p| PollFd::new(p.as_fd(), PollFlags::POLLIN)),
+            );
+            let timeout = match exit {
+                Some(_) => PollTimeout::NONE,
+                None => PollTimeout::from(EXIT_CHECK),
+            };
+            match poll(&mut fds, timeout) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => break,
+                Ok(_) => {}
+            }
+            let readable = fds[0].revents().is_some_and(|r| !r.is_empty());
+            if readable {
+                match input.read(&mut buf) {
+                    Ok(0) => {
+                        cutter.end(&mut each);
+                        return child.wait();
+                    }
+                    Ok(n) => cutter.feed(&buf[..n], &mut each),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            } else if !matches!(child.try_wait(), Ok(None)) {
+                break;
+            }
+        }
+        // The child has gone and the pipe is still open: what holds it is read from a
+        // thread, which ends when the worker kills what its handlers left behind.
+        let reader = std::thread::Builder::new()
+            .name("output".into())
+            .spawn(move || cutter.read_to_end(input, &mut |l| log_line(&from, l)));
+        if let Ok(h) = reader {
+            keep(h);
+        }
+        child.wait()
+    }
+}
+
+/// A descriptor that becomes readable when process `pid` (our child) exits, where the
+/// kernel has `pidfd_open` (Linux 5.3).
+fn pidfd(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid as nix::libc::pid_t, 0) };
+    // SAFETY: a non-negative result is a descriptor that nothing else owns.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Keep a reader for `finish`, dropping those that have ended.
+fn keep(h: JoinHandle<()>) {
+    let mut readers = READERS.lock().unwrap_or_else(|e| e.into_inner());
+    // A long-lived process (the master, for its preloaders) keeps no ended ones.
+    readers.retain(|r| !r.is_finished());
+    readers.push(h);
 }
 
 #[cfg(test)]

@@ -120,13 +120,7 @@ pub fn run_message(h: &Handler, queue: &str, job: &JobSpec) -> (Verdict, Option<
         Ok(c) => c,
         Err(e) => return (start_failure(&e), Some(cannot_start(h, &e))),
     };
-    if let Some(p) = pipe {
-        p.read_as(Source {
-            queue: Some(queue.to_string()),
-            pid: child.id(),
-            ids: Some(job.id.clone()),
-        });
-    }
+
     let feeder = child
         .stdin
         .take()
@@ -135,7 +129,17 @@ pub fn run_message(h: &Handler, queue: &str, job: &JobSpec) -> (Verdict, Option<
     // handler left behind may hold its stdin open without reading, and that must not hold
     // the verdict back (the feeder ends when the worker does).
     drop(feeder);
-    let status = child.wait();
+    let status = match pipe {
+        Some(p) => {
+            let from = Source {
+                queue: Some(queue.to_string()),
+                pid: child.id(),
+                ids: Some(job.id.clone()),
+            };
+            p.read_until_exit(from, &mut child)
+        }
+        None => child.wait(),
+    };
     match status {
         Ok(s) if s.success() => (Verdict::Ok, None),
         Ok(s) if s.code() == Some(EXIT_RETRY) => (

@@ -217,3 +217,28 @@ fn what_handlers_print_is_logged_at_any_log_level() {
         "info stays off"
     );
 }
+
+#[test]
+fn a_handler_whose_leftover_child_holds_its_output_is_not_waited_for() {
+    // The handler exits at once; what it started in the background keeps its output open
+    // for a minute. The verdict must not wait for it, and what it printed before is logged.
+    let sb = Sandbox::new("steer-logs-leftover");
+    let h = sb.script(
+        "job.sh",
+        "cat > /dev/null\necho 'before the background'\n(sleep 60; echo never) &\nexit 0",
+    );
+    sb.chorefile(&format!("[queues.jobs]\nhandler = [{h:?}]\n"));
+    let id = sb.enqueue_id("jobs", "[1]");
+    let mut master = sb.start(&[]);
+    master.wait("the job settled", || sb.queue("jobs").is_idle());
+    master.wait_log("before the background");
+    master.wait("its worker gone", || master.workers().is_empty());
+    let log = master.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("completed") && l.contains(&id)),
+        "{log}"
+    );
+    assert!(!log.contains("never"));
+    assert_eq!(master.stop().code(), Some(0));
+}
