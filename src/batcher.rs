@@ -146,6 +146,27 @@ impl<T: AsRef<Delivery> + AsMut<Delivery>> Batcher<T> {
             .flat_map(|(q, p)| p.items.iter().map(move |d| (q, d.as_ref())))
     }
 
+    /// One more queue (added by a reload); returns its number.
+    pub fn add_queue(&mut self) -> usize {
+        self.queues.push(Pending::default());
+        self.queues.len() - 1
+    }
+
+    /// New batching settings (a reload); what waits is batched by them from now on.
+    pub fn set_policy(&mut self, batch_size: usize, batch_timeout: Duration, strict: bool) {
+        self.batch_size = batch_size;
+        self.batch_timeout = batch_timeout;
+        self.strict = strict;
+    }
+
+    /// Empty one queue's buffer (a queue a reload removed, to give its messages back).
+    pub fn take_queue(&mut self, q: usize) -> Vec<T> {
+        self.queues
+            .get_mut(q)
+            .map(|p| p.items.drain(..).collect())
+            .unwrap_or_default()
+    }
+
     /// Empty the batcher (at shutdown, to give the messages back).
     pub fn take_all(&mut self) -> Vec<(usize, T)> {
         let mut out = Vec::new();
@@ -159,6 +180,33 @@ impl<T: AsRef<Delivery> + AsMut<Delivery>> Batcher<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reload_adds_a_queue_changes_the_policy_and_empties_one_queue() {
+        let t0 = Instant::now();
+        let mut b = Batcher::new(1, 10, Duration::from_secs(60), true);
+        let q = b.add_queue();
+        assert_eq!(q, 1);
+        b.add(0, vec![d("a", t0)], false);
+        b.add(q, vec![d("b", t0), d("c", t0)], false);
+        assert!(
+            b.next_batch(t0, &|_, _| false).is_none(),
+            "not full, not timed out"
+        );
+        b.set_policy(2, Duration::from_secs(60), true);
+        let (bq, batch) = b
+            .next_batch(t0, &|_, _| false)
+            .expect("full at the new size");
+        assert_eq!((bq, batch.len()), (1, 2));
+        b.add(q, vec![d("d", t0)], false);
+        let taken = b.take_queue(q);
+        assert_eq!(
+            taken.iter().map(|x| x.id.as_str()).collect::<Vec<_>>(),
+            ["d"]
+        );
+        assert_eq!(b.len(), 1, "the other queue keeps its message");
+        assert!(b.take_queue(7).is_empty());
+    }
 
     fn d(id: &str, at: Instant) -> Delivery {
         Delivery {

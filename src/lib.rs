@@ -83,6 +83,7 @@ pub fn run_cli() -> i32 {
         Some(config::cli::Command::SystemdUnit(args)) => unit::run(args),
         Some(config::cli::Command::Generate(what)) => generate::run(what),
         None => {
+            let flags = cli.flags.clone();
             let config = match config::load(cli.flags) {
                 Ok(c) => c,
                 Err(e) => {
@@ -90,8 +91,9 @@ pub fn run_cli() -> i32 {
                     return 2;
                 }
             };
-            let log = match logging::init(
+            let log = match logging::init_with(
                 config.log_level,
+                config.log_settlements,
                 config.log_format,
                 config.log_file.as_deref(),
             ) {
@@ -101,7 +103,7 @@ pub fn run_cli() -> i32 {
                     return 2;
                 }
             };
-            master::run(config, log)
+            master::run(config, log, flags)
         }
     }
 }

@@ -5,16 +5,22 @@
 //! line is dropped. Nothing here panics on a write error, and tracing's own fallback (an
 //! `eprintln!` of the failure, which panics when standard error is the broken thing) is off.
 
+pub mod capture;
+
 use crate::config::LogFormat;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::{Layer, Layered};
+use tracing_subscriber::{Registry, reload};
 
-/// Keeps what is needed to reopen the log file.
+/// Keeps what is needed to reopen the log file and to change what is logged (SIGHUP).
 #[derive(Clone, Default)]
 pub struct LogHandle {
     file: Option<(PathBuf, Arc<Mutex<File>>)>,
+    filter: Option<reload::Handle<Targets, Registry>>,
 }
 
 impl LogHandle {
@@ -25,6 +31,13 @@ impl LogHandle {
             *file.lock().unwrap_or_else(|e| e.into_inner()) = fresh;
         }
         Ok(())
+    }
+
+    /// Log at `level` from now on, settlement lines on or off.
+    pub fn set_filter(&self, level: tracing::Level, settlements: bool) {
+        if let Some(h) = &self.filter {
+            let _ = h.reload(filter(level, settlements));
+        }
     }
 }
 
@@ -82,41 +95,128 @@ pub fn stderr_line(line: &str) {
     let _ = Stderr.write_all(&buf);
 }
 
+/// Where settlement lines go (`settle`): a target of their own, so that
+/// `log-settlements = false` can drop the info-level ones without touching the rest.
+pub const FATE: &str = "chore::fate";
+/// Where children's output lines go (`capture`).
+pub const HANDLER: &str = "chore::handler";
+
+/// What is logged: everything at `level` and above, except info-level settlement lines
+/// when `settlements` is false; what children print always (it went to the log unfiltered
+/// before it became events, and a stack trace must not vanish at `log-level = "warn"`).
+fn filter(level: tracing::Level, settlements: bool) -> Targets {
+    let fate = if settlements {
+        level
+    } else {
+        level.min(tracing::Level::WARN)
+    };
+    Targets::new()
+        .with_default(level)
+        .with_target(FATE, fate)
+        .with_target(HANDLER, level.max(tracing::Level::INFO))
+}
+
+type Filter = reload::Layer<Targets, Registry>;
+
 /// Install the global subscriber.
 pub fn init(
     level: tracing::Level,
     format: LogFormat,
     file: Option<&Path>,
 ) -> io::Result<LogHandle> {
+    init_with(level, true, format, file)
+}
+
+/// Install the global subscriber, settlement lines on or off.
+pub fn init_with(
+    level: tracing::Level,
+    settlements: bool,
+    format: LogFormat,
+    file: Option<&Path>,
+) -> io::Result<LogHandle> {
     use tracing_subscriber::fmt;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let mut handle = LogHandle::default();
-    let builder = fmt()
-        .with_max_level(level)
+    let (filter_layer, reloader) = reload::Layer::new(filter(level, settlements));
+    handle.filter = Some(reloader);
+    let base = fmt::layer()
         .with_target(false)
         .with_ansi(false)
         .log_internal_errors(false);
-    let result = match (file, format) {
+    let layer: Box<dyn Layer<Layered<Filter, Registry>> + Send + Sync> = match (file, format) {
         (Some(path), format) => {
             let shared = Arc::new(Mutex::new(open_append(path)?));
             handle.file = Some((path.to_path_buf(), shared.clone()));
             let writer = move || SharedFile(shared.clone());
             match format {
-                LogFormat::Text => builder.with_writer(writer).try_init(),
-                LogFormat::Json => builder
-                    .json()
-                    .flatten_event(true)
-                    .with_writer(writer)
-                    .try_init(),
+                LogFormat::Text => base.with_writer(writer).boxed(),
+                LogFormat::Json => base.json().flatten_event(true).with_writer(writer).boxed(),
             }
         }
-        (None, LogFormat::Text) => builder.with_writer(|| Stderr).try_init(),
-        (None, LogFormat::Json) => builder
+        (None, LogFormat::Text) => base.with_writer(|| Stderr).boxed(),
+        (None, LogFormat::Json) => base
             .json()
             .flatten_event(true)
             .with_writer(|| Stderr)
-            .try_init(),
+            .boxed(),
     };
     // A second init (tests) keeps the first subscriber; nothing to report.
-    let _ = result;
+    if tracing_subscriber::registry()
+        .with(filter_layer)
+        .with(layer)
+        .try_init()
+        .is_ok()
+    {
+        log_panics();
+    }
     Ok(handle)
+}
+
+/// A panic (a consumer thread's, which is then restarted) is a log event like any other,
+/// not raw lines that would break a JSON log.
+fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("a panic");
+        let thread = std::thread::current();
+        tracing::error!(
+            thread = thread.name().unwrap_or("unnamed"),
+            at = %info.location().map(|l| l.to_string()).unwrap_or_default(),
+            panic = %message.replace('\n', " "),
+            "panicked"
+        );
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Level;
+
+    fn enabled(f: &Targets, target: &str, level: Level) -> bool {
+        f.would_enable(target, &level)
+    }
+
+    #[test]
+    fn settlement_lines_follow_their_switch() {
+        let on = filter(Level::INFO, true);
+        assert!(enabled(&on, FATE, Level::INFO));
+        assert!(!enabled(&on, FATE, Level::DEBUG));
+        let off = filter(Level::INFO, false);
+        assert!(!enabled(&off, FATE, Level::INFO));
+        assert!(enabled(&off, FATE, Level::WARN));
+        assert!(enabled(&off, "chore::master", Level::INFO));
+        // A stricter level stays stricter for settlements too.
+        let quiet = filter(Level::ERROR, true);
+        assert!(!enabled(&quiet, FATE, Level::WARN));
+        assert!(enabled(&quiet, FATE, Level::ERROR));
+        // What children print is logged at any level.
+        assert!(enabled(&quiet, HANDLER, Level::INFO));
+        assert!(!enabled(&quiet, "chore::master", Level::INFO));
+    }
 }

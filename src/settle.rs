@@ -8,13 +8,15 @@
 //!
 //! `Settler::apply` is the one place a settlement is carried out, wherever it was decided
 //! (the master for what a worker ran; a consumer for a body that can never run): one log
-//! line, the `on-permanent-failure` hook for a dead letter, the queue call, and the dedupe
-//! key forgotten for a message that will be offered again.
+//! line (target `chore::fate`: the message's fate), the `on-permanent-failure` hook for a
+//! dead letter, the queue call, and the dedupe key forgotten for a message that will be
+//! offered again.
 
 use crate::backoff::{Backoff, MAX_DELAY};
 use crate::config::Handler;
 use crate::dedupe::Dedupe;
 use crate::hooks::Hooks;
+use crate::logging::FATE;
 use crate::protocol::Verdict;
 use crate::queue::{Delivery, Queue};
 use std::sync::Arc;
@@ -100,21 +102,24 @@ impl Settler {
     fn carry_out(&self, d: &Delivery, settlement: &Settlement, error: Option<&str>, hook: bool) {
         let queue = self.queue.as_ref();
         let name = queue.name();
+        // One line per settlement, under its own target so `log-settlements = false` can
+        // drop the info-level ones; `secs` is from receipt to now (the wait and the run).
+        let secs = d.received_at.elapsed().as_secs_f64();
         let result = match settlement {
             Settlement::Complete => {
-                tracing::debug!(queue = %name, id = %d.id, attempt = d.attempt, "completed");
+                tracing::info!(target: FATE, queue = %name, id = %d.id, attempt = d.attempt, outcome = "completed", secs, "completed");
                 queue.complete(d)
             }
             Settlement::Retry { delay } => {
-                tracing::warn!(queue = %name, id = %d.id, attempt = d.attempt, retry_in_secs = delay.as_secs_f64(), error = error.unwrap_or("retry requested"), "failed; will retry");
+                tracing::warn!(target: FATE, queue = %name, id = %d.id, attempt = d.attempt, outcome = "retry", secs, retry_in_secs = delay.as_secs_f64(), error = error.unwrap_or("retry requested"), "failed; will retry");
                 queue.retry(d, *delay)
             }
             Settlement::GiveBack => {
-                tracing::debug!(queue = %name, id = %d.id, reason = error.unwrap_or(""), "given back");
+                tracing::info!(target: FATE, queue = %name, id = %d.id, attempt = d.attempt, outcome = "given-back", secs, reason = error.unwrap_or(""), "given back");
                 queue.give_back(d)
             }
             Settlement::DeadLetter { reason } => {
-                tracing::error!(queue = %name, id = %d.id, attempt = d.attempt, body_bytes = d.body.len(), reason = %reason, "dead-lettered");
+                tracing::error!(target: FATE, queue = %name, id = %d.id, attempt = d.attempt, outcome = "dead-letter", secs, body_bytes = d.body.len(), reason = %reason, "dead-lettered");
                 if let Some(command) = self.on_permanent_failure.as_ref().filter(|_| hook) {
                     self.hooks.permanent_failure(command, name, d, reason);
                 }

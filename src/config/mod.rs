@@ -21,6 +21,7 @@ mod check;
 mod chorefile;
 pub mod cli;
 mod cron;
+pub mod diff;
 #[cfg(test)]
 mod doc_tables;
 mod error;
@@ -228,6 +229,9 @@ pub struct Config {
     pub log_file: Option<PathBuf>,
     pub log_format: LogFormat,
     pub log_level: tracing::Level,
+    /// One info line per completed message (`log-settlements`); retries and dead letters
+    /// are logged either way.
+    pub log_settlements: bool,
     /// Every declared queue (enqueue may name any of them).
     pub declared: Vec<QueueConfig>,
     /// Indexes into `declared` of the queues this run consumes (after --queues/--except).

@@ -212,6 +212,8 @@ pub const OPTIONS: &[Opt] = &[
         "Log line format"),
     opt("log-level", Kind::Choice { values: &["error", "warn", "info", "debug", "trace"], synonyms: &["warning"] },
         Default::Is("info"), "LEVEL", "Least severe level logged"),
+    opt("log-settlements", Kind::Bool, Default::Is("true"), "BOOL",
+        "Log one info line per settled message; false keeps only retries and dead letters"),
     opt("verbose", Kind::Verbose, Default::Is("0"), "",
         "Log more: -v for debug, -vv for trace")
         .short('v'),

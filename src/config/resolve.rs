@@ -179,6 +179,7 @@ pub fn resolve(
             _ => LogFormat::Text,
         },
         log_level: log_level(&s),
+        log_settlements: !matches!(s.value("log-settlements"), Some(Value::Bool(false))),
         declared,
         selected,
         files,

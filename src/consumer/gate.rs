@@ -14,12 +14,15 @@ use std::sync::{Arc, Condvar, Mutex};
 pub struct Gate {
     state: Mutex<GateState>,
     changed: Condvar,
-    capacity: usize,
 }
 
 #[derive(Debug)]
 struct GateState {
     free: usize,
+    /// Every credit there is, held or free.
+    capacity: usize,
+    /// Credits to withhold as they come back, after the capacity shrank (a reload).
+    owed: usize,
     paused: bool,
     stopped: bool,
     /// What each waiting `take` wants: a returned credit wakes them only when it can
@@ -32,12 +35,13 @@ impl Gate {
         Arc::new(Gate {
             state: Mutex::new(GateState {
                 free: capacity,
+                capacity,
+                owed: 0,
                 paused: false,
                 stopped: false,
                 waiting: Vec::new(),
             }),
             changed: Condvar::new(),
-            capacity,
         })
     }
 
@@ -47,9 +51,9 @@ impl Gate {
     /// Waiting for a whole receive's worth, rather than taking what trickles back as
     /// messages settle one by one, keeps receives full and cheap.
     pub fn take(self: &Arc<Self>, want: usize) -> Option<Credits> {
-        let want = want.min(self.capacity).max(1);
         let mut s = self.lock();
         loop {
+            let want = want.min(s.capacity).max(1);
             if s.stopped {
                 return None;
             }
@@ -74,6 +78,27 @@ impl Gate {
         self.changed.notify_all();
     }
 
+    /// Change the number of credits (a reload changed concurrency or batch size). Credits
+    /// held now stay held; when the capacity shrinks, as many as it lost are kept back as
+    /// they return.
+    pub fn set_capacity(&self, capacity: usize) {
+        let mut s = self.lock();
+        if capacity >= s.capacity {
+            let more = capacity - s.capacity;
+            let repaid = more.min(s.owed);
+            s.owed -= repaid;
+            s.free += more - repaid;
+        } else {
+            let fewer = s.capacity - capacity;
+            let now = fewer.min(s.free);
+            s.free -= now;
+            s.owed += fewer - now;
+        }
+        s.capacity = capacity;
+        drop(s);
+        self.changed.notify_all();
+    }
+
     /// Stop for good: every waiting and later `take` returns None.
     pub fn stop(&self) {
         self.lock().stopped = true;
@@ -90,7 +115,9 @@ impl Gate {
             return;
         }
         let mut s = self.lock();
-        s.free += n;
+        let kept = n.min(s.owed);
+        s.owed -= kept;
+        s.free += n - kept;
         let wake = s.waiting.iter().any(|&w| w <= s.free);
         drop(s);
         if wake {
@@ -161,6 +188,28 @@ mod tests {
         drop(all);
         gate.stop();
         assert!(gate.take(1).is_none());
+    }
+
+    #[test]
+    fn capacity_changes_keep_held_credits_and_withhold_returns() {
+        let gate = Gate::new(10);
+        let held = gate.take(8).unwrap();
+        gate.set_capacity(4);
+        assert_eq!(gate.free(), 0, "the two free credits go first");
+        drop(held);
+        assert_eq!(gate.free(), 4, "six of the eight returned are withheld");
+        gate.set_capacity(6);
+        assert_eq!(gate.free(), 6);
+        let held = gate.take(6).unwrap();
+        gate.set_capacity(2);
+        gate.set_capacity(5);
+        drop(held);
+        assert_eq!(gate.free(), 5, "growing again repays what was owed first");
+        assert_eq!(
+            gate.take(50).unwrap().len(),
+            5,
+            "a receive is capped at the new size"
+        );
     }
 
     #[test]

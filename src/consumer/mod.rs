@@ -11,6 +11,7 @@
 //! never reaches a worker and never stops the master.
 
 mod gate;
+mod supervise;
 
 pub use gate::{Credits, Gate};
 
@@ -23,6 +24,7 @@ use crossbeam_channel::Sender;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -73,6 +75,9 @@ pub struct Shared {
     pub polling_size: usize,
     /// memcached dedupe, when any consumed queue uses it.
     pub dedupe: Option<Arc<Dedupe>>,
+    /// Raised to end one queue's threads alone (a reload removed the queue or changed its
+    /// handlers); each `spawn` should get a fresh one.
+    pub retired: Arc<AtomicBool>,
 }
 
 /// Start `threads` consumer threads for queue number `index`, whose settlements (a body
@@ -99,7 +104,7 @@ pub fn spawn(
         };
         let handle = std::thread::Builder::new()
             .name(format!("consume-{}-{t}", config.name))
-            .spawn(move || thread.run())?;
+            .spawn(move || supervise::supervise(thread))?;
         handles.push(handle);
     }
     Ok(handles)
@@ -120,7 +125,11 @@ struct Thread {
 }
 
 impl Thread {
-    fn run(mut self) {
+    fn retired(&self) -> bool {
+        self.shared.retired.load(Ordering::Acquire)
+    }
+
+    fn run(&mut self) {
         let Shared {
             gate,
             stop,
@@ -139,9 +148,11 @@ impl Thread {
             let Some(credits) = gate.take(polling_size) else {
                 break;
             };
-            if stop.fired() {
+            if stop.fired() || self.retired() {
                 break;
             }
+            #[cfg(debug_assertions)]
+            supervise::test_panic(self.settler.queue.name());
             match self.consume.receive(credits.len(), &stop) {
                 Ok(received) => {
                     error_backoff = Duration::from_millis(100);
@@ -432,6 +443,7 @@ mod tests {
             to_master: tx,
             polling_size: 5,
             dedupe: None,
+            retired: Default::default(),
         };
         let settler = Settler {
             queue: queue.clone(),

@@ -7,12 +7,17 @@ use crate::consumer::{Batchlet, Held};
 use crate::launch::describe_exit;
 use crate::protocol::{Report, Verdict};
 use crate::settle::{Settlement, decide};
-use signal_hook::consts::{SIGCONT, SIGINT, SIGQUIT, SIGTERM, SIGTSTP, SIGTTIN, SIGUSR1, SIGUSR2};
+use signal_hook::consts::{
+    SIGCONT, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTSTP, SIGTTIN, SIGUSR1, SIGUSR2,
+};
 use std::time::{Duration, Instant};
 
 impl Master {
     pub(super) fn on_batchlet(&mut self, b: Batchlet) {
         let q = b.queue;
+        if self.reload.is_removed(q) {
+            return self.refuse_removed(q, b.messages);
+        }
         if matches!(self.phase, Phase::Draining { .. } | Phase::Quiet) {
             // Received while the consumers were stopping or pausing (a receive already
             // under way when the signal came): never held, never started, so given back.
@@ -269,12 +274,14 @@ impl Master {
                 tracing::info!("receiving resumed");
             }
             SIGTTIN => self.status_dump(now),
+            SIGHUP => self.reload(),
             _ => {}
         }
     }
 
     fn begin_drain(&mut self, sig: i32, now: Instant) {
         self.stop.trigger();
+        self.reload.end();
         self.preloaders.drain();
         self.gate.stop();
         let waiting = self.holding.take_buffered();

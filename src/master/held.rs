@@ -216,6 +216,32 @@ impl Holding {
         all
     }
 
+    /// One more queue (a reload added it); returns its number.
+    pub fn add_queue(&mut self) -> usize {
+        self.batcher.add_queue()
+    }
+
+    /// New batching settings (a reload).
+    pub fn set_policy(
+        &mut self,
+        batch_size: usize,
+        batch_timeout: std::time::Duration,
+        strict: bool,
+    ) {
+        self.batcher.set_policy(batch_size, batch_timeout, strict);
+    }
+
+    /// Every buffered message of queue `q` (a reload removed it: they go back).
+    pub fn take_buffered_of(&mut self, q: usize) -> Vec<Held> {
+        let mut taken = self.batcher.take_queue(q);
+        let (same, rest) = std::mem::take(&mut self.to_post)
+            .into_iter()
+            .partition(|(pq, _)| *pq == q);
+        self.to_post = rest;
+        taken.extend(same.into_iter().map(|(_, h): (usize, Held)| h));
+        taken
+    }
+
     /// Every deferred copy (at a drain, to give back).
     pub fn take_deferred(&mut self) -> Vec<(usize, Held)> {
         std::mem::take(&mut self.deferred)

@@ -31,6 +31,7 @@ mod posting;
 mod posts;
 mod preloaders;
 mod process;
+mod reload;
 mod signals;
 mod startup;
 #[cfg(test)]
@@ -76,8 +77,8 @@ enum Phase {
 }
 
 /// Start everything and run until drained. Returns the exit status.
-pub fn run(config: Config, log: LogHandle) -> i32 {
-    match startup::start(config, log) {
+pub fn run(config: Config, log: LogHandle, flags: crate::config::cli::Flags) -> i32 {
+    match startup::start(config, log, flags) {
         Ok(mut master) => master.run(),
         Err(e) => {
             eprintln!("chore: {e}");
@@ -118,6 +119,8 @@ struct Master {
     /// For the status dump's counters.
     dedupe: Option<Arc<Dedupe>>,
     inputs: Inputs,
+    /// What SIGHUP needs (`reload`).
+    reload: reload::Reload,
     /// What `run` returns: 0, or 1 when it had to stop by itself.
     exit_status: i32,
     /// Metrics, liveness, systemd notifications, `chore status`.
@@ -166,6 +169,7 @@ impl Master {
                 observe_rx: never(),
                 consumers: Vec::new(),
             },
+            reload: Default::default(),
             exit_status: 0,
         }
     }
@@ -399,7 +403,7 @@ impl Master {
                 self.settlers[q].apply_to_copy(&copy.delivery, s);
             }
             Some(Settlement::GiveBack) | None => {
-                if matches!(self.phase, Phase::Draining { .. }) {
+                if matches!(self.phase, Phase::Draining { .. }) || self.reload.is_removed(q) {
                     self.settlers[q].apply(&copy.delivery, &Settlement::GiveBack, Some("draining"));
                 } else {
                     self.holding.hold(q, copy);

@@ -12,6 +12,7 @@
 //! Everything but starting and signalling processes takes `now`.
 
 use crate::config::{Handler, QueueConfig};
+use crate::logging::capture::{Pipe, Source};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use std::os::unix::net::UnixStream;
@@ -217,12 +218,21 @@ impl Preloaders {
         let socket = self.dir.join(format!("p{}-{}.sock", i, self.serial));
         let slot = &mut self.slots[i];
         let h = &slot.handler;
+        // What it prints becomes log events (`logging::capture`); without a pipe, raw lines.
+        let pipe = Pipe::new().ok();
+        let (out, err) = match pipe.as_ref().map(|p| (p.stdio(), p.stdio())) {
+            Some((Ok(out), Ok(err))) => (out, err),
+            _ => (
+                crate::hooks::to_log(self.log_file.as_deref()),
+                crate::hooks::to_log(self.log_file.as_deref()),
+            ),
+        };
         let mut cmd = crate::launch::command(h, "");
         cmd.env_remove("CHORE_QUEUE")
             .env("CHORE_PRELOAD_SOCKET", &socket)
             .stdin(Stdio::null())
-            .stdout(crate::hooks::to_log(self.log_file.as_deref()))
-            .stderr(crate::hooks::to_log(self.log_file.as_deref()))
+            .stdout(out)
+            .stderr(err)
             // Its own group: a worker's deadline kill never reaches it, and its stop
             // reaches whatever it started at boot.
             .process_group(0);
@@ -231,9 +241,19 @@ impl Preloaders {
         } else {
             crate::launch::pass_credentials(&mut cmd);
         }
-        match cmd.spawn() {
+        let spawned = cmd.spawn();
+        // The command's copies of the pipe's write end must close for its reader to end.
+        drop(cmd);
+        match spawned {
             Ok(child) => {
                 tracing::info!(pid = child.id(), command = ?h.command, "preloader starting");
+                if let Some(p) = pipe {
+                    p.read_as(Source {
+                        queue: None,
+                        pid: child.id(),
+                        ids: None,
+                    });
+                }
                 slot.booting = Some(Instance {
                     child,
                     socket,

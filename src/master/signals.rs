@@ -6,12 +6,14 @@
 //! self-pipe write.
 
 use crossbeam_channel::Sender;
-use signal_hook::consts::{SIGCONT, SIGINT, SIGQUIT, SIGTERM, SIGTSTP, SIGTTIN, SIGUSR1, SIGUSR2};
+use signal_hook::consts::{
+    SIGCONT, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTSTP, SIGTTIN, SIGUSR1, SIGUSR2,
+};
 use signal_hook::iterator::Signals;
 
 /// The signals the master handles.
-pub const HANDLED: [i32; 8] = [
-    SIGINT, SIGTERM, SIGQUIT, SIGUSR1, SIGUSR2, SIGTSTP, SIGCONT, SIGTTIN,
+pub const HANDLED: [i32; 9] = [
+    SIGINT, SIGTERM, SIGQUIT, SIGUSR1, SIGUSR2, SIGTSTP, SIGCONT, SIGTTIN, SIGHUP,
 ];
 
 /// Start the signal thread.

@@ -10,6 +10,7 @@ use super::posts::Posts;
 use super::preloaders::Preloaders;
 use super::process::Processes;
 use super::{Master, signals};
+use crate::config::cli::Flags;
 use crate::config::{Config, HttpTarget, QueueConfig};
 use crate::consumer::{self, Batchlet, Gate};
 use crate::dedupe::Dedupe;
@@ -21,6 +22,7 @@ use crate::settle::Settler;
 use crossbeam_channel::unbounded;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::thread::JoinHandle;
 
 /// Why the master did not start.
@@ -71,7 +73,7 @@ fn protect_secrets() {
 }
 
 /// Open the queues and start the consumers and the signal thread.
-pub fn start(config: Config, log: LogHandle) -> Result<Master, StartError> {
+pub fn start(config: Config, log: LogHandle, flags: Flags) -> Result<Master, StartError> {
     let _ = nix::sys::prctl::set_name(c"chore-master");
     protect_secrets();
     if let Some(addr) = config.metrics_listen {
@@ -99,14 +101,15 @@ pub fn start(config: Config, log: LogHandle) -> Result<Master, StartError> {
     let runs_commands = qconfigs
         .iter()
         .any(|q| q.handler.is_some() || !q.classes.is_empty());
+    let http_credits = targets
+        .iter()
+        .map(|t| t.connections + t.connections.min(10))
+        .sum::<usize>();
     let capacity = if runs_commands {
         (config.concurrency + 1) * config.batch_size
     } else {
         0
-    } + targets
-        .iter()
-        .map(|t| t.connections + t.connections.min(10))
-        .sum::<usize>();
+    } + http_credits;
     let gate = Gate::new(capacity);
     // Each consumer thread waits for a whole receive's worth of credits; keep that within
     // its share (counting one share for what is running), so an idle thread can never sit
@@ -143,6 +146,7 @@ pub fn start(config: Config, log: LogHandle) -> Result<Master, StartError> {
         to_master: batch_tx,
         polling_size,
         dedupe: dedupe.clone(),
+        retired: Default::default(),
     };
     // One health gate per HTTP target: a queue whose handler is one receives only while
     // the application accepts connections.
@@ -173,8 +177,14 @@ pub fn start(config: Config, log: LogHandle) -> Result<Master, StartError> {
         .collect();
     let periodic = crate::periodic::spawn(&config, &scheduled, dedupe.clone(), stop.clone())
         .map_err(StartError::System)?;
-    let mut consumers =
-        start_consumers(&config, &qconfigs, &settlers, &health, &preloaders, shared)?;
+    let (mut consumers, retire) = start_consumers(
+        &config,
+        &qconfigs,
+        &settlers,
+        &health,
+        &preloaders,
+        shared.clone(),
+    )?;
     // Joined with the consumers at exit.
     consumers.extend(periodic);
     log_start(&config, &qconfigs);
@@ -212,6 +222,7 @@ pub fn start(config: Config, log: LogHandle) -> Result<Master, StartError> {
     master.preloaders = preloaders;
     master.health = health;
     master.obs.control = control;
+    master.reload = super::reload::Reload::new(flags, shared, retire, http_credits);
     master.inputs = super::Inputs {
         batch_rx,
         worker_rx,
@@ -284,6 +295,9 @@ fn open_queues(
         .collect()
 }
 
+/// The consumer threads, and per queue the flag that retires its threads (a reload).
+type Consumers = (Vec<JoinHandle<()>>, Vec<Arc<AtomicBool>>);
+
 /// Start `threads-per-queue` consumer threads per queue; if one cannot start, stop those
 /// already running.
 fn start_consumers(
@@ -293,12 +307,21 @@ fn start_consumers(
     health: &[(Arc<HttpTarget>, Arc<Health>)],
     preloaders: &Preloaders,
     shared: consumer::Shared,
-) -> Result<Vec<JoinHandle<()>>, StartError> {
+) -> Result<Consumers, StartError> {
     let mut consumers = Vec::new();
+    let mut retire = Vec::new();
     for (i, (settler, qc)) in settlers.iter().zip(qconfigs).enumerate() {
         let waits = readiness(qc, health, preloaders);
+        let flag = Arc::new(AtomicBool::new(false));
+        let shared = consumer::Shared {
+            retired: flag.clone(),
+            ..shared.clone()
+        };
         match consumer::spawn(i, qc, settler, config.threads_per_queue, waits, &shared) {
-            Ok(handles) => consumers.extend(handles),
+            Ok(handles) => {
+                consumers.extend(handles);
+                retire.push(flag);
+            }
             Err(e) => {
                 shared.stop.trigger();
                 shared.gate.stop();
@@ -309,12 +332,12 @@ fn start_consumers(
             }
         }
     }
-    Ok(consumers)
+    Ok((consumers, retire))
 }
 
 /// What a queue's consumers wait for before receiving: the application its default handler
 /// posts to, and the preloaders its handlers fork from.
-fn readiness(
+pub(super) fn readiness(
     qc: &QueueConfig,
     health: &[(Arc<HttpTarget>, Arc<Health>)],
     preloaders: &Preloaders,

@@ -83,6 +83,7 @@ fn config(concurrency: usize, batch_size: usize, qc: QueueConfig) -> Config {
         log_file: None,
         log_format: LogFormat::Text,
         log_level: tracing::Level::INFO,
+        log_settlements: true,
         declared: vec![qc],
         selected: vec![0],
         files: Vec::new(),

@@ -14,10 +14,11 @@
 //!   A message without a result when the process ends has failed; when several are left
 //!   without one, they are reported `Unfinished`, for the master to tell which failed.
 //!
-//! A handler's stdout (per-message mode) and stderr go to the worker's stderr, which is the
-//! master's log.
+//! A handler's stdout (per-message mode) and stderr become log events, one per line
+//! (`logging::capture`).
 
 use crate::config::Handler;
+use crate::logging::capture::{Pipe, Source};
 use crate::protocol::{JobSpec, Report, Verdict};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -39,7 +40,19 @@ pub const EXIT_RETRY: i32 = 75;
 /// handler that does not read stdin cannot wedge the worker.
 const PIPE_CAPACITY: usize = 64 * 1024;
 
-/// Where a handler's chatter goes: the worker's stderr (the log).
+/// Where a handler's chatter goes: a pipe read into log events, else (no pipe to be had)
+/// the worker's stderr, the log, as it is.
+fn output_pipe() -> (Option<Pipe>, Stdio, Stdio) {
+    let pipe = Pipe::new().ok();
+    let ends = pipe
+        .as_ref()
+        .and_then(|p| Some((p.stdio().ok()?, p.stdio().ok()?)));
+    match ends {
+        Some((out, err)) => (pipe, out, err),
+        None => (None, to_log(), Stdio::inherit()),
+    }
+}
+
 fn to_log() -> Stdio {
     match io::stderr().as_fd().try_clone_to_owned() {
         Ok(fd) => Stdio::from(fd),
@@ -100,18 +113,24 @@ fn cannot_start(h: &Handler, e: &io::Error) -> String {
 
 /// Run one message in per-message mode.
 pub fn run_message(h: &Handler, queue: &str, job: &JobSpec) -> (Verdict, Option<String>) {
+    let (pipe, stdout, stderr) = output_pipe();
     let mut cmd = crate::launch::command(h, queue);
     cmd.env("CHORE_MESSAGE_ID", &job.id)
         .env("CHORE_ATTEMPT", job.attempt.to_string())
         .env("CHORE_JOB_CLASS", job.class.as_deref().unwrap_or(""))
         .envs(job.meta.as_ref().map(super::meta::env).unwrap_or_default())
         .stdin(Stdio::piped())
-        .stdout(to_log())
-        .stderr(Stdio::inherit());
-    let mut child = match cmd.spawn() {
+        .stdout(stdout)
+        .stderr(stderr);
+    let spawned = cmd.spawn();
+    // The command holds copies of the pipe's write end: they must close for its reader
+    // to see the end.
+    drop(cmd);
+    let mut child = match spawned {
         Ok(c) => c,
         Err(e) => return (start_failure(&e), Some(cannot_start(h, &e))),
     };
+
     let feeder = child
         .stdin
         .take()
@@ -120,7 +139,17 @@ pub fn run_message(h: &Handler, queue: &str, job: &JobSpec) -> (Verdict, Option<
     // handler left behind may hold its stdin open without reading, and that must not hold
     // the verdict back (the feeder ends when the worker does).
     drop(feeder);
-    let status = child.wait();
+    let status = match pipe {
+        Some(p) => {
+            let from = Source {
+                queue: Some(queue.to_string()),
+                pid: child.id(),
+                ids: Some(job.id.clone()),
+            };
+            p.read_until_exit(from, &mut child)
+        }
+        None => child.wait(),
+    };
     match status {
         Ok(s) if s.success() => (Verdict::Ok, None),
         Ok(s) if s.code() == Some(EXIT_RETRY) => (
@@ -242,9 +271,10 @@ pub fn run_batch(
             });
         }
     };
+    let pipe = Pipe::new().ok();
     let started = match &h.preload {
-        Some(p) => fork_batch(p, jobs.len()),
-        None => spawn_batch(h, queue, jobs.len()),
+        Some(p) => fork_batch(p, jobs.len(), pipe.as_ref()),
+        None => spawn_batch(h, queue, jobs.len(), pipe.as_ref()),
     };
     let (stdin, stdout, mut ending) = match started {
         Ok(s) => s,
@@ -252,6 +282,19 @@ pub fn run_batch(
         // unrun, and are not charged an attempt.
         Err((verdict, why)) => return end_all(&mut pending, report, verdict, why),
     };
+    let source = Source {
+        queue: Some(queue.to_string()),
+        pid: ending.pid(),
+        ids: Some(
+            jobs.iter()
+                .map(|(_, j)| j.id.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+    };
+    if let Some(p) = pipe {
+        p.read_as(source.clone());
+    }
     let feeder = feed(stdin, input);
     // Set once every message has its result: with the handler gone, reading stops even if
     // a child it left behind still holds its stdout.
@@ -261,7 +304,7 @@ pub fn run_batch(
             Ok(o) => o,
             Err(_) => {
                 // Not a result: the handler printed something else. Keep it, in the log.
-                crate::logging::stderr_line(line);
+                crate::logging::capture::log_line(&source, line);
                 return true;
             }
         };
@@ -367,6 +410,13 @@ enum Ending {
 }
 
 impl Ending {
+    fn pid(&self) -> u32 {
+        match self {
+            Ending::Child(c) => c.id(),
+            Ending::Forked(pid) => *pid,
+        }
+    }
+
     /// Wait for the end; how it ended, for the log.
     fn wait(&mut self) -> String {
         match self {
@@ -389,12 +439,20 @@ impl Ending {
 type Started = (Box<dyn Write + Send>, Box<dyn io::Read>, Ending);
 
 /// Start a batch handler's command.
-fn spawn_batch(h: &Handler, queue: &str, messages: usize) -> Result<Started, (Verdict, String)> {
+fn spawn_batch(
+    h: &Handler,
+    queue: &str,
+    messages: usize,
+    output: Option<&Pipe>,
+) -> Result<Started, (Verdict, String)> {
+    let stderr = output
+        .and_then(|p| p.stdio().ok())
+        .unwrap_or_else(Stdio::inherit);
     let mut cmd = crate::launch::command(h, queue);
     cmd.env("CHORE_BATCH_SIZE", messages.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .stderr(stderr);
     let mut child = cmd
         .spawn()
         .map_err(|e| (start_failure(&e), cannot_start(h, &e)))?;
@@ -404,7 +462,11 @@ fn spawn_batch(h: &Handler, queue: &str, messages: usize) -> Result<Started, (Ve
 }
 
 /// Have the ready preloader fork a child for the batch.
-fn fork_batch(p: &crate::config::Preload, messages: usize) -> Result<Started, (Verdict, String)> {
+fn fork_batch(
+    p: &crate::config::Preload,
+    messages: usize,
+    output: Option<&Pipe>,
+) -> Result<Started, (Verdict, String)> {
     let unavailable = |why: String| (Verdict::Skip, format!("preloader unavailable: {why}"));
     let socket = p
         .socket
@@ -413,7 +475,8 @@ fn fork_batch(p: &crate::config::Preload, messages: usize) -> Result<Started, (V
     // The worker's own data limit (the queue's `memory-limit`) is what the child must set:
     // it is the preloader's child, not ours, so it inherits nothing from us.
     let limit = super::memory::limit();
-    let f =
-        super::preload::fork(socket, messages, limit).map_err(|e| unavailable(e.to_string()))?;
+    let log = output.map(|p| p.write_end().as_fd());
+    let f = super::preload::fork(socket, messages, limit, log)
+        .map_err(|e| unavailable(e.to_string()))?;
     Ok((Box::new(f.input), Box::new(f.output), Ending::Forked(f.pid)))
 }

@@ -65,8 +65,13 @@ pub fn main() -> i32 {
     // Every report is written and flushed: nothing a handler left behind may outlive the
     // batch (nor hold the slot).
     kill_leftovers();
+    // Their output's last lines, now that nothing holds a pipe open.
+    crate::logging::capture::finish(OUTPUT_GRACE);
     0
 }
+
+/// How long the worker waits, at its end, for the last lines of its handlers' output.
+const OUTPUT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Kill every other member of this worker's process group (it leads it; its handlers and
 /// whatever they started are in it unless they left). A few rounds, for those forking

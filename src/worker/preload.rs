@@ -3,7 +3,8 @@
 //! The worker makes the batch's two pipes, connects to the ready preloader's socket (the
 //! master names it in the batch spec), and sends one message: the line
 //! `{"pgid":…,"messages":…}` with the input's read end, the output's write end and the log
-//! as SCM_RIGHTS. The preloader forks; the child joins this worker's process group (so
+//! (the write end of a pipe the worker reads into log events, `logging::capture`) as
+//! SCM_RIGHTS. The preloader forks; the child joins this worker's process group (so
 //! the master's deadline kill reaches it, never the preloader), takes the three
 //! descriptors as its stdin, stdout and stderr, and speaks batch mode. The preloader
 //! answers `{"pid":…}` (or `{"error":…}`). From then on the worker sees what it would see
@@ -12,7 +13,7 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, IoSlice, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
@@ -29,8 +30,14 @@ pub struct Forked {
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Ask the preloader at `socket` to fork a child for a batch of `messages`, which sets
-/// `memory_limit` (bytes) as its data limit when there is one.
-pub fn fork(socket: &Path, messages: usize, memory_limit: Option<u64>) -> io::Result<Forked> {
+/// `memory_limit` (bytes) as its data limit when there is one, and whose stderr is `log`
+/// (else the worker's own).
+pub fn fork(
+    socket: &Path,
+    messages: usize,
+    memory_limit: Option<u64>,
+    log: Option<BorrowedFd>,
+) -> io::Result<Forked> {
     let (in_read, in_write) = pipe()?;
     let (out_read, out_write) = pipe()?;
     let mut conn = UnixStream::connect(socket)?;
@@ -42,8 +49,8 @@ pub fn fork(socket: &Path, messages: usize, memory_limit: Option<u64>) -> io::Re
         }
         None => format!("{{\"pgid\":{pgid},\"messages\":{messages}}}\n"),
     };
-    let log = io::stderr();
-    let fds = [in_read.as_raw_fd(), out_write.as_raw_fd(), log.as_raw_fd()];
+    let log = log.map_or(io::stderr().as_raw_fd(), |l| l.as_raw_fd());
+    let fds = [in_read.as_raw_fd(), out_write.as_raw_fd(), log];
     let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
     let iov = [IoSlice::new(line.as_bytes())];
     nix::sys::socket::sendmsg::<()>(
@@ -162,7 +169,7 @@ mod tests {
                 .unwrap();
             (line, got, fds.len())
         });
-        let mut f = fork(&path, 1, Some(64 << 20)).unwrap();
+        let mut f = fork(&path, 1, Some(64 << 20), None).unwrap();
         assert_eq!(f.pid, 99999);
         f.input.write_all(b"{\"id\":\"a\"}\n").unwrap();
         drop(f.input);

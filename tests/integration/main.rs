@@ -31,6 +31,7 @@ mod ruby_compat;
 mod secrets;
 mod signals;
 mod sqs;
+mod steer;
 // Shared with benches/throughput.rs; each uses a part of it.
 #[allow(dead_code)]
 #[path = "../support/mod.rs"]

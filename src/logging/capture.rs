@@ -1,0 +1,291 @@
+//! A child's output as log events: what a handler prints (stdout in per-message mode,
+//! stderr always, and the lines of a batch handler's stdout that are not results), and
+//! what a preloader prints, becomes one log event per line, in the log's own format, with
+//! the queue, the child's pid and the batch's message ids. So a JSON log stays one JSON
+//! object per line whatever a child prints.
+//!
+//! Each child gets a pipe (`Pipe`); once it has started, a thread reads the pipe
+//! (`Pipe::read_as`), or, for a per-message handler, the worker reads it while it waits
+//! for the handler to exit (`Pipe::read_until_exit`, no thread in the usual case). A line is cut at `MAX_LINE` bytes (the rest follows as further
+//! events, nothing dropped), bytes that are not UTF-8 become U+FFFD, and a last line
+//! without a newline is logged when the pipe closes. The worker waits for every reader
+//! (`finish`) before it exits, once nothing of the batch is left to hold a pipe open.
+//!
+//! A per-message handler that prints nothing costs a pipe and one `poll`; a batch handler,
+//! also a thread asleep in one `read`.
+
+use std::io::{self, Read};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::process::{Child, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The longest log event one line makes; a longer line continues in the next event.
+pub const MAX_LINE: usize = 16 * 1024;
+
+/// Readers still running, for `finish`.
+static READERS: Mutex<Vec<JoinHandle<()>>> = Mutex::new(Vec::new());
+
+/// Who printed: fields of every event.
+#[derive(Clone, Debug)]
+pub struct Source {
+    /// The queue of the batch (None: a preloader, which may serve several).
+    pub queue: Option<String>,
+    pub pid: u32,
+    /// The batch's message ids, comma-separated (None: not a batch's).
+    pub ids: Option<String>,
+}
+
+/// Log one line a child printed.
+pub fn log_line(from: &Source, line: &str) {
+    tracing::info!(target: super::HANDLER, queue = from.queue.as_deref(), pid = from.pid, ids = from.ids.as_deref(), "{line}");
+}
+
+/// A pipe for a handler's output; its read end waits for the handler's pid.
+pub struct Pipe {
+    read: OwnedFd,
+    write: OwnedFd,
+}
+
+impl Pipe {
+    pub fn new() -> io::Result<Pipe> {
+        let (read, write) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+        Ok(Pipe { read, write })
+    }
+
+    /// A handle on the write end, for a child's stdout or stderr.
+    pub fn stdio(&self) -> io::Result<Stdio> {
+        Ok(Stdio::from(self.write.try_clone()?))
+    }
+
+    /// The write end, to pass on (a preloader's fork request).
+    pub fn write_end(&self) -> &OwnedFd {
+        &self.write
+    }
+
+    /// The child has started: close our write end (the child has its own copies) and log
+    /// what it prints from a thread of its own.
+    pub fn read_as(self, from: Source) {
+        let Pipe { read, write } = self;
+        drop(write);
+        let reader = std::thread::Builder::new()
+            .name("output".into())
+            .spawn(move || read_lines(std::fs::File::from(read), &mut |l| log_line(&from, l)));
+        match reader {
+            Ok(h) => keep(h),
+            Err(e) => tracing::warn!(error = %e, "cannot read a child's output; it is dropped"),
+        }
+    }
+}
+
+/// Wait for every reader, at most `limit` in all (a worker, before it exits: its handlers
+/// have ended and whatever they left behind has been killed, so each pipe is closing and
+/// its last line is on its way).
+pub fn finish(limit: Duration) {
+    let until = Instant::now() + limit;
+    let readers = std::mem::take(&mut *READERS.lock().unwrap_or_else(|e| e.into_inner()));
+    for r in readers {
+        while !r.is_finished() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if r.is_finished() {
+            let _ = r.join();
+        }
+    }
+}
+
+/// Call `each` with every line `input` gives until it ends: without its line break, cut
+/// at `MAX_LINE` bytes, not-UTF-8 bytes replaced; a last unterminated line too.
+pub fn read_lines(input: impl Read, each: &mut dyn FnMut(&str)) {
+    Cutter::default().read_to_end(input, each);
+}
+
+/// Bytes in, lines out (`read_lines`), keeping a partial line between reads.
+#[derive(Default)]
+struct Cutter {
+    line: Vec<u8>,
+}
+
+impl Cutter {
+    fn emit(bytes: &[u8], each: &mut dyn FnMut(&str)) {
+        let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+        each(&String::from_utf8_lossy(bytes));
+    }
+
+    fn feed(&mut self, mut bytes: &[u8], each: &mut dyn FnMut(&str)) {
+        while let Some(at) = bytes.iter().position(|&b| b == b'\n') {
+            self.line.extend_from_slice(&bytes[..at]);
+            for chunk in self.line.chunks(MAX_LINE) {
+                Self::emit(chunk, each);
+            }
+            if self.line.is_empty() {
+                Self::emit(b"", each);
+            }
+            self.line.clear();
+            bytes = &bytes[at + 1..];
+        }
+        self.line.extend_from_slice(bytes);
+        while self.line.len() > MAX_LINE {
+            Self::emit(&self.line[..MAX_LINE], each);
+            self.line.drain(..MAX_LINE);
+        }
+    }
+
+    fn end(self, each: &mut dyn FnMut(&str)) {
+        if !self.line.is_empty() {
+            Self::emit(&self.line, each);
+        }
+    }
+
+    fn read_to_end(mut self, mut input: impl Read, each: &mut dyn FnMut(&str)) {
+        let mut buf = vec![0u8; 8192];
+        loop {
+            match input.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => self.feed(&buf[..n], each),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+        self.end(each);
+    }
+}
+
+/// How often a child's exit is looked for while its output is read, where the kernel
+/// cannot say (no pidfd).
+const EXIT_CHECK: u16 = 50;
+
+impl Pipe {
+    /// For a child run one at a time (a per-message handler): read its output on this
+    /// thread until the child has exited, and return how it ended. No thread is started in
+    /// the usual case, where the pipe closes when the child exits; if something the child
+    /// left behind still holds the pipe open, a thread reads the rest (as `read_as`).
+    pub fn read_until_exit(self, from: Source, child: &mut Child) -> io::Result<ExitStatus> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        let Pipe { read, write } = self;
+        drop(write);
+        let exit = pidfd(child.id());
+        let mut input = std::fs::File::from(read);
+        let mut cutter = Cutter::default();
+        let mut each = |l: &str| log_line(&from, l);
+        let mut buf = [0u8; 8192];
+        loop {
+            let mut fds = vec![PollFd::new(input.as_fd(), PollFlags::POLLIN)];
+            fds.extend(
+                exit.iter()
+                    .map(|p| PollFd::new(p.as_fd(), PollFlags::POLLIN)),
+            );
+            let timeout = match exit {
+                Some(_) => PollTimeout::NONE,
+                None => PollTimeout::from(EXIT_CHECK),
+            };
+            match poll(&mut fds, timeout) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => break,
+                Ok(_) => {}
+            }
+            let readable = fds[0].revents().is_some_and(|r| !r.is_empty());
+            if readable {
+                match input.read(&mut buf) {
+                    Ok(0) => {
+                        cutter.end(&mut each);
+                        return child.wait();
+                    }
+                    Ok(n) => cutter.feed(&buf[..n], &mut each),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            } else if !matches!(child.try_wait(), Ok(None)) {
+                break;
+            }
+        }
+        // The child has gone and the pipe is still open: what holds it is read from a
+        // thread, which ends when the worker kills what its handlers left behind.
+        let reader = std::thread::Builder::new()
+            .name("output".into())
+            .spawn(move || cutter.read_to_end(input, &mut |l| log_line(&from, l)));
+        if let Ok(h) = reader {
+            keep(h);
+        }
+        child.wait()
+    }
+}
+
+/// A descriptor that becomes readable when process `pid` (our child) exits, where the
+/// kernel has `pidfd_open` (Linux 5.3).
+fn pidfd(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid as nix::libc::pid_t, 0) };
+    // SAFETY: a non-negative result is a descriptor that nothing else owns.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Keep a reader for `finish`, dropping those that have ended.
+fn keep(h: JoinHandle<()>) {
+    let mut readers = READERS.lock().unwrap_or_else(|e| e.into_inner());
+    // A long-lived process (the master, for its preloaders) keeps no ended ones.
+    readers.retain(|r| !r.is_finished());
+    readers.push(h);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(input: &[u8]) -> Vec<String> {
+        let mut out = Vec::new();
+        // One byte per read: lines are put together across reads.
+        struct Trickle<'a>(&'a [u8]);
+        impl Read for Trickle<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                let Some((&b, rest)) = self.0.split_first() else {
+                    return Ok(0);
+                };
+                buf[0] = b;
+                self.0 = rest;
+                Ok(1)
+            }
+        }
+        read_lines(Trickle(input), &mut |l| out.push(l.to_string()));
+        let mut whole = Vec::new();
+        read_lines(input, &mut |l| whole.push(l.to_string()));
+        assert_eq!(out, whole, "the same lines whatever the reads");
+        out
+    }
+
+    #[test]
+    fn lines_partial_lines_and_garbage() {
+        assert_eq!(lines(b"one\ntwo\r\n\nlast"), ["one", "two", "", "last"]);
+        assert_eq!(lines(b""), Vec::<String>::new());
+        assert_eq!(lines(b"a\xff\xfeb\n"), ["a\u{fffd}\u{fffd}b"]);
+    }
+
+    #[test]
+    fn long_lines_are_cut_not_dropped() {
+        let long = vec![b'x'; MAX_LINE * 2 + 5];
+        let mut input = long.clone();
+        input.extend_from_slice(b"\nnext\n");
+        let got = lines(&input);
+        assert_eq!(got.len(), 4);
+        assert_eq!(got[0].len(), MAX_LINE);
+        assert_eq!(got[1].len(), MAX_LINE);
+        assert_eq!(got[2], "xxxxx");
+        assert_eq!(got[3], "next");
+    }
+
+    #[test]
+    fn a_pipe_is_read_until_its_writer_closes() {
+        use std::io::Write;
+        let pipe = Pipe::new().unwrap();
+        let mut writer = std::fs::File::from(pipe.write_end().try_clone().unwrap());
+        let Pipe { read, write } = pipe;
+        drop(write);
+        writer.write_all(b"partial").unwrap();
+        drop(writer);
+        let mut got = Vec::new();
+        read_lines(std::fs::File::from(read), &mut |l| got.push(l.to_string()));
+        assert_eq!(got, ["partial"]);
+    }
+}
