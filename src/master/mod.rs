@@ -231,6 +231,9 @@ impl Master {
         for c in self.inputs.consumers.drain(..) {
             let _ = c.join();
         }
+        for c in self.reload.retiring.drain(..) {
+            let _ = c.join();
+        }
         self.preloaders.stop_all();
         // Settlements some backends batch (SQS) go out before the master exits.
         for s in &self.settlers {

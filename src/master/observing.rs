@@ -73,6 +73,16 @@ impl Observing {
         }
     }
 
+    /// A queue added by a reload, numbered next.
+    pub fn add_queue(&mut self, name: &str) {
+        self.metrics.push(QueueMetrics::new(name));
+        self.liveness.add_queue();
+        self.received.push(0);
+        self.settled.push(0);
+        self.depth.push(None);
+        self.oldest.push(None);
+    }
+
     /// `n` messages of queue `q` arrived.
     pub fn received(&mut self, q: usize, n: usize) {
         self.received[q] += n as u64;

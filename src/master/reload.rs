@@ -33,6 +33,9 @@ pub(super) struct Reload {
     removed: Vec<bool>,
     /// The part of the gate's credits that HTTP targets hold (fixed until a restart).
     http_credits: usize,
+    /// Consumer threads retired by a reload: out of `Inputs::consumers`, so that their
+    /// ending is not taken for a consumer that died; joined at exit like the others.
+    pub(super) retiring: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Reload {
@@ -48,6 +51,7 @@ impl Reload {
             removed: vec![false; retire.len()],
             retire,
             http_credits,
+            retiring: Vec::new(),
         }
     }
 
@@ -197,6 +201,13 @@ impl Master {
         if let Some(flag) = self.reload.retire.get(q) {
             flag.store(true, Ordering::Release);
         }
+        // Consumer threads are named `consume-<queue>-<n>` (`consumer::spawn`).
+        let prefix = format!("consume-{}-", self.qconfigs[q].name);
+        let (retired, kept) = std::mem::take(&mut self.inputs.consumers)
+            .into_iter()
+            .partition(|c| c.thread().name().is_some_and(|n| n.starts_with(&prefix)));
+        self.inputs.consumers = kept;
+        self.reload.retiring.extend::<Vec<_>>(retired);
     }
 
     /// Open a new queue and start consuming it, under the running settings (a new queue
@@ -214,6 +225,7 @@ impl Master {
         };
         let q = self.holding.add_queue();
         debug_assert_eq!(q, self.qconfigs.len());
+        self.obs.add_queue(&qc.full_name);
         self.qconfigs.push(qc);
         self.settlers.push(settler);
         self.reload.removed.push(false);

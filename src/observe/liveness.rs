@@ -41,6 +41,11 @@ impl Liveness {
         }
     }
 
+    /// One more queue (added by a reload), numbered next.
+    pub fn add_queue(&mut self) {
+        self.queues.push(Progress::default());
+    }
+
     /// Messages of queue `q` started at `now`.
     pub fn started(&mut self, q: usize, now: Instant) {
         let p = &mut self.queues[q];

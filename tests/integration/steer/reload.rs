@@ -70,9 +70,13 @@ fn sighup_adds_a_queue_and_removes_one_with_nothing_lost() {
     assert!(!waiting.is_empty(), "b stopped being consumed");
     // And b stays unconsumed.
     let before = done.len();
-    master.assert_for(std::time::Duration::from_secs(1), "b not consumed", || {
+    master.assert_for(std::time::Duration::from_secs(2), "b not consumed", || {
         sb.lines("b-done.txt").len() == before
     });
+    // b's consumer threads ended on purpose: the master is healthy, and shows c.
+    let (code, text) = crate::observe::status(&sb, &[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("healthy") && text.contains("  c: "), "{text}");
     assert_eq!(master.stop().code(), Some(0));
 }
 
