@@ -132,6 +132,12 @@ fn escaped(path: &Path) -> Result<String, String> {
     Ok(s.replace('%', "%%"))
 }
 
+const RELOAD: &str = "\
+# `systemctl reload chore`: SIGHUP re-reads the Chorefile and applies what can change
+# without a restart (queues, handlers, concurrency, batching, log level). The log file is
+# reopened on SIGUSR1: `systemctl kill --kill-whom=main --signal=USR1 chore` (logrotate).
+ExecReload=/bin/kill -HUP $MAINPID";
+
 /// A path as one word of a list (ExecStart=, ReadWritePaths=): quoted when a space or a
 /// quote would split it; in a command line, `$` is a variable to systemd as well.
 fn word(path: &Path, command: bool) -> Result<String, String> {
@@ -193,6 +199,7 @@ pub fn render(spec: &Spec) -> Result<String, String> {
         escaped(&spec.working_directory)?
     ));
     w(&format!("ExecStart={}{files}", word(&spec.binary, true)?));
+    w(RELOAD);
     w(STOPPING);
     w(&format!("TimeoutStopSec={}", spec.stop_timeout_secs));
     w(RESTART);
@@ -266,9 +273,6 @@ const STOPPING: &str = "
 # Optional variables for the handlers (they inherit the master's environment), read by
 # systemd as root before it drops privileges. The leading \"-\": no error if it is missing.
 EnvironmentFile=-/etc/default/chore
-
-# `systemctl reload` reopens the log file, for logrotate.
-ExecReload=/bin/kill -USR1 $MAINPID
 
 # The control socket's directory, /run/chore, owned by User= and removed at stop.
 RuntimeDirectory=chore

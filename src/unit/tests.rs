@@ -117,6 +117,7 @@ fn options_loosen_the_sandbox() {
         assert!(!text.contains(gone), "{gone} in\n{text}");
     }
     assert!(text.contains("\nKillMode=mixed\n"));
+    assert!(text.contains("\nExecReload=/bin/kill -HUP $MAINPID\n"));
 }
 
 #[test]
