@@ -12,6 +12,7 @@
 
 use crate::config::Handler;
 use crate::launch;
+use crate::logging::capture::{Pipe, Source};
 use crate::queue::Delivery;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -41,6 +42,8 @@ pub struct Hooks {
 /// One hook to run.
 struct Job {
     cmd: Command,
+    /// Its stderr, read into log events (`logging::capture`); None: the log itself.
+    output: Option<Pipe>,
     queue: String,
     id: String,
     body: String,
@@ -122,8 +125,14 @@ impl Hooks {
             .env("CHORE_REASON", reason)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
-            .stderr(to_log(self.log_file.as_deref()))
             .process_group(0);
+        // What it prints becomes log events, so a JSON log stays JSON; without a pipe to
+        // be had, raw lines in the log.
+        let output = Pipe::new().ok();
+        match output.as_ref().map(Pipe::stdio) {
+            Some(Ok(err)) => cmd.stderr(err),
+            _ => cmd.stderr(to_log(self.log_file.as_deref())),
+        };
         // SAFETY: prctl(2) is async-signal-safe. The hook dies with the hook thread that
         // started it, which lives as long as the master (even a SIGKILLed one).
         unsafe {
@@ -135,6 +144,7 @@ impl Hooks {
         launch::strip_credentials(&mut cmd);
         let job = Job {
             cmd,
+            output,
             queue: queue.to_string(),
             id: d.id.clone(),
             body: d.body.clone(),
@@ -185,16 +195,33 @@ fn work(shared: &Shared) {
     }
 }
 
-fn run(shared: &Shared, mut job: Job) {
-    let (queue, id) = (job.queue.as_str(), job.id.as_str());
+fn run(shared: &Shared, job: Job) {
+    let Job {
+        mut cmd,
+        output,
+        queue,
+        id,
+        body,
+    } = job;
+    let (queue, id) = (queue.as_str(), id.as_str());
     let mut child = {
         let mut st = shared.lock();
         if st.closed {
             return;
         }
-        match job.cmd.spawn() {
+        let spawned = cmd.spawn();
+        // The command's copies of the pipe's write end must close for its reader to end.
+        drop(cmd);
+        match spawned {
             Ok(child) => {
                 st.running.insert(child.id() as i32);
+                if let Some(p) = output {
+                    p.read_as(Source {
+                        queue: Some(queue.to_string()),
+                        pid: child.id(),
+                        ids: Some(id.to_string()),
+                    });
+                }
                 child
             }
             Err(e) => {
@@ -206,7 +233,6 @@ fn run(shared: &Shared, mut job: Job) {
     };
     let pgid = Pid::from_raw(child.id() as i32);
     if let Some(mut stdin) = child.stdin.take() {
-        let body = std::mem::take(&mut job.body);
         // A hook that does not read a large body must not stall this thread.
         let _ = std::thread::Builder::new()
             .name("hook-feed".into())

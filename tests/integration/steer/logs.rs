@@ -242,3 +242,24 @@ fn a_handler_whose_leftover_child_holds_its_output_is_not_waited_for() {
     assert!(!log.contains("never"));
     assert_eq!(master.stop().code(), Some(0));
 }
+
+#[test]
+fn json_logs_stay_json_while_permanent_failure_hooks_print() {
+    let sb = Sandbox::new("steer-logs-hook");
+    let hook = sb.script("hook.sh", &format!("cat > /dev/null\n{NOISE}"));
+    sb.chorefile(&format!(
+        "log-format = \"json\"\n[queues.jobs]\nhandler = [\"false\"]\nmax-attempts = 1\n\
+         on-permanent-failure = [{hook:?}]\n"
+    ));
+    let id = sb.enqueue_id("jobs", "[1]");
+    let mut master = sb.start(&[]);
+    master.wait_log("partial, no newline");
+    assert_eq!(master.stop().code(), Some(0));
+    let lines = json_lines(&master);
+    for needle in ["garbage", "partial, no newline"] {
+        let found = printed(&lines, needle);
+        assert_eq!(found.len(), 1, "{needle}: {found:?}");
+        assert_eq!(found[0]["queue"], "jobs");
+        assert_eq!(found[0]["ids"], id.as_str());
+    }
+}
