@@ -1,15 +1,14 @@
 //! Receiving from a filesystem queue: one consumer thread's cached listing of `new/`, its
 //! inotify watch, and its share of the expiry recovery.
 
+use super::recover::Recovery;
 use super::{Claimed, FilesystemQueue, annotate};
 use crate::queue::{Consume, Received, Stop};
 use std::ffi::OsString;
 use std::fs;
 use std::io;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// How often each consumer moves lapsed claims back to `new/`.
-const RECOVERY_INTERVAL: Duration = Duration::from_secs(1);
 /// How many names one directory listing keeps for later receives.
 const LISTING_BATCH: usize = 4096;
 
@@ -19,7 +18,7 @@ pub(super) struct FilesystemConsumer {
     queue: FilesystemQueue,
     listing: Vec<OsString>,
     watch: Option<nix::sys::inotify::Inotify>,
-    last_recovery: Option<Instant>,
+    recovery: Recovery,
 }
 
 impl FilesystemConsumer {
@@ -43,7 +42,7 @@ impl FilesystemConsumer {
             queue: q.clone(),
             listing: Vec::new(),
             watch,
-            last_recovery: None,
+            recovery: Recovery::default(),
         })
     }
 
@@ -69,13 +68,7 @@ impl FilesystemConsumer {
     /// One pass: look at up to `max` names and claim what can be claimed.
     fn pass(&mut self, max: usize, out: &mut Received) -> io::Result<()> {
         let now = Instant::now();
-        if self
-            .last_recovery
-            .is_none_or(|t| now.duration_since(t) >= RECOVERY_INTERVAL)
-        {
-            self.last_recovery = Some(now);
-            self.queue.recover_expired();
-        }
+        self.recovery.step(&self.queue, now);
         if self.listing.is_empty() {
             self.refill()?;
         }
@@ -103,6 +96,11 @@ impl FilesystemConsumer {
             }
         }
         Ok(())
+    }
+
+    #[cfg(test)]
+    pub(super) fn recovery_sweeping(&self) -> bool {
+        self.recovery.sweeping()
     }
 
     /// Wait for a new file, the stop signal, or the idle interval.
