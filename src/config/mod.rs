@@ -29,6 +29,8 @@ mod http;
 pub mod options;
 mod printout;
 mod probe;
+#[cfg(test)]
+mod proptests;
 mod queue;
 mod resolve;
 mod ruby;

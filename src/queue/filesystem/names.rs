@@ -38,10 +38,10 @@ impl<'a> JobName<'a> {
         else {
             return false;
         };
+        // Digits only (no sign), and a number of attempts the parser reads back.
         !base.is_empty()
-            && !attempts.is_empty()
-            && attempts.len() <= 9
             && attempts.bytes().all(|b| b.is_ascii_digit())
+            && attempts.parse::<u32>().is_ok()
     }
 }
 

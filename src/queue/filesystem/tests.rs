@@ -450,3 +450,51 @@ fn a_huge_backlog_of_lapsed_claims_is_recovered_in_steps_while_new_is_served() {
     assert_eq!(names(&q.inprogress_dir).len(), 1);
     assert_eq!(names(&q.new_dir).len(), 1200);
 }
+
+mod properties {
+    use super::names::{self, JobName};
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_name_parses_without_panic_into_a_base_without_dots(name in any::<String>()) {
+            let job = JobName::parse(&name);
+            prop_assert!(!job.base.contains('.'));
+            prop_assert!(name.starts_with(job.base));
+            if JobName::is_canonical(&name) {
+                prop_assert!(!job.base.is_empty());
+                prop_assert_eq!(job.claimed_at, None);
+            }
+        }
+
+        #[test]
+        fn names_chore_writes_read_back(base in "[^.]{1,40}", attempts in any::<u32>(), epoch in any::<i64>()) {
+            let new = format!("{base}.{attempts}.job");
+            prop_assert!(JobName::is_canonical(&new));
+            let job = JobName::parse(&new);
+            prop_assert_eq!((job.base, job.previous_attempts), (base.as_str(), attempts));
+            let claimed = format!("{base}.{attempts}.{epoch}.job");
+            prop_assert_eq!(JobName::parse(&claimed).claimed_at, Some(epoch));
+            prop_assert!(!JobName::is_canonical(&claimed));
+        }
+
+        #[test]
+        fn a_unique_base_is_a_base(base in "[^.]{0,40}", inode in any::<u64>(), n in 0usize..5) {
+            let fresh = names::unique_base(&base, inode, n);
+            let new = format!("{fresh}.0.job");
+            prop_assert!(JobName::is_canonical(&new));
+            prop_assert_eq!(JobName::parse(&new).base, fresh.as_str());
+            prop_assert!(fresh != base);
+        }
+
+        #[test]
+        fn the_expiry_rule_never_panics_and_is_monotonic(t in any::<i64>(), now in any::<i64>(), timeout in 0i64..(1 << 40)) {
+            let e = names::expired(Some(t), now, timeout);
+            if e {
+                prop_assert!(names::expired(Some(t), now.saturating_add(1), timeout));
+            }
+        }
+    }
+}
