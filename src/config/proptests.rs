@@ -51,7 +51,7 @@ fn write(name: &str, bytes: &[u8]) -> PathBuf {
 }
 
 fn names_file_and_line(
-    path: &PathBuf,
+    path: &std::path::Path,
     errors: &[super::error::ConfigError],
 ) -> Result<(), TestCaseError> {
     for e in errors {

@@ -10,6 +10,8 @@
 
 pub mod handler;
 mod preload;
+#[cfg(test)]
+mod proptests;
 
 use crate::config::{Handler, HandlerMode};
 use crate::protocol::{BatchSpec, JobSpec, Report, Verdict};
