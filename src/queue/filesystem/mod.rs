@@ -279,6 +279,11 @@ impl FilesystemQueue {
     /// instead, a base no other live file of this filesystem can have. Returns the name.
     fn move_unique(&self, from: &Path, dir: &Path, base: &str, rest: &str) -> io::Result<String> {
         let mut name = format!("{base}{rest}");
+        if dir.join(&name) == from {
+            // Already there (a retry whose claim expires when the claim did): renaming a
+            // file onto itself would look like a clash.
+            return fs::symlink_metadata(from).map(|_| name);
+        }
         for n in 0..100 {
             match rename_noreplace(from, &dir.join(&name)) {
                 Ok(()) => return Ok(name),

@@ -498,3 +498,19 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn a_retry_whose_claim_keeps_its_name_is_not_a_clash() {
+    let (_d, q) = queue(2, 2);
+    q.publish(None, "{}").unwrap();
+    let d = drain(&q).remove(0);
+    // The claim expires in 2 s; a retry in 2 s writes the same epoch, the same name.
+    let same = JobName::parse(&d.receipt).claimed_at;
+    q.retry(&d, Duration::from_secs(2)).unwrap();
+    let left = names(&q.inprogress_dir);
+    assert_eq!(left.len(), 1);
+    if JobName::parse(&left[0]).claimed_at == same {
+        assert_eq!(left[0], d.receipt, "kept its name and id");
+    }
+    assert!(left[0].starts_with(&d.id) && !left[0][d.id.len()..].starts_with('-'));
+}
