@@ -1,8 +1,9 @@
 //! Receiving from a filesystem queue: one consumer thread's cached listing of `new/`, its
 //! inotify watch, and its share of the expiry recovery.
 
+use super::claim::Claimed;
 use super::recover::Recovery;
-use super::{Claimed, FilesystemQueue, annotate};
+use super::{FilesystemQueue, annotate};
 use crate::queue::{Consume, Received, Stop};
 use std::ffi::OsString;
 use std::fs;

@@ -3,6 +3,7 @@
 use super::*;
 use crate::queue::Stop;
 use consume::FilesystemConsumer;
+use std::fs::File;
 
 fn queue(timeout: u64, lease: u64) -> (tempdir::Dir, FilesystemQueue) {
     let dir = tempdir::Dir::new();
