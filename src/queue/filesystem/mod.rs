@@ -32,6 +32,8 @@ mod periodic;
 mod publish;
 mod recover;
 #[cfg(test)]
+mod safety_tests;
+#[cfg(test)]
 mod tests;
 
 use super::{Consume, Delivery, Periodic, Queue};
