@@ -66,10 +66,16 @@ impl FilesystemConsumer {
         Ok(())
     }
 
-    /// One pass: look at up to `max` names and claim what can be claimed.
+    /// One pass: claim up to `max` names, then take a bounded step of the recovery (after
+    /// claiming, so a backlog of lapsed claims never holds back what waits in `new/`).
     fn pass(&mut self, max: usize, out: &mut Received) -> io::Result<()> {
         let now = Instant::now();
+        let claimed = self.claim_some(max, now, out);
         self.recovery.step(&self.queue, now);
+        claimed
+    }
+
+    fn claim_some(&mut self, max: usize, now: Instant, out: &mut Received) -> io::Result<()> {
         if self.listing.is_empty() {
             self.refill()?;
         }
@@ -135,7 +141,12 @@ impl Consume for FilesystemConsumer {
     fn receive(&mut self, max: usize, stop: &Stop) -> io::Result<Received> {
         let mut out = Received::default();
         self.pass(max, &mut out)?;
-        if out.deliveries.is_empty() && self.listing.is_empty() && !stop.fired() {
+        // While a recovery sweep is under way, no waiting: it goes on at the next receive.
+        if out.deliveries.is_empty()
+            && self.listing.is_empty()
+            && !self.recovery.sweeping()
+            && !stop.fired()
+        {
             self.wait(stop);
             if !stop.fired() {
                 self.refill()?;

@@ -26,6 +26,11 @@ pub(super) struct Recovery {
 }
 
 impl Recovery {
+    /// Is a sweep under way?
+    pub(super) fn sweeping(&self) -> bool {
+        self.listing.is_some()
+    }
+
     /// Go on with the sweep, or start one if a second has passed since the last began.
     pub(super) fn step(&mut self, q: &FilesystemQueue, now: Instant) {
         if self.listing.is_none() {
@@ -100,10 +105,5 @@ impl Recovery {
         while r.listing.is_some() {
             r.step(q, now);
         }
-    }
-
-    /// Is a sweep under way?
-    pub(super) fn sweeping(&self) -> bool {
-        self.listing.is_some()
     }
 }
