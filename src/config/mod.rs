@@ -30,6 +30,8 @@ mod http;
 pub mod options;
 mod printout;
 mod probe;
+#[cfg(test)]
+mod proptests;
 mod queue;
 pub mod queue_cli;
 mod resolve;

@@ -335,11 +335,37 @@ fn first_delivery(
 }
 
 /// The part of a body that routing needs. Deserialising it also checks the whole body is
-/// JSON.
-#[derive(Deserialize)]
+/// JSON. A `class` key given twice is not an error: the last one counts, as it does for
+/// Ruby's `JSON.parse` (which Ruby Chore's workers use) and for serde_json's own maps.
 struct Envelope {
-    #[serde(default)]
     class: Option<serde_json::Value>,
+}
+
+impl<'de> Deserialize<'de> for Envelope {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Envelope, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = Envelope;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Envelope, A::Error> {
+                let mut class = None;
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if key == "class" {
+                        class = Some(map.next_value::<serde_json::Value>()?);
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                Ok(Envelope { class })
+            }
+        }
+        d.deserialize_map(Fields)
+    }
 }
 
 /// Check one delivery and route it: true to pass it on; false when it was dead-lettered
@@ -485,5 +511,18 @@ mod tests {
         assert!(classify("{not json").is_err());
         assert!(classify("hello").is_err());
         assert!(classify(r#"{"class":"A"} trailing"#).is_err());
+        // A duplicated key: the last one counts, as in Ruby's JSON.parse.
+        assert_eq!(
+            classify(r#"{"class":"A","args":[],"class":"B"}"#)
+                .unwrap()
+                .as_deref(),
+            Some("B")
+        );
+        assert_eq!(
+            classify(r#"{"cl\u0061ss":"Esc","args":{"class":"inner"}}"#)
+                .unwrap()
+                .as_deref(),
+            Some("Esc")
+        );
     }
 }

@@ -11,7 +11,7 @@
 //!   directory is invisible to it.
 
 use crate::dedupe::Dedupe;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -61,7 +61,7 @@ impl Claim {
 
     /// A marker directory, created now (a failure is a start-up error).
     pub fn marker(dir: PathBuf) -> io::Result<Claim> {
-        fs::create_dir_all(&dir)
+        crate::queue::filesystem::files::create_dirs(&dir)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
         Ok(Claim::Marker { dir })
     }
@@ -91,7 +91,8 @@ impl Claim {
             }
             Claim::Marker { dir } => {
                 let path = dir.join(marker_name(task, tick));
-                match OpenOptions::new().write(true).create_new(true).open(&path) {
+                // Exclusive, never through a link, with an explicit mode.
+                match crate::queue::filesystem::files::create_new(&path) {
                     Ok(_) => Claimed::Won,
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Claimed::Lost,
                     Err(e) => Claimed::Unknown(format!("cannot create {}: {e}", path.display())),

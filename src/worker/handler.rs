@@ -188,7 +188,7 @@ struct BatchInput<'a> {
 
 /// One output line of a batch handler.
 #[derive(Deserialize)]
-struct BatchOutput {
+pub(super) struct BatchOutput {
     id: String,
     result: BatchResult,
     #[serde(default)]
@@ -199,7 +199,7 @@ struct BatchOutput {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "lowercase")]
-enum BatchResult {
+pub(super) enum BatchResult {
     Ok,
     Retry,
     Fail,

@@ -12,6 +12,8 @@ pub mod handler;
 mod memory;
 mod meta;
 mod preload;
+#[cfg(test)]
+mod proptests;
 
 use crate::config::{Handler, HandlerMode};
 use crate::protocol::{BatchSpec, JobSpec, Report, Verdict};

@@ -14,6 +14,7 @@ mod crash;
 mod dedupe;
 mod enqueue;
 mod faults;
+mod files;
 mod handlers;
 mod harness;
 mod http;

@@ -1,15 +1,15 @@
 //! Receiving from a filesystem queue: one consumer thread's cached listing of `new/`, its
 //! inotify watch, and its share of the expiry recovery.
 
-use super::{Claimed, FilesystemQueue, annotate};
+use super::claim::Claimed;
+use super::recover::Recovery;
+use super::{FilesystemQueue, annotate};
 use crate::queue::{Consume, Received, Stop};
 use std::ffi::OsString;
 use std::fs;
 use std::io;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// How often each consumer moves lapsed claims back to `new/`.
-const RECOVERY_INTERVAL: Duration = Duration::from_secs(1);
 /// How many names one directory listing keeps for later receives.
 const LISTING_BATCH: usize = 4096;
 
@@ -19,7 +19,7 @@ pub(super) struct FilesystemConsumer {
     queue: FilesystemQueue,
     listing: Vec<OsString>,
     watch: Option<nix::sys::inotify::Inotify>,
-    last_recovery: Option<Instant>,
+    recovery: Recovery,
 }
 
 impl FilesystemConsumer {
@@ -43,7 +43,7 @@ impl FilesystemConsumer {
             queue: q.clone(),
             listing: Vec::new(),
             watch,
-            last_recovery: None,
+            recovery: Recovery::default(),
         })
     }
 
@@ -66,16 +66,16 @@ impl FilesystemConsumer {
         Ok(())
     }
 
-    /// One pass: look at up to `max` names and claim what can be claimed.
+    /// One pass: claim up to `max` names, then take a bounded step of the recovery (after
+    /// claiming, so a backlog of lapsed claims never holds back what waits in `new/`).
     fn pass(&mut self, max: usize, out: &mut Received) -> io::Result<()> {
         let now = Instant::now();
-        if self
-            .last_recovery
-            .is_none_or(|t| now.duration_since(t) >= RECOVERY_INTERVAL)
-        {
-            self.last_recovery = Some(now);
-            self.queue.recover_expired();
-        }
+        let claimed = self.claim_some(max, now, out);
+        self.recovery.step(&self.queue, now);
+        claimed
+    }
+
+    fn claim_some(&mut self, max: usize, now: Instant, out: &mut Received) -> io::Result<()> {
         if self.listing.is_empty() {
             self.refill()?;
         }
@@ -103,6 +103,11 @@ impl FilesystemConsumer {
             }
         }
         Ok(())
+    }
+
+    #[cfg(test)]
+    pub(super) fn recovery_sweeping(&self) -> bool {
+        self.recovery.sweeping()
     }
 
     /// Wait for a new file, the stop signal, or the idle interval.
@@ -136,7 +141,12 @@ impl Consume for FilesystemConsumer {
     fn receive(&mut self, max: usize, stop: &Stop) -> io::Result<Received> {
         let mut out = Received::default();
         self.pass(max, &mut out)?;
-        if out.deliveries.is_empty() && self.listing.is_empty() && !stop.fired() {
+        // While a recovery sweep is under way, no waiting: it goes on at the next receive.
+        if out.deliveries.is_empty()
+            && self.listing.is_empty()
+            && !self.recovery.sweeping()
+            && !stop.fired()
+        {
             self.wait(stop);
             if !stop.fired() {
                 self.refill()?;

@@ -3,16 +3,20 @@
 //!
 //! Layout under `<fs-queue-root>/<queue>/`: `new/` holds waiting jobs, `inprogress/` claimed
 //! ones, `config/timeout` an optional per-queue timeout; chore adds `dead/` for messages
-//! that can never succeed (Ruby Chore never looks there). File names:
+//! that can never succeed (Ruby Chore never looks there) and `tmp/` for bodies it is
+//! publishing. File names:
 //!
 //! * published: `<queue>-<Class>-<pid>-<YYYYmmdd-HHMMSS-micro6>.0.job` (the `0` is the
 //!   number of previous attempts);
 //! * claimed: `inprogress/<base>.<previous attempts>.<claim epoch>.job`;
 //! * recovered (claim older than the queue timeout): `new/<base>.<attempts + 1>.job`.
 //!
-//! A publisher writes under a non-blocking `flock` into a file it found empty; a consumer
-//! claims a non-empty file by taking the same lock and renaming it into `inprogress/`, so
-//! a consumer never sees a half-written file, and Ruby Chore and chore can share a queue.
+//! Ruby Chore's publisher writes under a non-blocking `flock` into a file it found empty;
+//! chore's writes the body whole under `tmp/` and renames it into `new/`. A consumer claims
+//! a non-empty file by taking the same lock and renaming it into `inprogress/`, so it never
+//! sees a half-written file, and Ruby Chore and chore can share a queue. No rename replaces
+//! a file and nothing is written through a link (`files`,
+//! docs/decisions/0020-claims-never-replace.md).
 //!
 //! Beyond Ruby Chore, everything is expressed through the claim epoch, which Ruby Chore
 //! also honours: a claim is written so that it expires one *lease* from now (not one queue
@@ -20,25 +24,32 @@
 //! messages return within a lease; a retry after a backoff is a claim that expires after
 //! the delay; giving a message back is an immediate move to `new/`.
 
+mod claim;
 mod consume;
+pub(crate) mod files;
 mod names;
 mod periodic;
+mod publish;
+mod recover;
+#[cfg(test)]
+mod safety_tests;
 #[cfg(test)]
 mod tests;
 
-use super::{Consume, Delivery, Depth, Meta, Periodic, Queue};
+use super::{Consume, Delivery, Depth, Periodic, Queue};
+#[cfg(test)]
+use claim::try_lock;
 use consume::FilesystemConsumer;
+use files::rename_noreplace;
 pub use names::JobName;
-use names::{epoch_now, epoch_now_ceil, local_timestamp, sanitize_class, secs_ceil};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use names::{epoch_now, epoch_now_ceil, secs_ceil};
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// Bodies larger than this are dead-lettered unread (SQS's own limit is 1 MiB): a stray
-/// huge file must not exhaust the master's memory.
-const MAX_BODY: u64 = 64 * 1024 * 1024;
 
 #[derive(Clone)]
 pub struct FilesystemQueue {
@@ -47,16 +58,14 @@ pub struct FilesystemQueue {
     new_dir: PathBuf,
     inprogress_dir: PathBuf,
     dead_dir: PathBuf,
+    tmp_dir: PathBuf,
     timeout: Duration,
     lease: Duration,
     idle_wait: Duration,
-}
-
-/// What a claim took: a message to run, or one whose body can never be read as text.
-#[derive(Debug)]
-enum Claimed {
-    Body(Delivery),
-    Unreadable(Delivery, String),
+    /// The receipts this process holds claims under, shared by its clones (one per
+    /// consumer thread). Our own recovery never takes them, whatever the wall clock says:
+    /// a step of the clock cannot make this master run its own messages twice.
+    own: Arc<Mutex<HashSet<String>>>,
 }
 
 impl FilesystemQueue {
@@ -77,13 +86,15 @@ impl FilesystemQueue {
             new_dir: dir.join("new"),
             inprogress_dir: dir.join("inprogress"),
             dead_dir: dir.join("dead"),
+            tmp_dir: dir.join("tmp"),
             dir,
             timeout: default_timeout,
             lease,
             idle_wait,
+            own: Arc::default(),
         };
         for d in [&q.new_dir, &q.inprogress_dir, &q.dead_dir] {
-            fs::create_dir_all(d).map_err(|e| annotate(e, d))?;
+            files::create_dirs(d).map_err(|e| annotate(e, d))?;
             let probe = nix::unistd::access(d.as_path(), nix::unistd::AccessFlags::W_OK);
             if probe.is_err() {
                 return Err(io::Error::new(
@@ -143,73 +154,6 @@ impl FilesystemQueue {
         &self.dir
     }
 
-    /// Publish one body, the way Ruby Chore's publisher does: append into a
-    /// fresh name under an exclusive non-blocking lock, only if the file is still empty.
-    /// Returns the file name.
-    pub fn publish(&self, class: Option<&str>, body: &str) -> io::Result<String> {
-        let class = sanitize_class(class.unwrap_or("Job"));
-        let pid = std::process::id();
-        loop {
-            let name = format!(
-                "{}-{}-{}-{}.0.job",
-                self.name,
-                class,
-                pid,
-                local_timestamp()
-            );
-            let path = self.new_dir.join(&name);
-            let mut file = OpenOptions::new()
-                .append(true)
-                .create(true)
-                .custom_flags(nix::libc::O_CLOEXEC)
-                .open(&path)
-                .map_err(|e| annotate(e, &path))?;
-            if try_lock(&file) && file.metadata()?.len() == 0 {
-                file.write_all(body.as_bytes())?;
-                return Ok(name);
-            }
-            // Someone else owns that name this microsecond: take the next one.
-        }
-    }
-
-    /// Move every claim older than the timeout back to `new/` with one more attempt
-    /// (Ruby Chore's expiry recovery). Races with other consumers are harmless.
-    fn recover_expired(&self) {
-        let Ok(entries) = fs::read_dir(&self.inprogress_dir) else {
-            return;
-        };
-        let now = epoch_now();
-        let limit = now - secs_ceil(self.timeout);
-        for entry in entries.flatten() {
-            let file_name = entry.file_name();
-            let Some(name) = file_name.to_str() else {
-                continue;
-            };
-            if name.starts_with('.') {
-                continue;
-            }
-            let job = JobName::parse(name);
-            if job.claimed_at.is_none_or(|t| t <= limit) {
-                let to = self.new_dir.join(format!(
-                    "{}.{}.job",
-                    job.base,
-                    job.previous_attempts.saturating_add(1)
-                ));
-                match fs::rename(entry.path(), &to) {
-                    Ok(()) => {
-                        // Either a retry whose backoff has passed, or a claim whose holder
-                        // is gone (a crashed master): the claim alone cannot tell which.
-                        tracing::info!(queue = %self.name, id = job.base, next_attempt = job.previous_attempts.saturating_add(2), "claim lapsed; message offered again")
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        tracing::warn!(queue = %self.name, id = job.base, error = %e, "could not recover expired claim")
-                    }
-                }
-            }
-        }
-    }
-
     /// The claim epoch that makes a claim expire `after` from now, for every consumer
     /// that applies Ruby Chore's rule (claim epoch ≤ now − timeout).
     ///
@@ -219,120 +163,59 @@ impl FilesystemQueue {
         epoch_now_ceil() - secs_ceil(self.timeout) + secs_ceil(after)
     }
 
-    /// Try to claim `name` from `new/`. `Ok(None)`: not claimable now (being written, taken
-    /// by someone else, or gone).
-    ///
-    /// A body that cannot be read as text comes back `Unreadable`, claimed, for the consumer
-    /// to dead-letter like any other message that can never run.
-    fn claim(&self, name: &str, now: Instant) -> io::Result<Option<Claimed>> {
-        let path = self.new_dir.join(name);
-        // Never follow a link, never block on a FIFO: what is not a regular file is set
-        // aside, once, and never opened again.
-        let opened = OpenOptions::new()
-            .read(true)
-            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-            .open(&path);
-        let mut file = match opened {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
-                self.set_aside(std::ffi::OsStr::new(name), "a symbolic link");
-                return Ok(None);
-            }
-            Err(e) => return Err(annotate(e, &path)),
-        };
-        let meta = file.metadata()?;
-        if !meta.is_file() {
-            self.set_aside(
-                std::ffi::OsStr::new(name),
-                "not a regular file (a FIFO, socket, device or directory)",
-            );
-            return Ok(None);
-        }
-        if meta.len() == 0 {
-            // A publisher is about to write, or died before it did. Ruby Chore deletes it
-            // once it is older than the queue timeout.
-            let age = epoch_now() - meta.ctime();
-            if age >= secs_ceil(self.timeout) && fs::remove_file(&path).is_ok() {
-                tracing::warn!(queue = %self.name, file = name, "removed an empty job file older than the queue timeout");
-            }
-            return Ok(None);
-        }
-        if !try_lock(&file) {
-            return Ok(None);
-        }
-        let job = JobName::parse(name);
-        let receipt = format!(
-            "{}.{}.{}.job",
-            job.base,
-            job.previous_attempts,
-            self.claim_epoch(self.lease)
-        );
-        let to = self.inprogress_dir.join(&receipt);
-        let mut renamed = fs::rename(&path, &to);
-        if matches!(&renamed, Err(e) if e.kind() == io::ErrorKind::NotFound) && self.recreate_dirs()
-        {
-            renamed = fs::rename(&path, &to);
-        }
-        match renamed {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(annotate(e, &path)),
-        }
-        let delivery = Delivery {
-            id: job.base.to_string(),
-            receipt,
-            body: String::new(),
-            attempt: job.previous_attempts.saturating_add(1),
-            received_at: now,
-            renew_at: now + self.lease / 3,
-            class: None,
-            group: None,
-            dedupe_key: None,
-            // The file was written when the message was sent (renames keep the time); the
-            // first receive is not recorded anywhere.
-            meta: Some(Box::new(Meta {
-                sent_at: meta.modified().ok(),
-                ..Meta::default()
-            })),
-            post_to: None,
-        };
-        if meta.len() > MAX_BODY {
-            let reason = format!(
-                "body of {} bytes is larger than the 64 MiB limit",
-                meta.len()
-            );
-            return Ok(Some(Claimed::Unreadable(delivery, reason)));
-        }
-        let bytes = read_body(&mut file, meta.len() as usize)?;
-        drop(file);
-        match String::from_utf8(bytes) {
-            Ok(body) => Ok(Some(Claimed::Body(Delivery { body, ..delivery }))),
-            Err(_) => Ok(Some(Claimed::Unreadable(
-                delivery,
-                "body is not UTF-8 text (a message body must be JSON)".into(),
-            ))),
-        }
-    }
-
     fn inprogress(&self, d: &Delivery) -> PathBuf {
         self.inprogress_dir.join(&d.receipt)
     }
 
-    /// Move an entry of `new/` that can never be a message (not a regular file, a name that
-    /// is not UTF-8) into `dead/` under its own name, with one error line: it is never
-    /// opened, followed or looked at again.
-    fn set_aside(&self, name: &std::ffi::OsStr, what: &str) {
-        let to = self.dead_dir.join(name);
-        match fs::rename(self.new_dir.join(name), &to) {
-            Ok(()) => {
-                tracing::error!(queue = %self.name, entry = ?name, "an entry of new/ is {what}; moved to dead/ unread")
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => {
-                tracing::error!(queue = %self.name, entry = ?name, error = %e, "an entry of new/ is {what} and cannot be moved to dead/")
+    /// Rename `from` into `dir` as `<base><rest>` without replacing anything: when that
+    /// name is taken (by another message sharing the base), as `<base>-<inode>[-<n>]<rest>`
+    /// instead, a base no other live file of this filesystem can have. Returns the name.
+    fn move_unique(&self, from: &Path, dir: &Path, base: &str, rest: &str) -> io::Result<String> {
+        let mut name = format!("{base}{rest}");
+        if dir.join(&name) == from {
+            // Already there (a retry whose claim expires when the claim did): renaming a
+            // file onto itself would look like a clash.
+            return fs::symlink_metadata(from).map(|_| name);
+        }
+        for n in 0..100 {
+            match rename_noreplace(from, &dir.join(&name)) {
+                Ok(()) => return Ok(name),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    let ino = fs::symlink_metadata(from)?.ino();
+                    let fresh = names::unique_base(JobName::parse(base).base, ino, n);
+                    tracing::warn!(queue = %self.name, taken = %name, id = %fresh, "another message has this name; this one takes a base of its own");
+                    name = format!("{fresh}{rest}");
+                }
+                Err(e) => return Err(e),
             }
         }
+        Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{}: no free name for {base}{rest}", dir.display()),
+        ))
+    }
+
+    /// Note a claim this process holds (see `own`).
+    fn hold(&self, receipt: &str) {
+        self.own
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(receipt.to_string());
+    }
+
+    /// Forget a claim this process no longer holds.
+    fn release(&self, receipt: &str) {
+        self.own
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(receipt);
+    }
+
+    fn holds(&self, receipt: &str) -> bool {
+        self.own
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(receipt)
     }
 
     /// Recreate whichever of the queue's directories has gone (someone ran `rmdir` on
@@ -344,7 +227,7 @@ impl FilesystemQueue {
             if d.is_dir() {
                 continue;
             }
-            match fs::create_dir_all(d) {
+            match files::create_dirs(d) {
                 Ok(()) => {
                     tracing::error!(queue = %self.name, dir = %d.display(), "a queue directory had disappeared; recreated");
                     recreated = true;
@@ -359,13 +242,15 @@ impl FilesystemQueue {
 
     /// Rename the claimed file, reporting a vanished claim clearly: it means another
     /// consumer recovered it (the lease ran out), so the message may run twice.
-    fn move_claim(&self, d: &Delivery, to: &Path, what: &str) -> io::Result<()> {
-        match fs::rename(self.inprogress(d), to) {
+    fn move_claim(&self, d: &Delivery, to_dir: &Path, rest: &str, what: &str) -> io::Result<()> {
+        self.release(&d.receipt);
+        let base = JobName::parse(&d.receipt).base;
+        match self.move_unique(&self.inprogress(d), to_dir, base, rest) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 tracing::warn!(queue = %self.name, id = %d.id, "claim was gone when the message was {what} (recovered by another consumer after its lease ran out)");
                 Ok(())
             }
-            other => other,
+            other => other.map(drop),
         }
     }
 }
@@ -420,6 +305,7 @@ impl Queue for FilesystemQueue {
     }
 
     fn complete(&self, d: &Delivery) -> io::Result<()> {
+        self.release(&d.receipt);
         match fs::remove_file(self.inprogress(d)) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 tracing::warn!(queue = %self.name, id = %d.id, "claim was gone when the message completed (recovered by another consumer after its lease ran out; it may run again)");
@@ -430,30 +316,19 @@ impl Queue for FilesystemQueue {
     }
 
     fn retry(&self, d: &Delivery, delay: Duration) -> io::Result<()> {
+        let job = JobName::parse(&d.receipt);
         if delay.is_zero() {
-            let job = JobName::parse(&d.receipt);
-            let to = self.new_dir.join(format!(
-                "{}.{}.job",
-                job.base,
-                job.previous_attempts.saturating_add(1)
-            ));
-            return self.move_claim(d, &to, "retried");
+            let rest = format!(".{}.job", job.previous_attempts.saturating_add(1));
+            return self.move_claim(d, &self.new_dir, &rest, "retried");
         }
         // A claim that expires after the delay: any consumer's recovery (chore's or Ruby
         // Chore's) then returns it to new/ with one more attempt.
-        let job = JobName::parse(&d.receipt);
-        let to = self.inprogress_dir.join(format!(
-            "{}.{}.{}.job",
-            job.base,
-            job.previous_attempts,
-            self.claim_epoch(delay)
-        ));
-        self.move_claim(d, &to, "retried")
+        let rest = format!(".{}.{}.job", job.previous_attempts, self.claim_epoch(delay));
+        self.move_claim(d, &self.inprogress_dir, &rest, "retried")
     }
 
     fn dead_letter(&self, d: &Delivery, reason: &str) -> io::Result<()> {
-        let name = format!("{}.{}.job", d.id, d.attempt);
-        let to = self.dead_dir.join(&name);
+        self.release(&d.receipt);
         let note = format!(
             "queue: {}\nid: {}\nattempts: {}\nat: {}\nreason: {}\n",
             self.name,
@@ -462,41 +337,50 @@ impl Queue for FilesystemQueue {
             epoch_now(),
             reason.replace('\n', " ")
         );
-        // The reason goes first, so whoever sees the dead letter can read why.
-        let reason_path = self.dead_dir.join(format!("{name}.reason"));
-        fs::write(&reason_path, note)?;
-        match fs::rename(self.inprogress(d), &to) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                // No dead letter after all: no reason beside nothing.
-                let _ = fs::remove_file(&reason_path);
-                if e.kind() == io::ErrorKind::NotFound {
-                    tracing::warn!(queue = %self.name, id = %d.id, "claim was gone when the message was dead-lettered (recovered by another consumer after its lease ran out)");
-                    return Ok(());
-                }
-                Err(e)
+        let rest = format!(".{}.job", d.attempt);
+        let name = match self.move_unique(&self.inprogress(d), &self.dead_dir, &d.id, &rest) {
+            Ok(name) => name,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                tracing::warn!(queue = %self.name, id = %d.id, "claim was gone when the message was dead-lettered (recovered by another consumer after its lease ran out)");
+                return Ok(());
             }
+            Err(e) => return Err(e),
+        };
+        // Whole or not at all, and never through whatever already has the name (a stale
+        // reason, a planted link): it is replaced.
+        let reason_path = self.dead_dir.join(format!("{name}.reason"));
+        if let Err(e) = files::write_replacing(&reason_path, note.as_bytes()) {
+            tracing::error!(queue = %self.name, id = %d.id, file = %reason_path.display(), error = %e, "dead letter kept, but its reason could not be written");
         }
+        Ok(())
     }
 
     fn give_back(&self, d: &Delivery) -> io::Result<()> {
         let job = JobName::parse(&d.receipt);
-        let to = self
-            .new_dir
-            .join(format!("{}.{}.job", job.base, job.previous_attempts));
-        self.move_claim(d, &to, "given back")
+        let rest = format!(".{}.job", job.previous_attempts);
+        self.move_claim(d, &self.new_dir, &rest, "given back")
     }
 
     fn renew(&self, d: &mut Delivery, now: Instant) -> io::Result<()> {
         let job = JobName::parse(&d.receipt);
-        let receipt = format!(
-            "{}.{}.{}.job",
-            job.base,
+        let rest = format!(
+            ".{}.{}.job",
             job.previous_attempts,
             self.claim_epoch(self.lease)
         );
-        if receipt != d.receipt {
-            fs::rename(self.inprogress(d), self.inprogress_dir.join(&receipt))?;
+        let expected = format!("{}{rest}", job.base);
+        if expected != d.receipt {
+            // Held under both names for the moment of the rename: our recovery, running
+            // meanwhile in a consumer thread, must take neither.
+            self.hold(&expected);
+            let moved =
+                self.move_unique(&self.inprogress(d), &self.inprogress_dir, job.base, &rest);
+            if moved.as_ref().ok() != Some(&expected) {
+                self.release(&expected);
+            }
+            let receipt = moved?;
+            self.hold(&receipt);
+            self.release(&d.receipt);
             d.receipt = receipt;
         }
         d.renew_at = now + self.lease / 3;
@@ -509,40 +393,6 @@ impl Queue for FilesystemQueue {
         let class: String = m.task.chars().take(64).collect();
         self.publish(Some(&class), &periodic::body(m)).map(|_| ())
     }
-}
-
-/// Read a claimed file to its end, `len` being its size as `fstat` saw it.
-///
-/// `read_to_end` would ask the size again (a second `statx`, an `lseek`) and then probe
-/// for the end with one more `read`. A read that comes up short past the size already
-/// seen is the end of a regular file, so a body is usually one `read`; a file that grew
-/// since (a publisher finishing between the `fstat` and the lock) is read on to its end.
-fn read_body(file: &mut File, len: usize) -> io::Result<Vec<u8>> {
-    // One byte of slack, so that a read of exactly `len` bytes comes up short.
-    let mut bytes = vec![0u8; len + 1];
-    let mut filled = 0;
-    loop {
-        if filled == bytes.len() {
-            bytes.resize(filled + filled.max(4096), 0);
-        }
-        let n = match file.read(&mut bytes[filled..]) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        filled += n;
-        if n == 0 || (filled >= len && filled < bytes.len()) {
-            break;
-        }
-    }
-    bytes.truncate(filled);
-    Ok(bytes)
-}
-
-fn try_lock(file: &File) -> bool {
-    use std::os::fd::AsRawFd;
-    // SAFETY: flock on an fd we own; no memory is involved.
-    unsafe { nix::libc::flock(file.as_raw_fd(), nix::libc::LOCK_EX | nix::libc::LOCK_NB) == 0 }
 }
 
 fn annotate(e: io::Error, path: &Path) -> io::Error {

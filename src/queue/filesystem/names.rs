@@ -27,6 +27,40 @@ impl<'a> JobName<'a> {
             claimed_at,
         }
     }
+
+    /// Is `name` exactly a `new/` name as Ruby Chore and chore write them,
+    /// `<base>.<previous attempts>.job`? Any other name (`x`, `x.job`, `x.0.7.job`) was put
+    /// there by hand, and several of them can parse to one base.
+    pub fn is_canonical(name: &str) -> bool {
+        let mut parts = name.split('.');
+        let (Some(base), Some(attempts), Some("job"), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return false;
+        };
+        // Digits only (no sign), and a number of attempts the parser reads back.
+        !base.is_empty()
+            && attempts.bytes().all(|b| b.is_ascii_digit())
+            && attempts.parse::<u32>().is_ok()
+    }
+}
+
+/// Ruby Chore's expiry rule, which every consumer of a queue applies to every claim:
+/// a claim is expired once its epoch is at most `now − timeout` (whole seconds); a name
+/// without an epoch is always expired.
+pub fn expired(claimed_at: Option<i64>, now: i64, timeout_secs: i64) -> bool {
+    claimed_at.is_none_or(|t| t <= now.saturating_sub(timeout_secs))
+}
+
+/// A base for a message whose name another message already has: its own base (or `job`
+/// when it has none) and its file's inode, which no other live file of the filesystem has
+/// (`n` > 0 only if even that is taken, by a name someone wrote by hand).
+pub fn unique_base(base: &str, inode: u64, n: usize) -> String {
+    let base = if base.is_empty() { "job" } else { base };
+    match n {
+        0 => format!("{base}-{inode}"),
+        n => format!("{base}-{inode}-{n}"),
+    }
 }
 
 pub(super) fn epoch_now() -> i64 {

@@ -2,8 +2,9 @@
 
 use super::*;
 use crate::queue::Stop;
+use std::fs::File;
 
-fn queue(timeout: u64, lease: u64) -> (tempdir::Dir, FilesystemQueue) {
+pub(super) fn queue(timeout: u64, lease: u64) -> (tempdir::Dir, FilesystemQueue) {
     let dir = tempdir::Dir::new();
     let q = FilesystemQueue::open(
         dir.path(),
@@ -17,7 +18,7 @@ fn queue(timeout: u64, lease: u64) -> (tempdir::Dir, FilesystemQueue) {
     (dir, q)
 }
 
-mod tempdir {
+pub(super) mod tempdir {
     pub struct Dir(std::path::PathBuf);
     impl Dir {
         pub fn new() -> Dir {
@@ -42,7 +43,7 @@ mod tempdir {
     }
 }
 
-fn names(dir: &Path) -> Vec<String> {
+pub(super) fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -164,7 +165,7 @@ fn expired_claims_come_back_with_one_more_attempt() {
         "{}",
     )
     .unwrap();
-    q.recover_expired();
+    super::recover::Recovery::sweep(&q);
     assert_eq!(names(&q.new_dir), vec!["bar.1.job", "foo.2.job"]);
     assert_eq!(names(&q.inprogress_dir).len(), 1);
 }
