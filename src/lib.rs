@@ -13,7 +13,7 @@
 //! * `launch` and `hooks` — starting users' programs; `on-permanent-failure` commands;
 //! * `settle` — what an attempt means for a message, and the one place it is carried out;
 //! * `consumer` — threads that receive under the credit gate and check bodies;
-//! * `batcher` — pure: when waiting messages make a batch;
+//! * `batcher` — pure: when waiting messages make a batch; `spawner` — forks workers;
 //! * `master` — the loop that owns held messages, the worker pool, signals, start-up;
 //! * `worker` — the child that runs a batch; `enqueue` — publishing from the command line.
 
@@ -33,6 +33,7 @@ mod poster;
 mod protocol;
 mod queue;
 mod settle;
+mod spawner;
 mod worker;
 
 /// Publishing to a filesystem queue from Rust, in Ruby Chore's file format.
@@ -88,10 +89,10 @@ mod layering {
     //! it. Read from the sources, outside their own unit tests.
 
     /// Bottom-up, as in ARCHITECTURE.md.
-    const ORDER: [&str; 17] = [
+    const ORDER: [&str; 18] = [
         "backoff", "calendar", "config", "logging", "protocol", "queue", "dedupe", "launch",
-        "hooks", "settle", "poster", "periodic", "consumer", "batcher", "master", "worker",
-        "enqueue",
+        "hooks", "settle", "poster", "periodic", "consumer", "batcher", "spawner", "master",
+        "worker", "enqueue",
     ];
 
     fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {

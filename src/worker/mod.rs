@@ -10,14 +10,29 @@
 
 pub mod handler;
 mod preload;
+mod spawner;
 
 use crate::config::{Handler, HandlerMode};
 use crate::protocol::{BatchSpec, JobSpec, Report, Verdict};
 use std::collections::HashSet;
 use std::io::{self, BufRead, Write};
 
-/// Entry point of `chore work`. Returns the exit status.
+/// Entry point of `chore work`. Returns the exit status. The master starts it once as the
+/// spawner (titled `chore-spawner-…`), which forks workers that go on in `run`, or, when
+/// it has no spawner, once per batch as a worker.
 pub fn main() -> i32 {
+    let spawner = std::env::args_os().next().is_some_and(|a| {
+        a.to_string_lossy()
+            .starts_with(crate::spawner::TITLE_PREFIX)
+    });
+    if spawner {
+        return spawner::serve();
+    }
+    run()
+}
+
+/// A worker: read the batch, run it, report. Returns the exit status.
+fn run() -> i32 {
     let mut line = String::new();
     if io::stdin().lock().read_line(&mut line).unwrap_or(0) == 0 {
         crate::logging::stderr_line(
