@@ -23,6 +23,7 @@ mod robustness;
 mod routing;
 mod ruby_compat;
 mod signals;
+mod spawner;
 mod sqs;
 // Shared with benches/throughput.rs; each uses a part of it.
 #[allow(dead_code)]
