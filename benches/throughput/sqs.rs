@@ -83,7 +83,9 @@ pub fn figures(chore: &Path, me: &Path) {
 
 /// Bursts into an idle master (batch size 50, the default 20 s long poll and batch
 /// timeout): the delay from the moment the burst's last SendMessageBatch returned (all of
-/// it visible) to the start of the handler that ran its last message.
+/// it visible) to the start of the handler that ran its last message. A burst's first
+/// messages are visible before that call returns, so a handler can start before it does:
+/// the delay is then negative.
 fn bursts(chore: &Path, moto: &Moto, me: &Path, dir: &Path) {
     let url = moto.create("burst", serde_json::json!({}));
     let (stamps, count) = (dir.join("burst-stamps"), dir.join("burst-count"));
