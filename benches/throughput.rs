@@ -144,7 +144,8 @@ fn append_to(var: &str, line: impl std::fmt::Display) {
             .create(true)
             .open(path)
             .unwrap();
-        writeln!(f, "{line}").unwrap();
+        // One write, so that lines from handlers running at once never interleave.
+        f.write_all(format!("{line}\n").as_bytes()).unwrap();
     }
 }
 
