@@ -6,7 +6,11 @@
 //!    run through a per-message handler (`/bin/true`, one process per message);
 //! 2. enqueue→start latency of a lone job on an idle queue, p50/p99 over repeated runs
 //!    (`CHORE_BENCH_LATENCY_RUNS`, default 100);
-//! 3. peak RSS (VmHWM) of the master over the throughput run, and of one worker.
+//! 3. peak RSS (VmHWM) of the master over the throughput run, and of one worker;
+//! 4. CPU per 1,000 jobs of each throughput run, for the master, the workers (with the
+//!    spawner that forks them) and the handlers separately, and the cost of a bare
+//!    `posix_spawn` of `/bin/true` on this machine, the floor under a per-message handler
+//!    (`throughput/cpu.rs`).
 //!
 //! The no-op handler is this very binary, re-executed with `--noop-handler`: it answers
 //! `ok` for every line of its batch, and with `CHORE_BENCH_STAMPS` set it appends the
@@ -97,7 +101,8 @@ fn filesystem_figures(chore: &Path, me: &Path) {
             .unwrap_or(1)
     );
 
-    let batch = throughput(chore, me, jobs, true);
+    let probe = cpu::spawn_probe(per_message_jobs);
+    let batch = throughput(chore, me, jobs, true, &probe);
     println!(
         "throughput, batch handler:       {:>8.0} jobs/s  ({} jobs in {:.2} s; master peak RSS {:.1} MB)",
         batch.jobs as f64 / batch.elapsed.as_secs_f64(),
@@ -105,12 +110,19 @@ fn filesystem_figures(chore: &Path, me: &Path) {
         batch.elapsed.as_secs_f64(),
         batch.master_rss_kb as f64 / 1024.0
     );
-    let single = throughput(chore, me, per_message_jobs, false);
+    println!("    {}", batch.cpu.line(batch.jobs));
+    let single = throughput(chore, me, per_message_jobs, false, &probe);
     println!(
         "throughput, per-message handler: {:>8.0} jobs/s  ({} jobs in {:.2} s; one /bin/true per job)",
         single.jobs as f64 / single.elapsed.as_secs_f64(),
         single.jobs,
         single.elapsed.as_secs_f64()
+    );
+    println!("    {}", single.cpu.line(single.jobs));
+    let chore_us = (single.cpu.master + single.cpu.workers) as f64 / single.jobs as f64;
+    println!(
+        "posix_spawn of /bin/true alone:  {:>8.0} spawns/s, {:.0} µs CPU per spawn (parent and child); chore adds {:.0} µs CPU per job above it",
+        probe.per_second, probe.cpu_us, chore_us
     );
     let (p50, p99, max) = latency(chore, me, runs);
     println!(
@@ -138,7 +150,8 @@ fn append_to(var: &str, line: impl std::fmt::Display) {
             .create(true)
             .open(path)
             .unwrap();
-        writeln!(f, "{line}").unwrap();
+        // One write, so that lines from handlers running at once never interleave.
+        f.write_all(format!("{line}\n").as_bytes()).unwrap();
     }
 }
 
@@ -175,6 +188,7 @@ fn noop_handler(args: &[String]) {
     }
     out.flush().unwrap();
     append_to("CHORE_BENCH_COUNT", processed);
+    append_to("CHORE_BENCH_CPU", cpu::self_us());
 }
 
 struct Scratch(PathBuf);
@@ -244,14 +258,17 @@ struct Run {
     jobs: usize,
     elapsed: Duration,
     master_rss_kb: u64,
+    cpu: cpu::Split,
 }
 
-fn throughput(chore: &Path, me: &Path, jobs: usize, batch_mode: bool) -> Run {
+fn throughput(chore: &Path, me: &Path, jobs: usize, batch_mode: bool, probe: &cpu::Probe) -> Run {
     let scratch = Scratch::new(if batch_mode { "batch" } else { "single" });
+    let handler_cpu = scratch.0.join("handler-cpu");
     let handler = if batch_mode {
         format!(
-            "{{ command = [{:?}, \"--noop-handler\"], mode = \"batch\" }}",
-            me.display().to_string()
+            "{{ command = [{:?}, \"--noop-handler\"], mode = \"batch\", env = {{ CHORE_BENCH_CPU = {:?} }} }}",
+            me.display().to_string(),
+            handler_cpu.display().to_string()
         )
     } else {
         "[\"/bin/true\"]".to_string()
@@ -268,6 +285,7 @@ fn throughput(chore: &Path, me: &Path, jobs: usize, batch_mode: bool) -> Run {
     }
     let new = scratch.0.join("queues/bench/new");
     let inprogress = scratch.0.join("queues/bench/inprogress");
+    let cpu0 = cpu::children_us();
     let t0 = Instant::now();
     let child = start(chore, &file, &scratch.0);
     let pid = child.id() as i32;
@@ -292,11 +310,31 @@ fn throughput(chore: &Path, me: &Path, jobs: usize, batch_mode: bool) -> Run {
         .map(|d| d.count())
         .unwrap_or(0);
     assert_eq!(dead, 0, "no job may fail in the benchmark");
+    let master = cpu::process_us(pid);
     stop(child);
+    // Everything the master started was reaped by the time it exited.
+    let total = cpu::children_us() - cpu0;
+    let (handlers, estimated) = if batch_mode {
+        let text = std::fs::read_to_string(&handler_cpu).unwrap_or_default();
+        (
+            text.lines().filter_map(|l| l.parse::<u64>().ok()).sum(),
+            false,
+        )
+    } else {
+        ((probe.cpu_us * jobs as f64) as u64, true)
+    };
+    let master = master.min(total);
+    let cpu = cpu::Split {
+        master,
+        workers: total.saturating_sub(master + handlers),
+        handlers,
+        estimated,
+    };
     Run {
         jobs,
         elapsed,
         master_rss_kb,
+        cpu,
     }
 }
 
@@ -395,6 +433,9 @@ fn worker_rss(chore: &Path, me: &Path) -> u64 {
     stop(child);
     peak
 }
+
+#[path = "throughput/cpu.rs"]
+mod cpu;
 
 #[path = "throughput/sqs.rs"]
 mod sqs;

@@ -13,7 +13,7 @@
 //! * `launch` and `hooks` — starting users' programs; `on-permanent-failure` commands;
 //! * `settle` — what an attempt means for a message, and the one place it is carried out;
 //! * `consumer` — threads that receive under the credit gate and check bodies;
-//! * `batcher` — pure: when waiting messages make a batch;
+//! * `batcher` — pure: when waiting messages make a batch; `spawner` — forks workers;
 //! * `observe` — metrics, the liveness rule, systemd notifications; `control` — the
 //!   control socket and `chore status`;
 //! * `master` — the loop that owns held messages, the worker pool, signals, start-up;
@@ -42,6 +42,7 @@ mod protocol;
 mod queue;
 mod secrets;
 mod settle;
+mod spawner;
 mod unit;
 mod worker;
 
@@ -113,10 +114,10 @@ mod layering {
     //! it. Read from the sources, outside their own unit tests.
 
     /// Bottom-up, as in ARCHITECTURE.md.
-    const ORDER: [&str; 23] = [
+    const ORDER: [&str; 24] = [
         "backoff", "calendar", "config", "logging", "observe", "protocol", "secrets", "queue",
         "dedupe", "launch", "hooks", "settle", "poster", "periodic", "consumer", "batcher",
-        "control", "master", "worker", "enqueue", "unit", "generate", "admin",
+        "spawner", "control", "master", "worker", "enqueue", "unit", "generate", "admin",
     ];
 
     fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {

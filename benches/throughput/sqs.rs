@@ -1,6 +1,7 @@
 //! The throughput bench's SQS mode (`cargo bench --bench throughput -- sqs`): chore
 //! against moto on loopback, through a batch-mode handler: jobs/s for a backlog, SQS API
-//! calls per 1,000 jobs by action, and ReceiveMessage calls per idle queue-hour.
+//! calls per 1,000 jobs by action, ReceiveMessage calls per idle queue-hour, and how soon
+//! a burst of 1, 9, 10 or 20 messages into an idle master starts after it became visible.
 
 use super::support::moto::{AWS_ENV, Moto};
 use super::*;
@@ -76,7 +77,65 @@ pub fn figures(chore: &Path, me: &Path) {
     let count = scratch.0.join("count");
     let file = chorefile(&scratch.0, &moto.endpoint(), me, &count);
     backlog(chore, &moto, &file, &count, jobs);
+    bursts(chore, &moto, me, &scratch.0);
     idle_polls(chore, &moto, &file);
+}
+
+/// Bursts into an idle master (batch size 50, the default 20 s long poll and batch
+/// timeout): the delay from the moment the burst's last SendMessageBatch returned (all of
+/// it visible) to the start of the handler that ran its last message. A burst's first
+/// messages are visible before that call returns, so a handler can start before it does:
+/// the delay is then negative.
+fn bursts(chore: &Path, moto: &Moto, me: &Path, dir: &Path) {
+    let url = moto.create("burst", serde_json::json!({}));
+    let (stamps, count) = (dir.join("burst-stamps"), dir.join("burst-count"));
+    let file = dir.join("Chorefile-burst");
+    let text = format!(
+        "sqs-endpoint = {endpoint:?}\nconcurrency = 2\nbatch-size = 50\nlog-level = \"warn\"\n\n\
+         [queues.burst]\nbackend = \"sqs\"\ndedupe = false\n\
+         handler = {{ command = [{me:?}, \"--noop-handler\"], mode = \"batch\", env = {{ CHORE_BENCH_STAMPS = {stamps:?}, CHORE_BENCH_COUNT = {count:?} }} }}\n",
+        endpoint = moto.endpoint(),
+        me = me.display().to_string(),
+        stamps = stamps.display().to_string(),
+        count = count.display().to_string()
+    );
+    std::fs::write(&file, text).unwrap();
+    let idle = master(chore, &file, &dir.join("chore-burst.log"));
+    let mut done = 0;
+    let mut line = String::from("start delay of a burst into an idle master:");
+    for burst in [1usize, 9, 10, 20] {
+        // Long enough for the consumer to park its long poll again.
+        std::thread::sleep(Duration::from_secs(2));
+        let before = std::fs::read_to_string(&stamps)
+            .map(|s| s.lines().count())
+            .unwrap_or(0);
+        let bodies: Vec<String> = (0..burst).map(|i| format!("{{\"n\":{i}}}")).collect();
+        moto.send_all(&url, &bodies);
+        let visible = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        done += burst;
+        let t0 = Instant::now();
+        while processed(&count) < done {
+            assert!(
+                t0.elapsed() < Duration::from_secs(120),
+                "a burst of {burst} did not run; see chore-burst.log"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let last = std::fs::read_to_string(&stamps)
+            .unwrap_or_default()
+            .lines()
+            .skip(before)
+            .filter_map(|l| l.parse::<u128>().ok())
+            .max()
+            .unwrap_or(visible);
+        let ms = (last as f64 - visible as f64) / 1e6;
+        line.push_str(&format!(" {burst}: {ms:.0} ms;"));
+    }
+    stop(idle);
+    println!("{}", line.trim_end_matches(';'));
 }
 
 /// A backlog of `jobs`: jobs/s and SQS calls per 1,000 jobs.

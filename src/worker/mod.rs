@@ -14,14 +14,29 @@ mod meta;
 mod preload;
 #[cfg(test)]
 mod proptests;
+mod spawner;
 
 use crate::config::{Handler, HandlerMode};
 use crate::protocol::{BatchSpec, JobSpec, Report, Verdict};
 use std::collections::HashSet;
 use std::io::{self, BufRead, Write};
 
-/// Entry point of `chore work`. Returns the exit status.
+/// Entry point of `chore work`. Returns the exit status. The master starts it once as the
+/// spawner (titled `chore-spawner-…`), which forks workers that go on in `run`, or, when
+/// it has no spawner, once per batch as a worker.
 pub fn main() -> i32 {
+    let spawner = std::env::args_os().next().is_some_and(|a| {
+        a.to_string_lossy()
+            .starts_with(crate::spawner::TITLE_PREFIX)
+    });
+    if spawner {
+        return spawner::serve();
+    }
+    run()
+}
+
+/// A worker: read the batch, run it, report. Returns the exit status.
+fn run() -> i32 {
     let mut line = String::new();
     if io::stdin().lock().read_line(&mut line).unwrap_or(0) == 0 {
         crate::logging::stderr_line(
@@ -94,7 +109,12 @@ fn kill_leftovers() {
 }
 
 /// The live processes of process group `pgid` other than the caller (from `/proc`).
+///
+/// This runs once per batch over every process on the machine, so each is first asked its
+/// group with `getpgid(2)` (one cheap system call); only members have their `stat` read,
+/// to leave out zombies. Reading every `stat` cost far more than the batch's other work.
 fn group_members(pgid: i32) -> Vec<i32> {
+    use nix::unistd::{Pid, getpgid};
     let me = std::process::id() as i32;
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -103,6 +123,7 @@ fn group_members(pgid: i32) -> Vec<i32> {
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|&pid| pid != me)
+        .filter(|&pid| getpgid(Some(Pid::from_raw(pid))).is_ok_and(|g| g.as_raw() == pgid))
         .filter(|&pid| {
             let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
                 return false;

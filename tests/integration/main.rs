@@ -31,6 +31,7 @@ mod routing;
 mod ruby_compat;
 mod secrets;
 mod signals;
+mod spawner;
 mod sqs;
 mod steer;
 // Shared with benches/throughput.rs; each uses a part of it.

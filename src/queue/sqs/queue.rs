@@ -172,6 +172,7 @@ impl Queue for SqsQueue {
             wait: self.wait,
             visibility: self.visibility,
             fifo: self.fifo,
+            more: false,
         }))
     }
 

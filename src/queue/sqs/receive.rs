@@ -2,6 +2,13 @@
 //! when the master stops, and turns each SQS message into a `Delivery` (`delivery`, pure:
 //! the attempt from `ApproximateReceiveCount`, the FIFO group, the first heartbeat, and the
 //! times, sender and message attributes an HTTP handler forwards as headers).
+//!
+//! After a receive that came back full, the next one is a short poll (`poll_wait`): the
+//! master may be holding a partial batch that starts only once a receive says the queue has
+//! nothing more (docs/decisions/0013-when-a-batch-flushes.md), and a long poll would say so
+//! only after its whole wait. A short poll costs no more calls than the long one it
+//! replaces (under a backlog it returns messages; when the backlog ends it is the one empty
+//! receive), and a queue that is idle still sees only long polls.
 
 use super::{MAX_BATCH, Sqs};
 use crate::queue::{Attribute, Consume, Delivery, Meta, Received, Stop};
@@ -20,6 +27,15 @@ pub(super) struct SqsConsumer {
     pub visibility: Duration,
     /// Ask for each message's group.
     pub fifo: bool,
+    /// The last receive came back full: the queue may have more right now.
+    pub more: bool,
+}
+
+/// How long a receive waits for messages: nothing when the last receive came back full
+/// (the queue had more to give a moment ago, and a partial batch may be waiting to learn
+/// whether it has more), else the long poll's `wait`.
+fn poll_wait(last_was_full: bool, wait: Duration) -> Duration {
+    if last_was_full { Duration::ZERO } else { wait }
 }
 
 impl Consume for SqsConsumer {
@@ -31,7 +47,7 @@ impl Consume for SqsConsumer {
             .receive_message()
             .queue_url(&self.url)
             .max_number_of_messages(max as i32)
-            .wait_time_seconds(self.wait.as_secs() as i32)
+            .wait_time_seconds(poll_wait(self.more, self.wait).as_secs() as i32)
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             // What an HTTP handler forwards (the SQS daemon's headers); no extra calls.
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
@@ -52,6 +68,7 @@ impl Consume for SqsConsumer {
         // Abandoned because chore is stopping. (Should SQS have answered at that very
         // moment, those messages reappear after their visibility timeout.)
         let Some(result) = outcome else {
+            self.more = false;
             return Ok(Received {
                 short: true,
                 ..Received::default()
@@ -62,14 +79,19 @@ impl Consume for SqsConsumer {
                 "ReceiveMessage failed: {}",
                 DisplayErrorContext(&e)
             ))
-        })?;
+        });
+        // A failed receive is followed by a long poll: errors are not retried in a spin.
+        self.more = false;
+        let out = out?;
         let now = Instant::now();
         let deliveries: Vec<Delivery> = out
             .messages()
             .iter()
             .filter_map(|m| delivery(m, now, self.visibility))
             .collect();
-        let short = deliveries.len() < max;
+        // Counted before filtering, which drops only what SQS sent malformed.
+        let short = out.messages().len() < max;
+        self.more = !short;
         Ok(Received {
             deliveries,
             short,
@@ -241,6 +263,13 @@ mod tests {
         let no_receipt = Message::builder().message_id("m").body("{}").build();
         assert!(delivery(&no_id, now, v).is_none());
         assert!(delivery(&no_receipt, now, v).is_none());
+    }
+
+    #[test]
+    fn a_full_receive_is_followed_by_a_short_poll_anything_else_by_a_long_one() {
+        let wait = Duration::from_secs(20);
+        assert_eq!(poll_wait(true, wait), Duration::ZERO);
+        assert_eq!(poll_wait(false, wait), wait);
     }
 
     #[test]

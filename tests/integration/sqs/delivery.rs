@@ -302,3 +302,51 @@ fn sqs_settling_uses_batch_calls() {
     // One receive per ten messages, plus the parked long polls at the end.
     assert!(n("ReceiveMessage") <= 15, "{summary:?}");
 }
+
+#[test]
+fn sqs_a_partial_batch_after_a_full_receive_starts_before_the_batch_timeout() {
+    // Ten or twenty messages fill every receive they take, so only the next receive can
+    // say the queue has no more: it must not be a 20 s long poll.
+    let sb = Sandbox::new("sqs-burst");
+    let moto = Moto::start_recording(&sb.file("recording.jsonl"));
+    let url = moto.create("burst", json!({}));
+    let h = sb.recorder("job.sh", "runs.txt", "");
+    sqs_chorefile(
+        &sb,
+        &moto,
+        &format!(
+            "concurrency = 2\nbatch-size = 50\nbatch-timeout = 20\n\
+             [queues.burst]\nbackend = \"sqs\"\nwait-time = 20\nhandler = [{h:?}]\n"
+        ),
+    );
+    moto.record();
+    let mut master = start(&sb);
+    let long_polls = || {
+        moto.recording()
+            .iter()
+            .filter(|r| {
+                r.action == "ReceiveMessage" && r.input["WaitTimeSeconds"].as_i64() == Some(20)
+            })
+            .count()
+    };
+    let (mut done, mut polls_before) = (0, 0);
+    for burst in [10, 20] {
+        // Idle: the consumer has parked a long poll since the last burst.
+        master.wait("a parked long poll", || long_polls() > polls_before);
+        std::thread::sleep(Duration::from_millis(500));
+        polls_before = long_polls();
+        let bodies: Vec<String> = (0..burst).map(|i| format!("{{\"n\":{i}}}")).collect();
+        let t0 = Instant::now();
+        moto.send_all(&url, &bodies);
+        done += burst;
+        master.wait_for(
+            &format!("a burst of {burst} to run, well before the 20 s batch-timeout"),
+            Duration::from_secs(10),
+            || sb.runs("runs.txt").len() >= done,
+        );
+        eprintln!("a burst of {burst} ran within {:?}", t0.elapsed());
+        wait_empty(&master, &moto, &url);
+    }
+    assert_eq!(sb.runs("runs.txt").len(), 30);
+    assert_eq!(master.stop().code(), Some(0));
+}

@@ -1,0 +1,165 @@
+//! The spawner, as the master sees it: a small single-threaded process that forks workers
+//! on request, so a batch no longer pays an `exec` of the whole binary
+//! (docs/decisions/0024-workers-are-forked-by-a-spawner.md).
+//!
+//! `Spawner::start` runs this binary once, as `chore work` titled
+//! `chore-spawner-<version>:Started:<unix time>`, in a process group of its own, without AWS
+//! credentials, with one end of a `SOCK_SEQPACKET` socket pair as its stdin. Each
+//! `Spawner::fork_worker` sends one request, the start time for the worker's title and, as
+//! `SCM_RIGHTS`, the worker's stdin, stdout and stderr; the worker itself answers with its
+//! pid once it leads its own process group (or the spawner with `-errno`). The worker is
+//! forked with `CLONE_PARENT`, so it is the master's child: the master reaps it, and its
+//! parent-death signal follows the master, as a re-executed worker's does. The serving side
+//! is `worker::spawner`.
+
+use nix::sys::socket::{
+    AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, recv, sendmsg, setsockopt,
+    socketpair, sockopt,
+};
+use nix::sys::time::TimeVal;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+
+/// argv[0] of the spawner: how `worker::main` knows it is to serve, not run a batch.
+pub const TITLE_PREFIX: &str = "chore-spawner-";
+
+/// The bytes of a request: the worker's start time (Unix seconds, little-endian).
+pub const REQUEST_LEN: usize = 8;
+
+/// The file descriptors a request carries: the worker's stdin, stdout and stderr.
+pub const REQUEST_FDS: usize = 3;
+
+/// How long the master waits for a worker's pid before it gives the spawner up.
+const REPLY_TIMEOUT: i64 = 10;
+
+/// A worker's argv[0], as Ruby Chore titles its workers.
+pub fn worker_title(started_unix: u64) -> String {
+    format!(
+        "chore-worker-{}:Started:{started_unix}",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// The spawner's argv[0]. It is one byte longer than any worker's title of the same
+/// century, so the argument area a worker inherits always holds its own title and `work`.
+pub fn spawner_title(started_unix: u64) -> String {
+    format!(
+        "{TITLE_PREFIX}{}:Started:{started_unix:010}",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// Now, in Unix seconds (for titles).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The master's end of the spawner.
+pub struct Spawner {
+    sock: OwnedFd,
+    child: Child,
+}
+
+impl Spawner {
+    /// Start the spawner, without the environment variables `strip_env` names.
+    pub fn start(strip_env: &[String]) -> io::Result<Spawner> {
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )?;
+        // A worker that dies before it answers must not wedge the master's loop.
+        setsockopt(
+            &ours,
+            sockopt::ReceiveTimeout,
+            &TimeVal::new(REPLY_TIMEOUT, 0),
+        )?;
+        let mut cmd = Command::new("/proc/self/exe");
+        cmd.arg0(spawner_title(unix_now()))
+            .arg("work")
+            .stdin(Stdio::from(theirs))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .process_group(0)
+            .env("CHORE_MASTER_PID", std::process::id().to_string());
+        for k in strip_env {
+            cmd.env_remove(k);
+        }
+        let child = cmd.spawn()?;
+        Ok(Spawner { sock: ours, child })
+    }
+
+    /// Fork a worker whose stdin, stdout and stderr are the given descriptors: its pid.
+    pub fn fork_worker(
+        &mut self,
+        stdin: &impl AsFd,
+        stdout: &impl AsFd,
+        stderr: &impl AsFd,
+        started_unix: u64,
+    ) -> io::Result<u32> {
+        let fds = [
+            stdin.as_fd().as_raw_fd(),
+            stdout.as_fd().as_raw_fd(),
+            stderr.as_fd().as_raw_fd(),
+        ];
+        let request = started_unix.to_le_bytes();
+        let iov = [io::IoSlice::new(&request)];
+        sendmsg::<()>(
+            self.sock.as_raw_fd(),
+            &iov,
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )?;
+        let mut reply = [0u8; 4];
+        let n = recv(self.sock.as_raw_fd(), &mut reply, MsgFlags::empty())?;
+        if n != reply.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the spawner has gone",
+            ));
+        }
+        match i32::from_le_bytes(reply) {
+            pid if pid > 0 => Ok(pid as u32),
+            errno => Err(io::Error::from_raw_os_error(-errno)),
+        }
+    }
+
+    /// The spawner's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Spawner {
+    fn drop(&mut self) {
+        // The spawner ends when its socket closes; kill it all the same, in case it is
+        // stuck, and reap it.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_title_fits_in_the_area_the_spawner_title_leaves() {
+        for t in [0, 1_764_400_000, 9_999_999_999] {
+            let worker = worker_title(t);
+            assert!(worker.starts_with("chore-worker-"));
+            assert!(worker.ends_with(&format!(":Started:{t}")));
+            // The worker writes its title, a NUL, `work` and a NUL over the spawner's.
+            assert!(worker.len() < spawner_title(t).len(), "{worker}");
+        }
+        assert!(spawner_title(5).starts_with(TITLE_PREFIX));
+        assert!(!spawner_title(5).contains("chore-worker"));
+    }
+}
