@@ -337,7 +337,7 @@ impl Master {
             .collect();
         Snapshot {
             pid: std::process::id(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
+            version: env!("CHORE_VERSION").to_string(),
             phase: self.phase_name().to_string(),
             healthy: self.obs.unhealthy.is_none(),
             unhealthy: self.obs.unhealthy.clone(),

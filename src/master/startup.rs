@@ -235,11 +235,20 @@ pub fn start(config: Config, log: LogHandle, flags: Flags) -> Result<Master, Sta
 }
 
 /// Bind the control socket `chore status` asks. One that was asked for by name must bind;
-/// the default one is skipped with a warning when it cannot be (its directory missing, or
-/// another master answering on it: masters sharing a queue root).
+/// the default one (its directory created when missing) is skipped with a warning when it
+/// cannot be (another master answering on it: masters sharing a queue root).
 fn bind_control(config: &Config) -> Result<Option<crate::control::server::Bound>, StartError> {
     let path = crate::control::path(config.control_socket.as_ref(), &config.fs_queue_root);
     let explicit = config.control_socket.is_some();
+    if !explicit && let Some(dir) = path.parent() {
+        // The default's directory is the queue root, which a master of SQS queues alone
+        // has no other reason to create: `chore status` must reach it all the same.
+        use std::os::unix::fs::DirBuilderExt;
+        let _ = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o750)
+            .create(dir);
+    }
     match crate::control::server::bind(&path) {
         Ok(Some(b)) => {
             tracing::debug!(path = %path.display(), "control socket bound");
@@ -364,7 +373,7 @@ fn log_start(config: &Config, qconfigs: &[QueueConfig]) {
         );
     }
     tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
+        version = env!("CHORE_VERSION"),
         pid = std::process::id(),
         queues = %qconfigs.iter().map(|q| q.full_name.as_str()).collect::<Vec<_>>().join(","),
         concurrency = config.concurrency,
