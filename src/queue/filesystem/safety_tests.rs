@@ -1,8 +1,8 @@
 //! The filesystem queue's guarantees against a real temporary directory: no file replaces
 //! another, files of one base held at once are distinct messages (a copy only once our
-//! claim is gone), nothing is written through a link, modes ignore the umask, publishing is atomic,
-//! a master's own claims survive a clock step, recovery works in bounded steps; and
-//! property tests of the file-name codec.
+//! claim is gone), nothing is written through a link, modes ignore the umask, publishing
+//! is atomic, a master's own claims survive a clock step, recovery works in bounded steps;
+//! and property tests of the file-name codec.
 
 use super::consume::FilesystemConsumer;
 use super::names::{self, JobName, epoch_now};
