@@ -16,8 +16,9 @@ fi
 
 # Ruby Chore's publisher and job classes, and the Ruby preloader, run under Debian's ruby.
 # The packaging tests check the generated unit with systemd-analyze, which runs man for its
-# Documentation= line.
-for tool in systemd-analyze:systemd man:man-db; do
+# Documentation= line. The clock-step test preloads libfaketime (package faketime) into a
+# master.
+for tool in systemd-analyze:systemd man:man-db faketime:faketime; do
     if ! command -v "${tool%%:*}" >/dev/null 2>&1; then
         echo "==> installing ${tool#*:} (apt-get)"
         as_root apt-get update -qq

@@ -1,7 +1,8 @@
-//! The filesystem queue's files: two files whose names share a base both run; nothing
-//! chore creates is written through a planted link or left readable by everyone; an
-//! enqueue that fails (file size limit) or is killed mid-write leaves no empty or
-//! truncated file under a name a consumer takes; a body with its `class` key twice runs.
+//! The filesystem queue's files: files whose names share a base all run, canonical ones
+//! held at once too; nothing chore creates is written through a planted link or left
+//! readable by everyone; an enqueue that fails (file size limit) or is killed mid-write
+//! leaves no empty or truncated file under a name a consumer takes; a body with its
+//! `class` key twice runs.
 
 use crate::harness::*;
 use nix::sys::signal::{Signal, kill};
@@ -43,6 +44,33 @@ fn files_whose_names_share_a_base_all_run() {
         "{ids:?}"
     );
     assert_eq!(master.stop().code(), Some(0));
+}
+
+/// `x.0.job` and `x.1.job` (bodies written by hand, attempts differing) are two messages,
+/// held at once: each runs once, the second with an id of its own, not as a copy of the
+/// first.
+#[test]
+fn canonical_files_of_one_base_held_at_once_both_run() {
+    let sb = Sandbox::new("same-base-canonical");
+    let h = sb.recorder("job.sh", "runs.txt", "sleep 2");
+    sb.chorefile(&format!(
+        "concurrency = 2\n[queues.jobs]\nhandler = [{h:?}]\n"
+    ));
+    let q = sb.queue("jobs");
+    q.put("new", "x.0.job", br#"{"v":"A"}"#);
+    q.put("new", "x.1.job", br#"{"v":"B"}"#);
+    let mut master = sb.start(&[]);
+    master.wait("both to run", || sb.runs("runs.txt").len() >= 2);
+    master.wait("the queue to be idle", || q.is_idle());
+    assert_eq!(master.stop().code(), Some(0));
+    let runs = sb.runs("runs.txt");
+    let mut seen: Vec<(&str, u32)> = runs.iter().map(|r| (r.body.as_str(), r.attempt)).collect();
+    seen.sort();
+    assert_eq!(seen, [(r#"{"v":"A"}"#, 1), (r#"{"v":"B"}"#, 2)], "{runs:?}");
+    let mut ids: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids[0], "x", "{runs:?}");
+    assert!(ids[1].starts_with("x-"), "{runs:?}");
 }
 
 /// A link planted where a dead letter's reason goes is replaced, never written through,

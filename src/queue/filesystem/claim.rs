@@ -66,9 +66,14 @@ impl FilesystemQueue {
             return Ok(None);
         }
         let job = JobName::parse(name);
+        // Locked from the choice of the base until the claim is held, so that two consumer
+        // threads claiming `x.0.job` and `x.1.job` at once cannot both choose `x`.
+        let mut own = self.own.lock().unwrap_or_else(|e| e.into_inner());
         // A name put there by hand (`x`, `x.job`) may share its base with other files: it
         // gets a base of its own, its inode added, so that each file is its own message.
-        let base = if JobName::is_canonical(name) {
+        // So does a canonical name whose base we hold a live claim on (`x.1.job` beside
+        // our claim on `x.0.job`): that is another message, not a copy of ours.
+        let base = if JobName::is_canonical(name) && !self.holds_live_claim(&own, job.base) {
             job.base.to_string()
         } else {
             names::unique_base(job.base, meta.ino(), 0)
@@ -91,7 +96,8 @@ impl FilesystemQueue {
             }
             Err(e) => return Err(annotate(e, &path)),
         };
-        self.hold(&receipt);
+        own.insert(receipt.clone());
+        drop(own);
         let delivery = Delivery {
             id: JobName::parse(&receipt).base.to_string(),
             receipt,

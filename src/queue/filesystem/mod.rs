@@ -43,7 +43,7 @@ use consume::FilesystemConsumer;
 use files::rename_noreplace;
 pub use names::JobName;
 use names::{epoch_now, epoch_now_ceil, secs_ceil};
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -64,8 +64,9 @@ pub struct FilesystemQueue {
     idle_wait: Duration,
     /// The receipts this process holds claims under, shared by its clones (one per
     /// consumer thread). Our own recovery never takes them, whatever the wall clock says:
-    /// a step of the clock cannot make this master run its own messages twice.
-    own: Arc<Mutex<HashSet<String>>>,
+    /// a step of the clock cannot make this master run its own messages twice. Ordered, so
+    /// that the claims on one base are found together (`holds_live_claim`).
+    own: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl FilesystemQueue {
@@ -209,6 +210,21 @@ impl FilesystemQueue {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(receipt);
+    }
+
+    /// Does `own` hold a claim on the base `base` whose file is still in `inprogress/`? Then
+    /// a canonical file of `new/` with that base is another message, not a copy of ours: a
+    /// copy arises only when another consumer recovered our claim, and recovery moves the
+    /// claim's file out of `inprogress/`.
+    ///
+    /// A renewal in another thread renames a claim while holding both its names; they sort
+    /// old before new (same base and attempts, the later epoch), so the file is seen under
+    /// one of them whenever the rename happens between the two looks.
+    fn holds_live_claim(&self, own: &BTreeSet<String>, base: &str) -> bool {
+        let prefix = format!("{base}.");
+        own.range(prefix.clone()..)
+            .take_while(|r| r.starts_with(&prefix))
+            .any(|r| fs::symlink_metadata(self.inprogress_dir.join(r)).is_ok())
     }
 
     fn holds(&self, receipt: &str) -> bool {

@@ -1,7 +1,8 @@
 //! The filesystem queue's guarantees against a real temporary directory: no file replaces
-//! another, nothing is written through a link, modes ignore the umask, publishing is atomic,
-//! a master's own claims survive a clock step, recovery works in bounded steps; and
-//! property tests of the file-name codec.
+//! another, files of one base held at once are distinct messages (a copy only once our
+//! claim is gone), nothing is written through a link, modes ignore the umask, publishing
+//! is atomic, a master's own claims survive a clock step, recovery works in bounded steps;
+//! and property tests of the file-name codec.
 
 use super::consume::FilesystemConsumer;
 use super::names::{self, JobName, epoch_now};
@@ -38,6 +39,69 @@ fn files_whose_names_share_a_base_are_each_their_own_message() {
     assert!(ids.contains(&"x"));
     assert!(ids.iter().all(|id| *id == "x" || id.starts_with("x-")));
     assert_eq!(names(&q.inprogress_dir).len(), 3);
+}
+
+/// Two canonical files of one base with different attempt counts are two messages: the
+/// second, claimed while we hold the first, gets a base of its own.
+#[test]
+fn canonical_files_of_one_base_held_at_once_are_two_messages() {
+    let (_d, q) = queue(60, 60);
+    fs::write(q.new_dir.join("x.0.job"), r#"{"v":"A"}"#).unwrap();
+    fs::write(q.new_dir.join("x.1.job"), r#"{"v":"B"}"#).unwrap();
+    let got = drain(&q);
+    let mut bodies: Vec<&str> = got.iter().map(|d| d.body.as_str()).collect();
+    bodies.sort();
+    assert_eq!(bodies, [r#"{"v":"A"}"#, r#"{"v":"B"}"#]);
+    let mut ids: Vec<&str> = got.iter().map(|d| d.id.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids[0], "x", "{ids:?}");
+    assert!(ids[1].starts_with("x-"), "{ids:?}");
+    // Each keeps its attempts.
+    let mut attempts: Vec<u32> = got.iter().map(|d| d.attempt).collect();
+    attempts.sort();
+    assert_eq!(attempts, [1, 2]);
+    assert_eq!(names(&q.inprogress_dir).len(), 2);
+}
+
+/// Once another consumer has recovered our claim (moved it back to `new/` with one more
+/// attempt), the file it left is a copy of our message and keeps its id, for the master
+/// to hold it as a copy; after we let go of the claim, the base is free again.
+#[test]
+fn a_copy_recovered_from_our_claim_keeps_the_id() {
+    let (_d, q) = queue(60, 60);
+    fs::write(q.new_dir.join("x.0.job"), r#"{"v":"A"}"#).unwrap();
+    let first = drain(&q).remove(0);
+    assert_eq!(first.id, "x");
+    // What another master's recovery does: our claim's file goes back to new/.
+    fs::rename(q.inprogress(&first), q.new_dir.join("x.1.job")).unwrap();
+    let copy = drain(&q).remove(0);
+    assert_eq!(copy.id, "x");
+    assert_eq!(copy.body, first.body);
+    q.complete(&copy).unwrap();
+    // Released and completed: a later `x.0.job` is simply `x` again.
+    fs::write(q.new_dir.join("x.0.job"), r#"{"v":"C"}"#).unwrap();
+    assert_eq!(drain(&q).remove(0).id, "x");
+}
+
+/// A claim renewed (renamed to a later epoch) is still ours under its new name.
+#[test]
+fn a_renewed_claim_still_sets_a_newcomer_apart() {
+    let (_d, q) = queue(60, 60);
+    fs::write(q.new_dir.join("x.0.job"), r#"{"v":"A"}"#).unwrap();
+    let mut first = drain(&q).remove(0);
+    let before = first.receipt.clone();
+    // Renewing at the same second keeps the name; move the claim back a minute first.
+    let job = JobName::parse(&before);
+    let older = format!("x.0.{}.job", job.claimed_at.unwrap() - 60);
+    fs::rename(q.inprogress(&first), q.inprogress_dir.join(&older)).unwrap();
+    q.hold(&older);
+    q.release(&before);
+    first.receipt = older.clone();
+    q.renew(&mut first, Instant::now()).unwrap();
+    assert_ne!(first.receipt, older, "renewal renamed the claim");
+    fs::write(q.new_dir.join("x.1.job"), r#"{"v":"B"}"#).unwrap();
+    let second = drain(&q).remove(0);
+    assert!(second.id.starts_with("x-"), "{}", second.id);
 }
 
 #[test]
