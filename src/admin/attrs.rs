@@ -142,7 +142,10 @@ mod tests {
     #[test]
     fn each_type_makes_the_round_trip() {
         let sent = [
-            ("beanstalk.sqsd.task_name", value("String", Some("Tick"), None)),
+            (
+                "beanstalk.sqsd.task_name",
+                value("String", Some("Tick"), None),
+            ),
             ("n", value("Number.float", Some("-1.50"), None)),
             ("raw", value("Binary", None, Some(&[0, 255, 10, 13]))),
             ("empty-ish", value("String.note", Some(" é "), None)),
@@ -191,15 +194,19 @@ mod tests {
 
     #[test]
     fn more_than_ten_keeps_ten() {
-        let entries: Vec<(String, String)> =
-            (0..12).map(|i| (format!("attr.a{i:02}"), "v".into())).collect();
+        let entries: Vec<(String, String)> = (0..12)
+            .map(|i| (format!("attr.a{i:02}"), "v".into()))
+            .collect();
         let r = Record {
             id: "m".into(),
             attributes: entries.into_iter().collect(),
             body: "b".into(),
         };
         let (keep, refused) = to_send(&r).unwrap();
-        assert_eq!((keep.len(), refused), (10, vec!["a10".into(), "a11".into()]));
+        assert_eq!(
+            (keep.len(), refused),
+            (10, vec!["a10".into(), "a11".into()])
+        );
     }
 
     #[test]
