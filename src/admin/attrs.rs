@@ -20,6 +20,9 @@ const TYPE: &str = ":type";
 /// SQS's limit of message attributes per message.
 const MAX_ATTRIBUTES: usize = 10;
 
+/// Message attributes by name, as `Outgoing` publishes them.
+pub type Attributes = Vec<(String, MessageAttributeValue)>;
+
 /// Add the record entries of one received message attribute to `out`.
 pub fn to_entries(name: &str, v: &MessageAttributeValue, out: &mut BTreeMap<String, String>) {
     let ty = v.data_type();
@@ -49,7 +52,7 @@ fn names(r: &Record) -> impl Iterator<Item = &str> {
 /// The record's message attributes as SQS takes them, and the names left out because
 /// SQS would refuse them. Err: the record cannot be read (a type without a value, a
 /// Binary value that is not base64).
-pub fn to_send(r: &Record) -> Result<(Vec<(String, MessageAttributeValue)>, Vec<String>), String> {
+pub fn to_send(r: &Record) -> Result<(Attributes, Vec<String>), String> {
     let mut keep = Vec::new();
     let mut refused = Vec::new();
     for key in r.attributes.keys() {
@@ -86,7 +89,7 @@ pub fn to_send(r: &Record) -> Result<(Vec<(String, MessageAttributeValue)>, Vec<
 }
 
 /// Bytes SQS counts towards a message's size for these attributes.
-pub fn size(attributes: &[(String, MessageAttributeValue)]) -> usize {
+pub fn size(attributes: &Attributes) -> usize {
     attributes
         .iter()
         .map(|(name, v)| {
