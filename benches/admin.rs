@@ -1,10 +1,10 @@
 //! `cargo bench --bench admin`: how long `chore queue dump` and `chore queue requeue` take
 //! for a large queue, on the filesystem queue (10,000 messages; `CHORE_BENCH_ADMIN_MESSAGES`)
-//! and on SQS (moto on loopback, launched patched as the throughput bench does; 2,000
-//! messages, `CHORE_BENCH_ADMIN_SQS_MESSAGES`, because moto's cost per send still grows with
-//! the queue's depth, so filling a 10,000-deep queue takes it many minutes). Prints wall
-//! time, messages/s and the command's CPU time per message (user + system, which depends
-//! less on a loaded machine, and for SQS less on the emulator's speed).
+//! and on SQS (moto on loopback, launched patched to stay fast on a deep queue as the
+//! throughput bench does; 10,000 messages, `CHORE_BENCH_ADMIN_SQS_MESSAGES`), then `load`
+//! of the SQS dump into a fresh SQS queue. Prints wall time, messages/s and the command's
+//! CPU time per message (user + system, which depends less on a loaded machine, and for
+//! SQS less on the emulator's speed).
 //!
 //! Figures, not pass/fail: nothing here asserts a speed.
 
@@ -32,7 +32,7 @@ fn main() {
             .unwrap_or(default)
     };
     let n = size("CHORE_BENCH_ADMIN_MESSAGES", 10_000);
-    let sqs_n = size("CHORE_BENCH_ADMIN_SQS_MESSAGES", 2_000);
+    let sqs_n = size("CHORE_BENCH_ADMIN_SQS_MESSAGES", 10_000);
     let dir = std::env::temp_dir().join(format!("chore-bench-admin-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -167,8 +167,12 @@ fn sqs(base: &Path, n: usize) {
     let bodies: Vec<String> = (0..n)
         .map(|i| format!("{{\"class\":\"Bench\",\"args\":[{i}]}}"))
         .collect();
+    let fill = Instant::now();
     moto.send_all(&dlq, &bodies);
-    println!("sqs (moto), {n} messages:");
+    println!(
+        "sqs (moto), {n} messages (filled in {:.1} s):",
+        fill.elapsed().as_secs_f64()
+    );
     timed(
         "dump --dead",
         &dir,
@@ -197,6 +201,14 @@ fn sqs(base: &Path, n: usize) {
             "--hold",
             "900",
         ],
+        &AWS_ENV,
+        n,
+    );
+    let copy = moto.create("copy", serde_json::json!({}));
+    timed(
+        "load (dump to a new queue)",
+        &dir,
+        &["queue", "-c", "Chorefile", "load", &copy, "dump.jsonl"],
         &AWS_ENV,
         n,
     );

@@ -160,6 +160,7 @@ impl Target {
             group: args.group_id.clone(),
             dedup: args.dedup_id.clone(),
             delay: args.delay,
+            attributes: Vec::new(),
         };
         Ok(Target::Sqs {
             sqs,

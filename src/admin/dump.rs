@@ -11,7 +11,7 @@
 use super::place::{self, Place};
 use super::progress::{self, Progress};
 use super::record::Record;
-use super::{Ctx, Fail, Outcome, fs, sqs};
+use super::{Ctx, Fail, Outcome, attrs, fs, sqs};
 use crate::queue::filesystem::FilesystemQueue;
 use crate::queue::sqs::{MAX_BATCH, MAX_PAYLOAD, Outgoing};
 use std::collections::HashSet;
@@ -160,6 +160,8 @@ pub fn load(ctx: &mut Ctx, queue: &str, file: Option<&Path>, group: Option<&str>
     let records = read_dump(file)?;
     let bar = Progress::new(Some(records.len() as u64), "load");
     let mut loaded = 0usize;
+    // What the target could not keep, for the summary line.
+    let mut not_kept = String::new();
     let result = match &p {
         Place::Fs(f) => {
             let root = f.dir.parent().unwrap_or(Path::new("/"));
@@ -172,6 +174,12 @@ pub fn load(ctx: &mut Ctx, queue: &str, file: Option<&Path>, group: Option<&str>
                 ctx.config.consumer_sleep_interval,
             )
             .map_err(|e| Fail::Failed(e.to_string()))?;
+            let attributes: usize = records.iter().map(attrs::count).sum();
+            if attributes > 0 {
+                not_kept = format!(
+                    "; {attributes} SQS message attribute(s) not kept: a filesystem queue keeps only the body"
+                );
+            }
             let mut result = Ok(());
             for r in &records {
                 if progress::interrupted() {
@@ -192,6 +200,7 @@ pub fn load(ctx: &mut Ctx, queue: &str, file: Option<&Path>, group: Option<&str>
         }
         Place::Sqs(s) => {
             let fifo = s.url.ends_with(".fifo");
+            let mut refused: Vec<String> = Vec::new();
             let outgoing = records
                 .iter()
                 .enumerate()
@@ -204,8 +213,17 @@ pub fn load(ctx: &mut Ctx, queue: &str, file: Option<&Path>, group: Option<&str>
                             r.id
                         )));
                     }
+                    let (attributes, left_out) = attrs::to_send(r).map_err(|e| {
+                        Fail::Usage(format!(
+                            "message {} (id {}): {e}; nothing was loaded",
+                            i + 1,
+                            r.id
+                        ))
+                    })?;
+                    refused.extend(left_out);
                     Ok(Outgoing {
                         body: r.body.clone(),
+                        attributes,
                         group: if fifo { group } else { None },
                         // The dumped id: loading the same dump twice within SQS's
                         // five-minute window does not double it.
@@ -214,14 +232,24 @@ pub fn load(ctx: &mut Ctx, queue: &str, file: Option<&Path>, group: Option<&str>
                     })
                 })
                 .collect::<Outcome<Vec<_>>>()?;
+            if !refused.is_empty() {
+                refused.sort();
+                let n = refused.len();
+                refused.dedup();
+                not_kept = format!(
+                    "; {n} message attribute(s) left out, as SQS refuses their name or type: {}",
+                    refused.join(", ")
+                );
+            }
+            let size = |m: &Outgoing| m.body.len() + attrs::size(&m.attributes);
             let mut result = Ok(());
             let mut batch: Vec<Outgoing> = Vec::new();
             let mut iter = outgoing.into_iter().peekable();
             while iter.peek().is_some() || !batch.is_empty() {
-                let bytes: usize = batch.iter().map(|m| m.body.len()).sum();
+                let bytes: usize = batch.iter().map(size).sum();
                 let fits = iter
                     .peek()
-                    .is_some_and(|m| batch.is_empty() || bytes + m.body.len() <= MAX_PAYLOAD);
+                    .is_some_and(|m| batch.is_empty() || bytes + size(m) <= MAX_PAYLOAD);
                 if fits && batch.len() < MAX_BATCH {
                     batch.push(iter.next().expect("peeked"));
                     continue;
@@ -255,11 +283,14 @@ pub fn load(ctx: &mut Ctx, queue: &str, file: Option<&Path>, group: Option<&str>
     let of = records.len();
     let line = if progress::interrupted() {
         format!(
-            "interrupted: loaded {loaded} of {of} message(s) into {} before Ctrl-C",
+            "interrupted: loaded {loaded} of {of} message(s) into {} before Ctrl-C{not_kept}",
             p.describe()
         )
     } else {
-        format!("loaded {loaded} of {of} message(s) into {}", p.describe())
+        format!(
+            "loaded {loaded} of {of} message(s) into {}{not_kept}",
+            p.describe()
+        )
     };
     crate::logging::stderr_line(&line);
     result

@@ -7,6 +7,7 @@
 //! `progress` the terminal's progress bar and Ctrl-C. One file per verb: `stats`, `peek`,
 //! `dump` (and `load`), `requeue` (with its `journal` on SQS), `purge`, `create` (and `delete`), `trace`.
 
+mod attrs;
 mod confirm;
 mod create;
 mod dump;

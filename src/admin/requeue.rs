@@ -246,6 +246,13 @@ fn sqs_requeue(
                         // five-minute window is dropped.
                         dedup: fifo.then(|| id.clone()),
                         delay: None,
+                        // Kept as SQS's own move task keeps them.
+                        attributes: m
+                            .message_attributes()
+                            .into_iter()
+                            .flatten()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect(),
                     };
                     to_move.push((id, receipt, outgoing));
                 }

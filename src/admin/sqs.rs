@@ -160,9 +160,7 @@ pub fn record(queue: &str, state: &str, m: &Message) -> Record {
         attributes.insert("class".into(), class);
     }
     for (name, v) in m.message_attributes().into_iter().flatten() {
-        if let Some(s) = v.string_value() {
-            attributes.insert(format!("attr.{name}"), s.to_string());
-        }
+        super::attrs::to_entries(name, v, &mut attributes);
     }
     Record {
         id: m.message_id().unwrap_or_default().to_string(),

@@ -79,6 +79,8 @@ pub struct Outgoing {
     pub dedup: Option<String>,
     /// Seconds before it becomes visible (≤ 900).
     pub delay: Option<u32>,
+    /// Message attributes, by name (`chore queue load` carries a dump's along).
+    pub attributes: Vec<(String, MessageAttributeValue)>,
 }
 
 impl Sqs {
@@ -274,6 +276,9 @@ fn send_entries(batch: &[Outgoing]) -> Result<Vec<SendMessageBatchRequestEntry>,
             if let Some(s) = m.delay {
                 e = e.delay_seconds(s as i32);
             }
+            for (name, value) in &m.attributes {
+                e = e.message_attributes(name, value.clone());
+            }
             e.build()
         })
         .collect::<Result<Vec<_>, _>>()
@@ -362,6 +367,14 @@ mod tests {
                 group: Some("g".into()),
                 dedup: Some("d".into()),
                 delay: Some(900),
+                attributes: vec![(
+                    "n".into(),
+                    MessageAttributeValue::builder()
+                        .data_type("Number")
+                        .string_value("7")
+                        .build()
+                        .unwrap(),
+                )],
             },
         ];
         let e = send_entries(&batch).unwrap();
@@ -374,6 +387,9 @@ mod tests {
         assert_eq!(e[1].message_group_id(), Some("g"));
         assert_eq!(e[1].message_deduplication_id(), Some("d"));
         assert_eq!(e[1].delay_seconds(), Some(900));
+        assert_eq!(e[0].message_attributes(), None);
+        let n = &e[1].message_attributes().unwrap()["n"];
+        assert_eq!((n.data_type(), n.string_value()), ("Number", Some("7")));
     }
 
     fn tick(task: &str) -> Periodic {

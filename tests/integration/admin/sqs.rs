@@ -270,3 +270,120 @@ fn sqs_requeue_resumes_from_its_journal_without_sending_twice() {
     assert_eq!(got, ["{\"b\":2}", "{\"c\":3}"], "`a` was sent again");
     assert!(!journal.exists());
 }
+
+/// A message with one attribute of each kind SQS has, Elastic Beanstalk's periodic ones
+/// included; its body is not plain ASCII.
+fn send_with_attributes(moto: &Moto, url: &str, n: usize) {
+    moto.call(
+        "SendMessage",
+        json!({
+            "QueueUrl": url,
+            "MessageBody": format!("{{\"class\":\"Mail\",\"args\":[{n},\"é\\u0000\"]}}  "),
+            "MessageAttributes": {
+                "beanstalk.sqsd.task_name": {"DataType": "String", "StringValue": format!("task {n}")},
+                "beanstalk.sqsd.scheduled_time": {"DataType": "String", "StringValue": "2026-11-29 17:00:00 UTC"},
+                "message-digest": {"DataType": "String.sha1", "StringValue": "ab\tcd é"},
+                "weight": {"DataType": "Number.float", "StringValue": format!("-{n}.50")},
+                "raw": {"DataType": "Binary", "BinaryValue": "AP8KDQ=="}
+            }
+        }),
+    );
+}
+
+/// Each dumped message as its body and its `attr.*` entries (what a load can carry; the
+/// rest says where and when it was dumped), sorted.
+fn carried(jsonl: &str) -> Vec<(String, Vec<(String, String)>)> {
+    let mut all: Vec<_> = jsonl
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let attrs = v["attributes"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .filter(|(k, _)| k.starts_with("attr."))
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                .collect();
+            (v["body"].as_str().unwrap().to_string(), attrs)
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+#[test]
+fn sqs_dump_load_dump_keeps_bodies_and_message_attributes() {
+    let moto = Moto::start();
+    let sb = sandbox("admin-sqs-attrs", &moto);
+    let url = moto.queue_url("jobs").unwrap();
+    for n in 0..3 {
+        send_with_attributes(&moto, &url, n);
+    }
+    let (first, _) = queue_ok(&sb, &["dump", "jobs"], None, &AWS_ENV);
+    let want = carried(&first);
+    assert_eq!(want.len(), 3, "{first}");
+    for (_, attrs) in &want {
+        let keys: Vec<&str> = attrs.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "attr.beanstalk.sqsd.scheduled_time",
+                "attr.beanstalk.sqsd.task_name",
+                "attr.message-digest",
+                "attr.message-digest:type",
+                "attr.raw",
+                "attr.raw:type",
+                "attr.weight",
+                "attr.weight:type",
+            ],
+            "{first}"
+        );
+    }
+    assert!(first.contains(r#""attr.raw":"AP8KDQ==""#), "{first}");
+
+    // Into another SQS queue (by URL) and out again: the same bodies and attributes.
+    let copy = moto.create("copy", json!({}));
+    let (_, err) = queue_ok(&sb, &["load", &copy], Some(&first), &AWS_ENV);
+    assert!(err.contains("loaded 3 of 3"), "{err}");
+    assert!(!err.contains("attribute"), "nothing was left out: {err}");
+    let (second, _) = queue_ok(&sb, &["dump", &copy], None, &AWS_ENV);
+    assert_eq!(carried(&second), want, "{second}");
+
+    // A requeue through receive → send → delete keeps them too.
+    let dlq = moto.queue_url("jobs-dead").unwrap();
+    queue_ok(&sb, &["load", &dlq], Some(&first), &AWS_ENV);
+    moto.drain(&url);
+    let (_, err) = queue_ok(&sb, &["requeue", "jobs"], None, &AWS_ENV);
+    assert!(err.contains("requeued 3 of 3"), "{err}");
+    let (third, _) = queue_ok(&sb, &["dump", "jobs"], None, &AWS_ENV);
+    assert_eq!(carried(&third), want, "{third}");
+
+    // A filesystem queue keeps the bodies and says it dropped the attributes.
+    let (_, err) = queue_ok(&sb, &["load", "local"], Some(&first), &AWS_ENV);
+    assert!(
+        err.contains("loaded 3 of 3")
+            && err.contains(
+                "15 SQS message attribute(s) not kept: a filesystem queue keeps only the body"
+            ),
+        "{err}"
+    );
+    let (fs_dump, _) = queue_ok(&sb, &["dump", "local"], None, &AWS_ENV);
+    let bodies_only: Vec<_> = want.iter().map(|(b, _)| (b.clone(), vec![])).collect();
+    assert_eq!(carried(&fs_dump), bodies_only);
+
+    // Names SQS refuses are left out and named; a Binary value that is not base64 is a
+    // malformed dump: exit 2, nothing loaded.
+    let reserved = r#"{"id":"x","attributes":{"attr.AWS.trace":"t","attr.ok":"1","attr.ok:type":"Number"},"body":"b"}"#;
+    let (_, err) = queue_ok(&sb, &["load", &copy], Some(reserved), &AWS_ENV);
+    assert!(
+        err.contains(
+            "1 message attribute(s) left out, as SQS refuses their name or type: AWS.trace"
+        ),
+        "{err}"
+    );
+    let bad = r#"{"id":"y","attributes":{"attr.raw":"%%","attr.raw:type":"Binary"},"body":"b"}"#;
+    let before = moto.counts(&copy);
+    let out = queue(&sb, &["load", &copy], Some(bad), &AWS_ENV);
+    assert!(one_line_exit_2(&out, &["load"]).contains("not base64"));
+    assert_eq!(moto.counts(&copy), before);
+}
