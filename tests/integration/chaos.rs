@@ -50,7 +50,11 @@ fn kill_repeatedly(sb: &Sandbox, env: &[(&str, &str)], every: Duration) -> (Mast
         );
         kills.push((began, unix_now()));
     }
-    (sb.start_with_env("last", &[], env), kills)
+    let last = sb.start_with_env("last", &[], env);
+    // Until it has started, a SIGTERM (the test's stop) ends it by the default action: the
+    // earlier masters may have finished the backlog already.
+    last.wait_log("chore master started");
+    (last, kills)
 }
 
 /// The journal: each message's start and end times.
