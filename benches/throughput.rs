@@ -248,6 +248,19 @@ fn open_queue(dir: &Path) -> FilesystemQueue {
     .unwrap()
 }
 
+/// `jobs` no-op messages of class `Noop` published to the bench queue under `dir`.
+fn publish_noops(dir: &Path, jobs: usize) {
+    let queue = open_queue(dir);
+    for i in 0..jobs {
+        queue
+            .publish(
+                Some("Noop"),
+                &format!("{{\"class\":\"Noop\",\"args\":[{i}]}}"),
+            )
+            .unwrap();
+    }
+}
+
 fn is_empty(dir: &Path) -> bool {
     std::fs::read_dir(dir)
         .map(|mut d| d.next().is_none())
@@ -274,15 +287,7 @@ fn throughput(chore: &Path, me: &Path, jobs: usize, batch_mode: bool, probe: &cp
         "[\"/bin/true\"]".to_string()
     };
     let file = chorefile(&scratch.0, &handler, "");
-    let queue = open_queue(&scratch.0);
-    for i in 0..jobs {
-        queue
-            .publish(
-                Some("Noop"),
-                &format!("{{\"class\":\"Noop\",\"args\":[{i}]}}"),
-            )
-            .unwrap();
-    }
+    publish_noops(&scratch.0, jobs);
     let new = scratch.0.join("queues/bench/new");
     let inprogress = scratch.0.join("queues/bench/inprogress");
     let cpu0 = cpu::children_us();

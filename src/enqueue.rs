@@ -16,12 +16,8 @@ use std::io::{self, BufRead, Write};
 
 /// Run the command; returns the exit status (2: bad usage or configuration, 1: failure).
 pub fn run(args: EnqueueArgs) -> i32 {
-    let config = match config::load(args.flags.clone()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("chore: {e}");
-            return 2;
-        }
+    let Some(config) = config::load_or_say(args.flags.clone()) else {
+        return 2;
     };
     if let Some(why) = config::undeclared_queue(&config, &args) {
         eprintln!("chore enqueue: {why}");

@@ -71,26 +71,19 @@ pub fn run_cli() -> i32 {
         Some(config::cli::Command::Enqueue(args)) => enqueue::run(args),
         Some(config::cli::Command::CheckConfig(args)) => config::check_config(args.flags),
         Some(config::cli::Command::Queue(args)) => admin::run(args),
-        Some(config::cli::Command::Status(args)) => match config::load(args.flags.0) {
-            Ok(c) => control::client::run(
+        Some(config::cli::Command::Status(args)) => match config::load_or_say(args.flags.0) {
+            Some(c) => control::client::run(
                 &control::path(c.control_socket.as_ref(), &c.fs_queue_root),
                 args.json,
             ),
-            Err(e) => {
-                eprintln!("chore: {e}");
-                2
-            }
+            None => 2,
         },
         Some(config::cli::Command::SystemdUnit(args)) => unit::run(args),
         Some(config::cli::Command::Generate(what)) => generate::run(what),
         None => {
             let flags = cli.flags.clone();
-            let config = match config::load(cli.flags) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("chore: {e}");
-                    return 2;
-                }
+            let Some(config) = config::load_or_say(cli.flags) else {
+                return 2;
             };
             let log = match logging::init_with(
                 config.log_level,

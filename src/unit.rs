@@ -41,12 +41,8 @@ pub fn run(args: UnitArgs) -> i32 {
         config_file: args.config_file.clone(),
         ..Flags::default()
     };
-    let config = match config::load(flags) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("chore: {e}");
-            return 2;
-        }
+    let Some(config) = config::load_or_say(flags) else {
+        return 2;
     };
     let here = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/usr/bin/chore"));

@@ -53,15 +53,7 @@ fn run(chore: &Path, me: &Path, jobs: usize, metrics: bool) -> (f64, f64) {
         String::new()
     };
     let file = chorefile(&scratch.0, &handler, &extra);
-    let queue = open_queue(&scratch.0);
-    for i in 0..jobs {
-        queue
-            .publish(
-                Some("Noop"),
-                &format!("{{\"class\":\"Noop\",\"args\":[{i}]}}"),
-            )
-            .unwrap();
-    }
+    publish_noops(&scratch.0, jobs);
     let new = scratch.0.join("queues/bench/new");
     let inprogress = scratch.0.join("queues/bench/inprogress");
     let t0 = Instant::now();

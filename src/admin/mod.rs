@@ -61,12 +61,8 @@ pub fn run(args: QueueArgs) -> i32 {
         config_file: args.config_file.clone(),
         ..Flags::default()
     };
-    let config = match config::load(flags) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("chore: {e}");
-            return 2;
-        }
+    let Some(config) = config::load_or_say(flags) else {
+        return 2;
     };
     let mut ctx = Ctx { config, sqs: None };
     // Ctrl-C at a confirmation question must still end the process: those verbs catch it

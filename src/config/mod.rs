@@ -258,6 +258,12 @@ pub fn load(cli: Flags) -> Result<Config, ConfigErrors> {
     load_traced(cli).map(|l| l.config)
 }
 
+/// `load` for a command about to start: its mistakes on stderr, each a line; None then,
+/// and the command exits 2 before anything starts.
+pub fn load_or_say(cli: Flags) -> Option<Config> {
+    load(cli).map_err(|e| eprintln!("chore: {e}")).ok()
+}
+
 /// A `Config`, and where each of its settings came from (for `check-config`).
 struct Loaded {
     config: Config,
