@@ -5,14 +5,14 @@
 //! object per line whatever a child prints.
 //!
 //! Each child gets a pipe (`Pipe`); once it has started, a thread reads the pipe
-//! (`Pipe::read_as`), or, for a per-message handler, the worker reads it while it waits
-//! for the handler to exit (`Pipe::read_until_exit`, no thread in the usual case). A line is cut at `MAX_LINE` bytes (the rest follows as further
-//! events, nothing dropped), bytes that are not UTF-8 become U+FFFD, and a last line
+//! (`Pipe::read_as`), or the worker reads it in the loop that waits for the child: for a
+//! per-message handler `Pipe::read_until_exit`, for a batch handler `Pipe::read_inline`
+//! (no thread in the usual case either way). A line is cut at `MAX_LINE` bytes (the rest
+//! follows as further events, nothing dropped), bytes that are not UTF-8 become U+FFFD, and a last line
 //! without a newline is logged when the pipe closes. The worker waits for every reader
 //! (`finish`) before it exits, once nothing of the batch is left to hold a pipe open.
 //!
-//! A per-message handler that prints nothing costs a pipe and one `poll`; a batch handler,
-//! also a thread asleep in one `read`.
+//! A handler that prints nothing costs a pipe and a place in a `poll`.
 
 use std::io::{self, Read};
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
@@ -70,13 +70,7 @@ impl Pipe {
     pub fn read_as(self, from: Source) {
         let Pipe { read, write } = self;
         drop(write);
-        let reader = std::thread::Builder::new()
-            .name("output".into())
-            .spawn(move || read_lines(std::fs::File::from(read), &mut |l| log_line(&from, l)));
-        match reader {
-            Ok(h) => keep(h),
-            Err(e) => tracing::warn!(error = %e, "cannot read a child's output; it is dropped"),
-        }
+        read_in_thread(std::fs::File::from(read), Cutter::default(), from);
     }
 }
 
@@ -97,8 +91,10 @@ pub fn finish(limit: Duration) {
 }
 
 /// Call `each` with every line `input` gives until it ends: without its line break, cut
-/// at `MAX_LINE` bytes, not-UTF-8 bytes replaced; a last unterminated line too.
-pub fn read_lines(input: impl Read, each: &mut dyn FnMut(&str)) {
+/// at `MAX_LINE` bytes, not-UTF-8 bytes replaced; a last unterminated line too. (What the
+/// readers do; the tests call it directly.)
+#[cfg(test)]
+fn read_lines(input: impl Read, each: &mut dyn FnMut(&str)) {
     Cutter::default().read_to_end(input, each);
 }
 
@@ -211,6 +207,107 @@ impl Pipe {
         }
         child.wait()
     }
+}
+
+/// A child's output read a little at a time by the loop that waits for the child
+/// (`Pipe::read_inline`): that loop polls `fd` and calls `drain` when it is readable.
+pub struct Inline {
+    /// None once a thread reads it instead.
+    input: Option<std::fs::File>,
+    cutter: Cutter,
+    from: Source,
+    /// False once the pipe has closed.
+    open: bool,
+}
+
+impl Pipe {
+    /// The child has started: close our write end and hand the read end, non-blocking, to
+    /// the caller's loop.
+    pub fn read_inline(self, from: Source) -> Inline {
+        let Pipe { read, write } = self;
+        drop(write);
+        let input = std::fs::File::from(read);
+        let mut inline = Inline {
+            input: None,
+            cutter: Cutter::default(),
+            from,
+            open: false,
+        };
+        if set_nonblocking(&input, true).is_ok() {
+            inline.input = Some(input);
+            inline.open = true;
+        } else {
+            // A drain could wait on the child: a thread reads instead.
+            read_in_thread(input, Cutter::default(), inline.from.clone());
+        }
+        inline
+    }
+}
+
+/// Log the lines of `input` from a thread of its own, until it closes (`finish` waits).
+fn read_in_thread(input: std::fs::File, cutter: Cutter, from: Source) {
+    let reader = std::thread::Builder::new()
+        .name("output".into())
+        .spawn(move || cutter.read_to_end(input, &mut |l| log_line(&from, l)));
+    match reader {
+        Ok(h) => keep(h),
+        Err(e) => tracing::warn!(error = %e, "cannot read a child's output; it is dropped"),
+    }
+}
+
+impl Inline {
+    /// The descriptor to poll, while the pipe is open.
+    pub fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.input.as_ref().filter(|_| self.open).map(|f| f.as_fd())
+    }
+
+    /// Log whatever can be read now, without waiting.
+    pub fn drain(&mut self) {
+        let Some(input) = self.input.as_mut() else {
+            return;
+        };
+        let mut buf = [0u8; 8192];
+        let from = &self.from;
+        while self.open {
+            match input.read(&mut buf) {
+                Ok(0) => self.open = false,
+                Ok(n) => self.cutter.feed(&buf[..n], &mut |l| log_line(from, l)),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => self.open = false,
+            }
+        }
+    }
+
+    /// The child has ended: log what is left. If something it left behind still holds the
+    /// pipe open, a thread reads the rest.
+    pub fn finish(mut self) {
+        self.drain();
+        let Inline {
+            input,
+            cutter,
+            from,
+            open,
+        } = self;
+        match input {
+            Some(input) if open && set_nonblocking(&input, false).is_ok() => {
+                read_in_thread(input, cutter, from)
+            }
+            _ => cutter.end(&mut |l| log_line(&from, l)),
+        }
+    }
+}
+
+fn set_nonblocking(f: &std::fs::File, on: bool) -> io::Result<()> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let flags = OFlag::from_bits_truncate(fcntl(f, FcntlArg::F_GETFL)?);
+    let flags = if on {
+        flags | OFlag::O_NONBLOCK
+    } else {
+        flags - OFlag::O_NONBLOCK
+    };
+    fcntl(f, FcntlArg::F_SETFL(flags))?;
+    Ok(())
 }
 
 /// A descriptor that becomes readable when process `pid` (our child) exits, where the

@@ -36,6 +36,7 @@ mod signals;
 mod startup;
 #[cfg(test)]
 mod tests;
+mod watchers;
 
 use crate::batcher::Batcher;
 use crate::config::HttpTarget;

@@ -125,11 +125,11 @@ impl Observing {
 }
 
 /// Look at each queue's depth every `SAMPLE_EVERY`, from a thread of its own (a listing or
-/// an SQS call never blocks the loop), until `stop` fires. `billed`: SQS queues are asked
-/// too (only when metrics are served).
+/// an SQS call never blocks the loop), until `stop` fires. `served`: metrics are served, so
+/// the costly figures are looked up too (see `Queue::depth`).
 pub fn spawn_sampler(
     queues: Vec<Arc<dyn Queue>>,
-    billed: bool,
+    served: bool,
     stop: Arc<Stop>,
     to_master: Sender<Observed>,
 ) -> std::io::Result<()> {
@@ -138,7 +138,7 @@ pub fn spawn_sampler(
         .spawn(move || {
             loop {
                 for (q, queue) in queues.iter().enumerate() {
-                    if let Some(d) = queue.depth(billed)
+                    if let Some(d) = queue.depth(served)
                         && to_master.send(Observed::Depth(q, d)).is_err()
                     {
                         return;

@@ -7,11 +7,12 @@
 //! takes its handlers too, and without AWS credentials unless its queue passes them on.
 //! The child is forked by the spawner (`crate::spawner`), started once, credential-free;
 //! a queue that passes credentials on, or a master whose spawner could not start or has
-//! failed, re-executes this binary as `chore work` instead. One thread per worker writes
-//! the batch to its stdin, reads its result lines, and reaps it; everything it learns
-//! reaches the master loop as a `WorkerEvent`.
+//! failed, re-executes this binary as `chore work` instead. A thread (`master::watchers`,
+//! reused from batch to batch) writes the batch to each worker's stdin, reads its result
+//! lines, and reaps it; everything it learns reaches the master loop as a `WorkerEvent`.
 
 use super::pool::{Launch, WorkerEvent, WorkerId};
+use super::watchers::Watchers;
 use crate::protocol::Report;
 use crate::spawner::{Spawner, unix_now, worker_title};
 use crossbeam_channel::Sender;
@@ -27,6 +28,8 @@ pub struct Processes {
     strip_env: Vec<String>,
     /// Forks credential-free workers; None once it could not start or has failed.
     spawner: Option<Spawner>,
+    /// The threads that follow the workers.
+    watchers: Watchers,
 }
 
 impl Processes {
@@ -44,6 +47,7 @@ impl Processes {
             events,
             strip_env,
             spawner,
+            watchers: Watchers::new(),
         }
     }
 
@@ -60,35 +64,31 @@ impl Processes {
         Ok((pid, stdin, stdout))
     }
 
-    /// Start the thread that feeds worker `id`, reads its reports and reaps it.
+    /// Have a thread feed worker `id`, read its reports and reap it.
     fn watch(
         &self,
         id: WorkerId,
-        pid: u32,
         spec: Vec<u8>,
         mut stdin: impl Write + Send + 'static,
         stdout: impl Read + Send + 'static,
         reap: impl FnOnce() -> io::Result<ExitStatus> + Send + 'static,
     ) -> io::Result<()> {
         let events = self.events.clone();
-        std::thread::Builder::new()
-            .name(format!("worker-{pid}"))
-            .spawn(move || {
-                // A worker that dies before reading its batch makes this write fail; its exit
-                // is reported below all the same.
-                let _ = stdin.write_all(&spec).and_then(|_| stdin.flush());
-                drop((stdin, spec));
-                crate::protocol::for_each_line(stdout, |line| {
-                    let event = match serde_json::from_str::<Report>(line) {
-                        Ok(r) => WorkerEvent::Report(id, r),
-                        Err(_) => WorkerEvent::Garbled(id, line.to_string()),
-                    };
-                    events.send(event).is_ok()
-                });
-                let status = reap().unwrap_or_else(|_| ExitStatus::from_raw(1 << 8));
-                let _ = events.send(WorkerEvent::Exited(id, status));
-            })
-            .map(drop)
+        self.watchers.run(move || {
+            // A worker that dies before reading its batch makes this write fail; its exit
+            // is reported below all the same.
+            let _ = stdin.write_all(&spec).and_then(|_| stdin.flush());
+            drop((stdin, spec));
+            crate::protocol::for_each_line(stdout, |line| {
+                let event = match serde_json::from_str::<Report>(line) {
+                    Ok(r) => WorkerEvent::Report(id, r),
+                    Err(_) => WorkerEvent::Garbled(id, line.to_string()),
+                };
+                events.send(event).is_ok()
+            });
+            let status = reap().unwrap_or_else(|_| ExitStatus::from_raw(1 << 8));
+            let _ = events.send(WorkerEvent::Exited(id, status));
+        })
     }
 
     /// Re-execute this binary as `chore work`.
@@ -112,7 +112,7 @@ impl Processes {
         let pid = child.id();
         let stdin = child.stdin.take().expect("stdin is piped");
         let stdout = child.stdout.take().expect("stdout is piped");
-        if let Err(e) = self.watch(id, pid, spec, stdin, stdout, move || child.wait()) {
+        if let Err(e) = self.watch(id, spec, stdin, stdout, move || child.wait()) {
             // Without its thread nobody would reap it: kill it now (its messages return).
             self.kill(pid);
             return Err(e);
@@ -150,7 +150,7 @@ impl Launch for Processes {
                 return self.exec(id, spec, keep_credentials);
             }
         };
-        if let Err(e) = self.watch(id, pid, spec, stdin, stdout, move || reap(pid)) {
+        if let Err(e) = self.watch(id, spec, stdin, stdout, move || reap(pid)) {
             self.kill(pid);
             // Reaped here, as no thread will.
             let _ = reap(pid);

@@ -191,8 +191,8 @@ pub fn start(config: Config, log: LogHandle, flags: Flags) -> Result<Master, Sta
 
     let (observe_tx, observe_rx) = unbounded();
     let all: Vec<Arc<dyn Queue>> = settlers.iter().map(|s| s.queue.clone()).collect();
-    let billed = config.metrics_listen.is_some();
-    super::observing::spawn_sampler(all, billed, stop.clone(), observe_tx.clone())
+    let served = config.metrics_listen.is_some();
+    super::observing::spawn_sampler(all, served, stop.clone(), observe_tx.clone())
         .map_err(|e| StartError::System(format!("cannot start the depth sampler: {e}")))?;
     let control = match control {
         Some(mut bound) => match bound.serve(observe_tx, super::observing::Observed::Ask) {

@@ -162,10 +162,11 @@ pub trait Queue: Send + Sync {
         false
     }
     /// How many messages wait in the queue itself, and the age of the oldest, where the
-    /// backend can tell. `billed`: a call that costs money (an SQS request) is allowed;
-    /// a backend rate-limits its own calls. None: this backend cannot tell (now).
-    fn depth(&self, billed: bool) -> Option<io::Result<Depth>> {
-        let _ = billed;
+    /// backend can tell. `served`: metrics are served, so the costly figures are wanted
+    /// too (an SQS request, which a backend rate-limits; a look at each waiting file for
+    /// the oldest age). None: this backend cannot tell (now).
+    fn depth(&self, served: bool) -> Option<io::Result<Depth>> {
+        let _ = served;
         None
     }
     /// Publish one tick of a periodic task, in this backend's wire form.

@@ -17,6 +17,8 @@
 //! A handler's stdout (per-message mode) and stderr become log events, one per line
 //! (`logging::capture`).
 
+use super::reports;
+use super::watched::Watched;
 use crate::config::Handler;
 use crate::logging::capture::{Pipe, Source};
 use crate::protocol::{JobSpec, Report, Verdict};
@@ -28,8 +30,7 @@ use std::collections::HashMap;
 use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, ChildStdout, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, ExitStatus, Stdio};
 
 /// EX_DATAERR: the input can never be processed.
 pub const EXIT_PERMANENT: i32 = 65;
@@ -292,9 +293,16 @@ pub fn run_batch(
                 .join(","),
         ),
     };
-    if let Some(p) = pipe {
-        p.read_as(source.clone());
-    }
+    // A child of ours has its stderr read beside its stdout; a preloader's child, whose
+    // end shows only as its output closing, from a thread.
+    let mut err = match (pipe, &ending) {
+        (Some(p), Ending::Child(_)) => Some(p.read_inline(source.clone())),
+        (Some(p), Ending::Forked(_)) => {
+            p.read_as(source.clone());
+            None
+        }
+        (None, _) => None,
+    };
     let feeder = feed(stdin, input);
     // Set once every message has its result: with the handler gone, reading stops even if
     // a child it left behind still holds its stdout.
@@ -330,13 +338,17 @@ pub fn run_batch(
     match &mut ending {
         Ending::Child(child) => {
             let out = child.stdout.take().expect("stdout is piped");
-            let watched = Watched {
+            let mut watched = Watched {
                 out,
                 child,
+                err: err.take(),
                 all_in: &all_in,
                 exited_at: None,
             };
-            crate::protocol::for_each_line(watched, on_line);
+            let held = reports::Held::new();
+            crate::protocol::for_each_line(&mut watched, on_line);
+            drop(held);
+            watched.finish();
         }
         Ending::Forked(_) => crate::protocol::for_each_line(stdout, on_line),
     }
@@ -356,49 +368,6 @@ pub fn run_batch(
             verdict,
             format!("batch handler ended ({how}) without a result for this message"),
         );
-    }
-}
-
-/// How long the output of a batch handler that has exited is still read for the results
-/// it did not give, should a child it left behind hold its stdout open.
-const AFTER_EXIT: Duration = Duration::from_secs(2);
-
-/// A batch handler's stdout that ends (reads as end of file) when the handler has exited
-/// and every result is in, or `AFTER_EXIT` after it exited, whoever still holds it open.
-struct Watched<'a> {
-    out: ChildStdout,
-    child: &'a mut Child,
-    all_in: &'a Cell<bool>,
-    exited_at: Option<Instant>,
-}
-
-impl io::Read for Watched<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-        loop {
-            if self.exited_at.is_none() && self.all_in.get() {
-                self.check_exit();
-            }
-            if let Some(t) = self.exited_at
-                && (self.all_in.get() || t.elapsed() >= AFTER_EXIT)
-            {
-                return Ok(0);
-            }
-            let mut fds = [PollFd::new(self.out.as_fd(), PollFlags::POLLIN)];
-            match poll(&mut fds, PollTimeout::from(100u8)) {
-                Ok(n) if n > 0 => return self.out.read(buf),
-                Ok(_) | Err(nix::errno::Errno::EINTR) => self.check_exit(),
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-}
-
-impl Watched<'_> {
-    fn check_exit(&mut self) {
-        if self.exited_at.is_none() && matches!(self.child.try_wait(), Ok(Some(_))) {
-            self.exited_at = Some(Instant::now());
-        }
     }
 }
 

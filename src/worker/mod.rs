@@ -14,12 +14,14 @@ mod meta;
 mod preload;
 #[cfg(test)]
 mod proptests;
+mod reports;
 mod spawner;
+mod watched;
 
 use crate::config::{Handler, HandlerMode};
 use crate::protocol::{BatchSpec, JobSpec, Report, Verdict};
 use std::collections::HashSet;
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead};
 
 /// Entry point of `chore work`. Returns the exit status. The master starts it once as the
 /// spawner (titled `chore-spawner-…`), which forks workers that go on in `run`, or, when
@@ -71,17 +73,18 @@ fn run() -> i32 {
         memory::apply(bytes);
     }
 
-    let mut out = io::stdout().lock();
-    let mut report = |r: Report| {
-        // If the master is gone this fails, and the watcher ends us anyway.
-        let mut line = serde_json::to_vec(&r).expect("a report serialises");
-        line.push(b'\n');
-        let _ = out.write_all(&line).and_then(|_| out.flush());
-    };
-    run_batch(&spec, &mut report);
+    run_batch(&spec, &mut |r: Report| reports::send(&r));
     // Every report is written and flushed: nothing a handler left behind may outlive the
-    // batch (nor hold the slot).
-    kill_leftovers();
+    // batch (nor hold the slot). A preloader's children join our group without being our
+    // descendants: only then is an empty family not proof enough.
+    let forked_elsewhere = spec
+        .handler
+        .iter()
+        .chain(spec.classes.values())
+        .any(|h| h.preload.is_some());
+    if forked_elsewhere || !family_is_gone() {
+        kill_leftovers();
+    }
     // Their output's last lines, now that nothing holds a pipe open.
     crate::logging::capture::finish(OUTPUT_GRACE);
     0
@@ -89,6 +92,23 @@ fn run() -> i32 {
 
 /// How long the worker waits, at its end, for the last lines of its handlers' output.
 const OUTPUT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether this worker has no descendant left. As a subreaper it inherits whatever its
+/// handlers left running, so a descendant outlives them only as a child of ours: when
+/// `waitpid` finds none (after reaping those that have ended), there is none. One system
+/// call or a few, where a look at the group reads all of `/proc`.
+fn family_is_gone() -> bool {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => return false,
+            Ok(_) => continue,
+            Err(nix::errno::Errno::ECHILD) => return true,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return false,
+        }
+    }
+}
 
 /// Kill every other member of this worker's process group (it leads it; its handlers and
 /// whatever they started are in it unless they left). A few rounds, for those forking
@@ -319,6 +339,9 @@ fn follow_master() {
         let _ = sigaction(Signal::SIGTERM, &action);
     }
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
+    // What handlers leave running becomes ours, so that the end of the batch can tell
+    // cheaply whether anything is left (`family_is_gone`).
+    let _ = nix::sys::prctl::set_child_subreaper(true);
     // `ps` and `top` show this (the cmdline keeps the chore-worker-<version> title).
     let _ = nix::sys::prctl::set_name(c"chore-worker");
 }

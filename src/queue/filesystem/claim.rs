@@ -68,7 +68,7 @@ impl FilesystemQueue {
         let job = JobName::parse(name);
         // Locked from the choice of the base until the claim is held, so that two consumer
         // threads claiming `x.0.job` and `x.1.job` at once cannot both choose `x`.
-        let mut own = self.own.lock().unwrap_or_else(|e| e.into_inner());
+        let mut own = self.own();
         // A name put there by hand (`x`, `x.job`) may share its base with other files: it
         // gets a base of its own, its inode added, so that each file is its own message.
         // So does a canonical name whose base we hold a live claim on (`x.1.job` beside

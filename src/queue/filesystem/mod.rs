@@ -48,7 +48,7 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 #[derive(Clone)]
@@ -67,6 +67,9 @@ pub struct FilesystemQueue {
     /// a step of the clock cannot make this master run its own messages twice. Ordered, so
     /// that the claims on one base are found together (`holds_live_claim`).
     own: Arc<Mutex<BTreeSet<String>>>,
+    /// Receipts released while a consumer thread held `own` (it holds it across a claim's
+    /// rename): the master does not wait for that, and `own()` applies them.
+    released: Arc<Mutex<Vec<String>>>,
 }
 
 impl FilesystemQueue {
@@ -93,6 +96,7 @@ impl FilesystemQueue {
             lease,
             idle_wait,
             own: Arc::default(),
+            released: Arc::default(),
         };
         for d in [&q.new_dir, &q.inprogress_dir, &q.dead_dir] {
             files::create_dirs(d).map_err(|e| annotate(e, d))?;
@@ -196,20 +200,39 @@ impl FilesystemQueue {
         ))
     }
 
-    /// Note a claim this process holds (see `own`).
-    fn hold(&self, receipt: &str) {
-        self.own
+    /// The claims this process holds, locked, with every release made so far applied.
+    fn own(&self) -> MutexGuard<'_, BTreeSet<String>> {
+        let mut own = self.own.lock().unwrap_or_else(|e| e.into_inner());
+        for r in self
+            .released
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(receipt.to_string());
+            .drain(..)
+        {
+            own.remove(&r);
+        }
+        own
     }
 
-    /// Forget a claim this process no longer holds.
+    /// Note a claim this process holds (see `own`).
+    fn hold(&self, receipt: &str) {
+        self.own().insert(receipt.to_string());
+    }
+
+    /// Forget a claim this process no longer holds. A claim is settled by the master's
+    /// thread, which must not sleep through a consumer's rename for this: when `own` is
+    /// busy, the receipt waits in `released` for its next holder.
     fn release(&self, receipt: &str) {
-        self.own
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(receipt);
+        match self.own.try_lock() {
+            Ok(mut own) => {
+                own.remove(receipt);
+            }
+            Err(_) => self
+                .released
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(receipt.to_string()),
+        }
     }
 
     /// Does `own` hold a claim on the base `base` whose file is still in `inprogress/`? Then
@@ -228,10 +251,7 @@ impl FilesystemQueue {
     }
 
     fn holds(&self, receipt: &str) -> bool {
-        self.own
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(receipt)
+        self.own().contains(receipt)
     }
 
     /// Recreate whichever of the queue's directories has gone (someone ran `rmdir` on
@@ -279,7 +299,9 @@ impl Queue for FilesystemQueue {
     /// The files in `new/` and the oldest one's age (by its modification time): one
     /// directory listing and one `stat` per file, never an open. A `new/` that has gone is
     /// recreated; one that cannot be is an error.
-    fn depth(&self, _billed: bool) -> Option<io::Result<Depth>> {
+    /// A listing of `new/`; when metrics are `served`, also a look at each file's time
+    /// for the oldest age (a backlog of 100,000 files costs a second of CPU that way).
+    fn depth(&self, served: bool) -> Option<io::Result<Depth>> {
         let listing = match fs::read_dir(&self.new_dir) {
             Err(e) if e.kind() == io::ErrorKind::NotFound && self.recreate_dirs() => {
                 fs::read_dir(&self.new_dir)
@@ -300,6 +322,9 @@ impl Queue for FilesystemQueue {
                 continue;
             }
             depth.messages += 1;
+            if !served {
+                continue;
+            }
             let age = entry
                 .metadata()
                 .and_then(|m| m.modified())

@@ -102,8 +102,8 @@ impl Queue for LazySqsQueue {
         self.shared.queue.get().is_some_and(|q| q.ordered())
     }
     /// Once its consumers have opened it; never opens it itself.
-    fn depth(&self, billed: bool) -> Option<io::Result<crate::queue::Depth>> {
-        self.shared.queue.get()?.depth(billed)
+    fn depth(&self, served: bool) -> Option<io::Result<crate::queue::Depth>> {
+        self.shared.queue.get()?.depth(served)
     }
 }
 

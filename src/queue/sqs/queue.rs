@@ -111,11 +111,11 @@ impl Queue for SqsQueue {
         &self.name
     }
 
-    /// `ApproximateNumberOfMessages`, asked only when `billed` and at most once a minute
+    /// `ApproximateNumberOfMessages`, asked only when metrics are `served` and at most once a minute
     /// (a failed call counts too, so an outage is not hammered). SQS does not tell the
     /// age of the oldest message.
-    fn depth(&self, billed: bool) -> Option<io::Result<Depth>> {
-        if !billed {
+    fn depth(&self, served: bool) -> Option<io::Result<Depth>> {
+        if !served {
             return None;
         }
         let mut last = self.depth.lock().unwrap_or_else(|p| p.into_inner());

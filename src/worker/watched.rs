@@ -1,0 +1,85 @@
+//! A batch handler's output as the worker reads it: its stdout (results) as a stream that
+//! ends when the handler is done, its stderr logged on the way, on one thread.
+//!
+//! The stream ends (reads as end of file) once the handler has exited and every result is
+//! in, or `AFTER_EXIT` after it exited, whoever still holds the pipe open. Its stderr is
+//! polled beside its stdout (`capture::Inline`), so a batch costs no reader thread. Before
+//! each wait, the reports gathered so far go to the master (`reports::flush`).
+
+use super::reports;
+use crate::logging::capture::Inline;
+use std::cell::Cell;
+use std::io::{self, Read};
+use std::os::fd::AsFd;
+use std::process::{Child, ChildStdout};
+use std::time::{Duration, Instant};
+
+/// How long the output of a batch handler that has exited is still read for the results
+/// it did not give, should a child it left behind hold its stdout open.
+const AFTER_EXIT: Duration = Duration::from_secs(2);
+
+/// How often the handler's exit is looked for while nothing arrives.
+const EXIT_CHECK_MS: u8 = 100;
+
+pub struct Watched<'a> {
+    pub out: ChildStdout,
+    pub child: &'a mut Child,
+    /// Its stderr, when it has a pipe of its own.
+    pub err: Option<Inline>,
+    /// Set by the reader once every message has its result.
+    pub all_in: &'a Cell<bool>,
+    pub exited_at: Option<Instant>,
+}
+
+impl Read for Watched<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        loop {
+            if self.exited_at.is_none() && self.all_in.get() {
+                self.check_exit();
+            }
+            if let Some(t) = self.exited_at
+                && (self.all_in.get() || t.elapsed() >= AFTER_EXIT)
+            {
+                return Ok(0);
+            }
+            reports::flush();
+            let err_fd = self.err.as_ref().and_then(|e| e.fd());
+            let mut fds = vec![PollFd::new(self.out.as_fd(), PollFlags::POLLIN)];
+            fds.extend(err_fd.map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
+            match poll(&mut fds, PollTimeout::from(EXIT_CHECK_MS)) {
+                Ok(n) if n > 0 => {
+                    let out_ready = fds[0].revents().is_some_and(|r| !r.is_empty());
+                    let err_ready = fds
+                        .get(1)
+                        .and_then(|f| f.revents())
+                        .is_some_and(|r| !r.is_empty());
+                    drop(fds);
+                    if err_ready && let Some(err) = self.err.as_mut() {
+                        err.drain();
+                    }
+                    if out_ready {
+                        return self.out.read(buf);
+                    }
+                }
+                Ok(_) | Err(nix::errno::Errno::EINTR) => self.check_exit(),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+impl Watched<'_> {
+    fn check_exit(&mut self) {
+        if self.exited_at.is_none() && matches!(self.child.try_wait(), Ok(Some(_))) {
+            self.exited_at = Some(Instant::now());
+        }
+    }
+
+    /// The handler is done: log the rest of its stderr.
+    pub fn finish(self) {
+        if let Some(err) = self.err {
+            err.finish();
+        }
+    }
+}
