@@ -44,7 +44,7 @@ pub(super) fn figures(chore: &Path, me: &Path) {
             let file = chorefile(&scratch.0, &handler(me, &stamps), "");
             let t0 = wall_ns();
             let child = start(chore, &file, &scratch.0);
-            let seen = watch(child, t0, &stamps, after, || String::new());
+            let seen = watch(child, t0, &stamps, after, String::new);
             println!(
                 "  filesystem {n:>7}: {} (loaded in {loaded:.1?})",
                 seen.line()
