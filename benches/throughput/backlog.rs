@@ -12,7 +12,7 @@
 //! the backlog stays a backlog for the whole run. On SQS the line also gives moto's own
 //! cost at that depth (one `GetQueueAttributes` and one `ReceiveMessage`, timed from here)
 //! and the calls chore made before its first job, so that what moto spends on a deep
-//! queue (its receive scans the whole queue) can be told from what chore spends.
+//! queue (its receive and its GetQueueAttributes scan the whole queue) can be told from what chore spends.
 
 use super::support::moto::{AWS_ENV, Moto};
 use super::*;
