@@ -11,8 +11,9 @@
 //! The handler holds each message 50 ms, so two workers drain about 40 jobs a second and
 //! the backlog stays a backlog for the whole run. On SQS the line also gives moto's own
 //! cost at that depth (one `GetQueueAttributes` and one `ReceiveMessage`, timed from here)
-//! and the calls chore made before its first job, so that what moto spends on a deep
-//! queue (its receive and its GetQueueAttributes scan the whole queue) can be told from what chore spends.
+//! and the calls chore made before its first job, so that what moto spends on a deep queue
+//! (its receive and its `GetQueueAttributes` scan the whole queue) can be told from what
+//! chore spends.
 
 use super::support::moto::{AWS_ENV, Moto};
 use super::*;
