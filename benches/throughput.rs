@@ -29,7 +29,9 @@
 //! filesystem queue and on moto. With `-- preload`, it compares a preloaded Ruby handler
 //! (a 2 s boot, paid once) with a Ruby batch handler that boots nothing
 //! (`throughput/preload.rs`). With `-- metrics`, it runs the filesystem backlog with
-//! metrics off and on (`throughput/metrics.rs`). `-- all` runs every mode.
+//! metrics off and on (`throughput/metrics.rs`). With `-- backlog`, it starts a master on
+//! a big backlog, on the filesystem queue and on moto: time to the first job and master
+//! RSS (`throughput/backlog.rs`). `-- all` runs every mode.
 //!
 //! Figures, not pass/fail: nothing here asserts a speed.
 //!
@@ -65,8 +67,13 @@ fn main() {
     let (sqs_mode, http_mode) = (all || picked("sqs"), all || picked("http"));
     let preload_mode = all || picked("preload");
     let metrics_mode = all || picked("metrics");
-    let fs_mode =
-        all || !(picked("sqs") || picked("http") || picked("preload") || picked("metrics"));
+    let backlog_mode = all || picked("backlog");
+    let fs_mode = all
+        || !(picked("sqs")
+            || picked("http")
+            || picked("preload")
+            || picked("metrics")
+            || picked("backlog"));
     let chore = PathBuf::from(env!("CARGO_BIN_EXE_chore"));
     let me = std::env::current_exe().expect("own path");
     if fs_mode {
@@ -83,6 +90,9 @@ fn main() {
     }
     if metrics_mode {
         metrics::figures(&chore, &me);
+    }
+    if backlog_mode {
+        backlog::figures(&chore, &me);
     }
 }
 
@@ -453,3 +463,6 @@ mod preload;
 
 #[path = "throughput/metrics.rs"]
 mod metrics;
+
+#[path = "throughput/backlog.rs"]
+mod backlog;
