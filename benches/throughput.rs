@@ -9,8 +9,9 @@
 //! 3. peak RSS (VmHWM) of the master over the throughput run, and of one worker;
 //! 4. CPU per 1,000 jobs of each throughput run, for the master, the workers (with the
 //!    spawner that forks them) and the handlers separately, and the cost of a bare
-//!    `posix_spawn` of `/bin/true` on this machine, the floor under a per-message handler
-//!    (`throughput/cpu.rs`).
+//!    `posix_spawn` of `/bin/true` on this machine, the floor under a per-message handler,
+//!    and of the file protocol alone (rename, read, unlink per message), the floor under
+//!    the master on a filesystem queue (`throughput/cpu.rs`).
 //!
 //! The no-op handler is this very binary, re-executed with `--noop-handler`: it answers
 //! `ok` for every line of its batch, and with `CHORE_BENCH_STAMPS` set it appends the
@@ -121,6 +122,15 @@ fn filesystem_figures(chore: &Path, me: &Path) {
         batch.master_rss_kb as f64 / 1024.0
     );
     println!("    {}", batch.cpu.line(batch.jobs));
+    let floor = {
+        let scratch = Scratch::new("floor");
+        cpu::file_protocol_us(&scratch.0, jobs)
+    };
+    println!(
+        "    the file protocol alone (rename into inprogress/, read, unlink; {jobs} files here): {floor:.1} µs CPU per job; the master adds {:.1} µs above it, workers and spawner {:.1}",
+        batch.cpu.master as f64 / batch.jobs as f64 - floor,
+        batch.cpu.workers as f64 / batch.jobs as f64
+    );
     let single = throughput(chore, me, per_message_jobs, false, &probe);
     println!(
         "throughput, per-message handler: {:>8.0} jobs/s  ({} jobs in {:.2} s; one /bin/true per job)",

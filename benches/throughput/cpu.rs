@@ -98,3 +98,27 @@ pub fn spawn_probe(n: usize) -> Probe {
         cpu_us: cpu as f64 / n as f64,
     }
 }
+
+/// The filesystem queue's own floor: CPU per message of the file protocol alone, done
+/// here on `n` small files under `dir` (the bench's scratch, on the same filesystem as its
+/// queues): the claim's rename from `new/` into `inprogress/`, reading the body, the
+/// unlink once done. Ruby Chore's protocol, and any consumer of these queues, pays it.
+pub fn file_protocol_us(dir: &std::path::Path, n: usize) -> f64 {
+    let (new, held) = (dir.join("floor-new"), dir.join("floor-held"));
+    std::fs::create_dir_all(&new).unwrap();
+    std::fs::create_dir_all(&held).unwrap();
+    let names: Vec<String> = (0..n).map(|i| format!("floor-{i}.0.job")).collect();
+    for (i, name) in names.iter().enumerate() {
+        std::fs::write(new.join(name), format!("{{\"class\":\"Noop\",\"args\":[{i}]}}")).unwrap();
+    }
+    let s0 = self_us();
+    for name in &names {
+        std::fs::rename(new.join(name), held.join(name)).unwrap();
+        std::fs::read(held.join(name)).unwrap();
+        std::fs::remove_file(held.join(name)).unwrap();
+    }
+    let cpu = self_us() - s0;
+    let _ = std::fs::remove_dir_all(&new);
+    let _ = std::fs::remove_dir_all(&held);
+    cpu as f64 / n as f64
+}

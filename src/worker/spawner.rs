@@ -78,7 +78,15 @@ pub fn serve() -> i32 {
             )
         };
         match pid {
-            0 => std::process::exit(child(&fds, started, area)),
+            0 => {
+                let code = child(&fds, started, area);
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+                // SAFETY: _exit ends this process at once. It skips the exit handlers the
+                // spawner's libraries registered at its start (aws-lc frees its random
+                // generator, a tenth of a worker's teardown): a worker has nothing for
+                // them to do, and its reports are flushed just above.
+                unsafe { libc::_exit(code) }
+            }
             -1 => {
                 close_all(&fds);
                 reply(
