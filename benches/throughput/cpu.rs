@@ -26,6 +26,11 @@ pub fn children_us() -> u64 {
     rusage_us(nix::libc::RUSAGE_CHILDREN)
 }
 
+/// CPU of the calling thread so far, in µs.
+pub fn thread_us() -> u64 {
+    rusage_us(nix::libc::RUSAGE_THREAD)
+}
+
 /// CPU of this process so far, in µs.
 pub fn self_us() -> u64 {
     rusage_us(nix::libc::RUSAGE_SELF)
@@ -109,7 +114,11 @@ pub fn file_protocol_us(dir: &std::path::Path, n: usize) -> f64 {
     std::fs::create_dir_all(&held).unwrap();
     let names: Vec<String> = (0..n).map(|i| format!("floor-{i}.0.job")).collect();
     for (i, name) in names.iter().enumerate() {
-        std::fs::write(new.join(name), format!("{{\"class\":\"Noop\",\"args\":[{i}]}}")).unwrap();
+        std::fs::write(
+            new.join(name),
+            format!("{{\"class\":\"Noop\",\"args\":[{i}]}}"),
+        )
+        .unwrap();
     }
     let s0 = self_us();
     for name in &names {

@@ -34,6 +34,15 @@ pub fn figures(chore: &Path) {
     let server = Server::start();
     let fs = filesystem(chore, &server, jobs, connections);
     report("filesystem queue", &fs);
+    let files = {
+        let scratch = Scratch::new("http-floor");
+        cpu::file_protocol_us(&scratch.0, jobs)
+    };
+    let request = request_floor_us(&server, jobs);
+    println!(
+        "    floors here: the file protocol {files:.1} µs/msg (rename, read, unlink), a POST and its answer on a keep-alive connection {request:.1} µs (the client's side); chore adds {:.1} µs above both",
+        fs.cpu.as_secs_f64() * 1e6 / fs.jobs as f64 - files - request
+    );
     let scratch = Scratch::new("http-sqs");
     match Moto::start_fast_recording(&scratch.0.join("recording.jsonl")) {
         Some(moto) => {
@@ -286,6 +295,27 @@ fn retries_logged(log: &Path) -> usize {
         .lines()
         .filter(|l| l.contains("will retry"))
         .count()
+}
+
+/// CPU of this thread per request, in µs, posting `n` small bodies one after another on
+/// one keep-alive connection to `server` with blocking calls: the least a client's side of
+/// a request costs here (the loopback's delivery included, as it is for chore).
+fn request_floor_us(server: &Server, n: usize) -> f64 {
+    let stream = TcpStream::connect(&server.addr).expect("the bench server");
+    stream.set_nodelay(true).unwrap();
+    let mut out = stream.try_clone().unwrap();
+    let mut input = BufReader::new(stream);
+    let request = b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 7\r\n\r\n{\"n\":1}";
+    let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK";
+    let mut got = vec![0u8; answer.len()];
+    let t0 = cpu::thread_us();
+    for _ in 0..n {
+        out.write_all(request).unwrap();
+        input.read_exact(&mut got).unwrap();
+    }
+    let us = cpu::thread_us() - t0;
+    assert_eq!(&got[..], &answer[..]);
+    us as f64 / n as f64
 }
 
 /// A keep-alive HTTP/1.1 server on a loopback port: a thread per connection, `200 OK`

@@ -98,7 +98,7 @@ fn read_lines(input: impl Read, each: &mut dyn FnMut(&str)) {
     Cutter::default().read_to_end(input, each);
 }
 
-/// Bytes in, lines out (`read_lines`), keeping a partial line between reads.
+/// Bytes in, lines out, keeping a partial line between reads: the pure part of every reader.
 #[derive(Default)]
 struct Cutter {
     line: Vec<u8>,
