@@ -122,6 +122,28 @@ fn what_a_per_message_handler_leaves_behind_is_killed_with_its_batch() {
 }
 
 #[test]
+fn an_orphaned_grandchild_of_a_handler_is_killed_with_its_batch() {
+    // The subshell exits at once, so the sleep is an orphan: the worker inherits it (it is
+    // a subreaper) and must still find and kill it.
+    const MARK: &str = "1000.63";
+    let _reap = Reap(MARK);
+    let sb = Sandbox::new("leftover-orphan");
+    sb.chorefile(&format!(
+        "[queues.jobs]\nhandler = [\"sh\", \"-c\", \"echo ran >> runs.txt; (sleep {MARK} > /dev/null 2>&1 &); exit 0\"]\n"
+    ));
+    let mut master = sb.start(&[]);
+    sb.enqueue("jobs", "{}");
+    let q = sb.queue("jobs");
+    master.wait("the job completed", || {
+        q.is_idle() && sb.lines("runs.txt").len() == 1
+    });
+    master.wait_for("no sleep left", Duration::from_secs(5), || {
+        with_marker(MARK).is_empty()
+    });
+    assert_eq!(master.stop().code(), Some(0));
+}
+
+#[test]
 fn a_batch_handler_leaving_a_child_on_its_stdout_frees_its_slot_at_once() {
     const MARK: &str = "1000.62";
     let _reap = Reap(MARK);
