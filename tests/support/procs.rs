@@ -71,16 +71,31 @@ pub fn family_of(master: i32) -> Vec<i32> {
     out
 }
 
-/// The workers of master `master`: its family members titled `chore-worker-…`.
+/// The workers of master `master`: its family members titled `chore-worker-…` (not a
+/// handler about to exec, which shows its worker's title).
 pub fn workers_of(master: i32) -> Vec<i32> {
-    family_of(master)
+    let titled: Vec<i32> = family_of(master)
         .into_iter()
         .filter(|&p| {
             cmdline(p)
                 .first()
                 .is_some_and(|a| a.starts_with("chore-worker-"))
         })
+        .collect();
+    // A handler between its spawn and its exec shares its worker's memory, so it shows the
+    // worker's title too; no worker is a worker's child.
+    titled
+        .iter()
+        .copied()
+        .filter(|&p| !parent_of(p).is_some_and(|pp| titled.contains(&pp)))
         .collect()
+}
+
+/// The parent of `pid`, from `/proc/<pid>/stat`.
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Peak resident memory of a live process (VmHWM), in KiB; 0 when it is gone.
