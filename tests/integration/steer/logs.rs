@@ -97,6 +97,32 @@ fn json_logs_stay_json_while_batch_handlers_print_anything() {
 }
 
 #[test]
+fn a_batch_handler_flooding_its_stderr_before_reading_is_not_stuck() {
+    // 300 kB on stderr before it reads a line: far more than a pipe holds, so the handler
+    // waits on its stderr until the worker reads it, while the worker feeds its stdin and
+    // waits for its results. Every line is in the log, and each message completes.
+    let sb = Sandbox::new("steer-logs-flood");
+    let h = sb.ok_batch_handler(
+        "batch.sh",
+        "awk 'BEGIN { for (i = 0; i < 3000; i++) printf \"flood line %d %080d\\n\", i, 0 }' >&2",
+        "",
+    );
+    sb.chorefile(&format!(
+        "batch-size = 3\n[queues.jobs]\nhandler = {{ command = [{h:?}], mode = \"batch\" }}\n"
+    ));
+    for i in 0..3 {
+        sb.enqueue("jobs", &format!("[{i}]"));
+    }
+    let mut master = sb.start(&[]);
+    master.wait("all three completed", || {
+        master.log_text().matches("completed").count() >= 3
+    });
+    master.wait_log("flood line 2999 ");
+    assert_eq!(master.stop().code(), Some(0));
+    assert_eq!(master.log_text().matches("flood line ").count(), 3000);
+}
+
+#[test]
 fn each_settled_message_has_a_line_with_the_id_enqueue_printed() {
     let sb = Sandbox::new("steer-logs-fate");
     let h = sb.script(
