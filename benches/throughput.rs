@@ -99,7 +99,8 @@ fn main() {
 
 fn filesystem_figures(chore: &Path, me: &Path) {
     let jobs: usize = env_or("CHORE_BENCH_JOBS", 20_000);
-    let per_message_jobs: usize = env_or("CHORE_BENCH_PER_MESSAGE_JOBS", 1_000);
+    // Enough that the master's CPU, read from /proc in 10 ms ticks, is within a few µs a job.
+    let per_message_jobs: usize = env_or("CHORE_BENCH_PER_MESSAGE_JOBS", 3_000);
     let runs: usize = env_or("CHORE_BENCH_LATENCY_RUNS", 100);
     println!(
         "chore {} benchmark (filesystem queue, concurrency 2, batch size 50)",
