@@ -8,8 +8,8 @@
 //! (`Pipe::read_as`), or the worker reads it in the loop that waits for the child: for a
 //! per-message handler `Pipe::read_until_exit`, for a batch handler `Pipe::read_inline`
 //! (no thread in the usual case either way). A line is cut at `MAX_LINE` bytes (the rest
-//! follows as further events, nothing dropped), bytes that are not UTF-8 become U+FFFD, and a last line
-//! without a newline is logged when the pipe closes. The worker waits for every reader
+//! follows as further events, nothing dropped), bytes that are not UTF-8 become U+FFFD,
+//! and a last line without a newline is logged when the pipe closes. The worker waits for every reader
 //! (`finish`) before it exits, once nothing of the batch is left to hold a pipe open.
 //!
 //! A handler that prints nothing costs a pipe and a place in a `poll`.
@@ -212,12 +212,10 @@ impl Pipe {
 /// A child's output read a little at a time by the loop that waits for the child
 /// (`Pipe::read_inline`): that loop polls `fd` and calls `drain` when it is readable.
 pub struct Inline {
-    /// None once a thread reads it instead.
+    /// None once the pipe has closed, or when a thread reads it instead.
     input: Option<std::fs::File>,
     cutter: Cutter,
     from: Source,
-    /// False once the pipe has closed.
-    open: bool,
 }
 
 impl Pipe {
@@ -227,20 +225,19 @@ impl Pipe {
         let Pipe { read, write } = self;
         drop(write);
         let input = std::fs::File::from(read);
-        let mut inline = Inline {
-            input: None,
+        let input = match set_nonblocking(&input, true) {
+            Ok(()) => Some(input),
+            Err(_) => {
+                // A drain could wait on the child: a thread reads instead.
+                read_in_thread(input, Cutter::default(), from.clone());
+                None
+            }
+        };
+        Inline {
+            input,
             cutter: Cutter::default(),
             from,
-            open: false,
-        };
-        if set_nonblocking(&input, true).is_ok() {
-            inline.input = Some(input);
-            inline.open = true;
-        } else {
-            // A drain could wait on the child: a thread reads instead.
-            read_in_thread(input, Cutter::default(), inline.from.clone());
         }
-        inline
     }
 }
 
@@ -258,23 +255,21 @@ fn read_in_thread(input: std::fs::File, cutter: Cutter, from: Source) {
 impl Inline {
     /// The descriptor to poll, while the pipe is open.
     pub fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
-        self.input.as_ref().filter(|_| self.open).map(|f| f.as_fd())
+        self.input.as_ref().map(|f| f.as_fd())
     }
 
     /// Log whatever can be read now, without waiting.
     pub fn drain(&mut self) {
-        let Some(input) = self.input.as_mut() else {
-            return;
-        };
         let mut buf = [0u8; 8192];
-        let from = &self.from;
-        while self.open {
+        while let Some(input) = self.input.as_mut() {
             match input.read(&mut buf) {
-                Ok(0) => self.open = false,
-                Ok(n) => self.cutter.feed(&buf[..n], &mut |l| log_line(from, l)),
+                Ok(n) if n > 0 => self
+                    .cutter
+                    .feed(&buf[..n], &mut |l| log_line(&self.from, l)),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(_) => self.open = false,
+                // The end, or a pipe that cannot be read.
+                _ => self.input = None,
             }
         }
     }
@@ -287,10 +282,9 @@ impl Inline {
             input,
             cutter,
             from,
-            open,
         } = self;
         match input {
-            Some(input) if open && set_nonblocking(&input, false).is_ok() => {
+            Some(input) if set_nonblocking(&input, false).is_ok() => {
                 read_in_thread(input, cutter, from)
             }
             _ => cutter.end(&mut |l| log_line(&from, l)),

@@ -295,7 +295,7 @@ pub fn run_batch(
     };
     // A child of ours has its stderr read beside its stdout; a preloader's child, whose
     // end shows only as its output closing, from a thread.
-    let mut err = match (pipe, &ending) {
+    let err = match (pipe, &ending) {
         (Some(p), Ending::Child(_)) => Some(p.read_inline(source.clone())),
         (Some(p), Ending::Forked(_)) => {
             p.read_as(source.clone());
@@ -338,13 +338,7 @@ pub fn run_batch(
     match &mut ending {
         Ending::Child(child) => {
             let out = child.stdout.take().expect("stdout is piped");
-            let mut watched = Watched {
-                out,
-                child,
-                err: err.take(),
-                all_in: &all_in,
-                exited_at: None,
-            };
+            let mut watched = Watched::new(out, child, err, &all_in);
             let held = reports::Held::new();
             crate::protocol::for_each_line(&mut watched, on_line);
             drop(held);

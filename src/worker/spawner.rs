@@ -83,7 +83,7 @@ pub fn serve() -> i32 {
                 let _ = std::io::Write::flush(&mut std::io::stdout());
                 // SAFETY: _exit ends this process at once. It skips the exit handlers the
                 // spawner's libraries registered at its start (aws-lc frees its random
-                // generator, a tenth of a worker's teardown): a worker has nothing for
+                // generator: about a twentieth of a worker's time): a worker has nothing for
                 // them to do, and its reports are flushed just above.
                 unsafe { libc::_exit(code) }
             }

@@ -22,13 +22,13 @@ const AFTER_EXIT: Duration = Duration::from_secs(2);
 const EXIT_CHECK_MS: u8 = 100;
 
 pub struct Watched<'a> {
-    pub out: ChildStdout,
-    pub child: &'a mut Child,
+    out: ChildStdout,
+    child: &'a mut Child,
     /// Its stderr, when it has a pipe of its own.
-    pub err: Option<Inline>,
+    err: Option<Inline>,
     /// Set by the reader once every message has its result.
-    pub all_in: &'a Cell<bool>,
-    pub exited_at: Option<Instant>,
+    all_in: &'a Cell<bool>,
+    exited_at: Option<Instant>,
 }
 
 impl Read for Watched<'_> {
@@ -69,7 +69,22 @@ impl Read for Watched<'_> {
     }
 }
 
-impl Watched<'_> {
+impl<'a> Watched<'a> {
+    pub fn new(
+        out: ChildStdout,
+        child: &'a mut Child,
+        err: Option<Inline>,
+        all_in: &'a Cell<bool>,
+    ) -> Watched<'a> {
+        Watched {
+            out,
+            child,
+            err,
+            all_in,
+            exited_at: None,
+        }
+    }
+
     fn check_exit(&mut self) {
         if self.exited_at.is_none() && matches!(self.child.try_wait(), Ok(Some(_))) {
             self.exited_at = Some(Instant::now());

@@ -296,11 +296,10 @@ impl Queue for FilesystemQueue {
         &self.name
     }
 
-    /// The files in `new/` and the oldest one's age (by its modification time): one
-    /// directory listing and one `stat` per file, never an open. A `new/` that has gone is
+    /// The files in `new/`: one directory listing, never an open. When metrics are
+    /// `served`, also the oldest one's age (by its modification time), at one `stat` per
+    /// file (a second of CPU at 100,000 files, so not otherwise). A `new/` that has gone is
     /// recreated; one that cannot be is an error.
-    /// A listing of `new/`; when metrics are `served`, also a look at each file's time
-    /// for the oldest age (a backlog of 100,000 files costs a second of CPU that way).
     fn depth(&self, served: bool) -> Option<io::Result<Depth>> {
         let listing = match fs::read_dir(&self.new_dir) {
             Err(e) if e.kind() == io::ErrorKind::NotFound && self.recreate_dirs() => {

@@ -111,8 +111,8 @@ impl Queue for SqsQueue {
         &self.name
     }
 
-    /// `ApproximateNumberOfMessages`, asked only when metrics are `served` and at most once a minute
-    /// (a failed call counts too, so an outage is not hammered). SQS does not tell the
+    /// `ApproximateNumberOfMessages`, asked only when metrics are `served` and at most once
+    /// a minute (a failed call counts too, so an outage is not hammered). SQS does not tell the
     /// age of the oldest message.
     fn depth(&self, served: bool) -> Option<io::Result<Depth>> {
         if !served {
