@@ -103,33 +103,28 @@ fn a_leftover_child_holding_stdin_does_not_hold_back_the_verdict() {
 
 #[test]
 fn what_a_per_message_handler_leaves_behind_is_killed_with_its_batch() {
-    const MARK: &str = "1000.61";
-    let _reap = Reap(MARK);
-    let sb = Sandbox::new("leftover-message");
-    sb.chorefile(&format!(
-        "[queues.jobs]\nhandler = [\"sh\", \"-c\", \"echo ran >> runs.txt; sleep {MARK} & exit 0\"]\n"
-    ));
-    let mut master = sb.start(&[]);
-    sb.enqueue("jobs", "{}");
-    let q = sb.queue("jobs");
-    master.wait("the job completed", || {
-        q.is_idle() && sb.lines("runs.txt").len() == 1
-    });
-    master.wait_for("no sleep left", Duration::from_secs(5), || {
-        with_marker(MARK).is_empty()
-    });
-    assert_eq!(master.stop().code(), Some(0));
+    leftover_is_killed("1000.61", "leftover-message", "sleep {MARK} &");
 }
 
 #[test]
 fn an_orphaned_grandchild_of_a_handler_is_killed_with_its_batch() {
     // The subshell exits at once, so the sleep is an orphan: the worker inherits it (it is
     // a subreaper) and must still find and kill it.
-    const MARK: &str = "1000.63";
-    let _reap = Reap(MARK);
-    let sb = Sandbox::new("leftover-orphan");
+    leftover_is_killed(
+        "1000.63",
+        "leftover-orphan",
+        "(sleep {MARK} > /dev/null 2>&1 &);",
+    );
+}
+
+/// A per-message handler runs `background` (with `{MARK}` standing for `mark`) and exits
+/// at once: the job completes, and the `sleep` it left is gone within seconds.
+fn leftover_is_killed(mark: &'static str, sandbox: &str, background: &str) {
+    let _reap = Reap(mark);
+    let sb = Sandbox::new(sandbox);
+    let background = background.replace("{MARK}", mark);
     sb.chorefile(&format!(
-        "[queues.jobs]\nhandler = [\"sh\", \"-c\", \"echo ran >> runs.txt; (sleep {MARK} > /dev/null 2>&1 &); exit 0\"]\n"
+        "[queues.jobs]\nhandler = [\"sh\", \"-c\", \"echo ran >> runs.txt; {background} exit 0\"]\n"
     ));
     let mut master = sb.start(&[]);
     sb.enqueue("jobs", "{}");
@@ -138,7 +133,7 @@ fn an_orphaned_grandchild_of_a_handler_is_killed_with_its_batch() {
         q.is_idle() && sb.lines("runs.txt").len() == 1
     });
     master.wait_for("no sleep left", Duration::from_secs(5), || {
-        with_marker(MARK).is_empty()
+        with_marker(mark).is_empty()
     });
     assert_eq!(master.stop().code(), Some(0));
 }
