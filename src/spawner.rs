@@ -110,15 +110,21 @@ impl Spawner {
         ];
         let request = started_unix.to_le_bytes();
         let iov = [io::IoSlice::new(&request)];
-        sendmsg::<()>(
-            self.sock.as_raw_fd(),
-            &iov,
-            &[ControlMessage::ScmRights(&fds)],
-            MsgFlags::MSG_NOSIGNAL,
-            None,
-        )?;
+        // A signal the master handles (SIGUSR1 from logrotate, SIGHUP) may land in either
+        // call: a socket with a receive timeout is never restarted by the kernel, so an
+        // interrupted call is made again here, or the spawner would be given up for it.
+        // A sequenced packet is sent whole or not at all, so sending again cannot double it.
+        retry_interrupted(|| {
+            sendmsg::<()>(
+                self.sock.as_raw_fd(),
+                &iov,
+                &[ControlMessage::ScmRights(&fds)],
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            )
+        })?;
         let mut reply = [0u8; 4];
-        let n = recv(self.sock.as_raw_fd(), &mut reply, MsgFlags::empty())?;
+        let n = retry_interrupted(|| recv(self.sock.as_raw_fd(), &mut reply, MsgFlags::empty()))?;
         if n != reply.len() {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -134,6 +140,16 @@ impl Spawner {
     /// The spawner's pid.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+}
+
+/// `call`, made again for as long as a signal interrupts it.
+fn retry_interrupted<T>(mut call: impl FnMut() -> nix::Result<T>) -> nix::Result<T> {
+    loop {
+        match call() {
+            Err(nix::errno::Errno::EINTR) => continue,
+            done => return done,
+        }
     }
 }
 

@@ -112,3 +112,32 @@ fn the_spawner_dies_with_a_killed_master() {
         pid_gone(spawner)
     });
 }
+
+#[test]
+fn signals_while_workers_start_keep_the_spawner() {
+    // The master waits on the spawner's socket for each worker's pid. A signal it handles
+    // (SIGUSR1 from logrotate, here hundreds of them) landing in that wait must not make
+    // it give the spawner up and re-execute every later worker.
+    let sb = Sandbox::new("spawner-signals");
+    setup(&sb, "");
+    let input: String = (0..300).map(|i| format!("{{\"n\":{i}}}\n")).collect();
+    sb.enqueue_lines(&["jobs"], Some(&input), &[]);
+    let master = sb.start(&[]);
+    master.wait("the spawner", || spawners_of(master.pid).len() == 1);
+    let spawner = spawners_of(master.pid)[0];
+    while sb.runs("runs.txt").len() < 300 {
+        for _ in 0..20 {
+            master.signal(Signal::SIGUSR1);
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        assert!(master.running(), "{}", master.log_text());
+    }
+    master.wait("the queue to empty", || sb.queue("jobs").is_idle());
+    let log = master.log_text();
+    assert!(!log.contains("the spawner failed"), "{log}");
+    assert_eq!(
+        spawners_of(master.pid),
+        [spawner],
+        "the same spawner throughout"
+    );
+}
