@@ -247,3 +247,65 @@ fn a_body_with_a_duplicated_class_key_runs_under_the_last_class() {
     assert_eq!(sb.runs("runs.txt")[0].class, "B");
     assert_eq!(master.stop().code(), Some(0));
 }
+
+/// A master reads a claimed file without touching its access time where it may; a file
+/// another user owns (here root's, claimed by a master running as nobody) is still read.
+/// One it may not read at all is logged once and left in `new/`, and holds nothing up:
+/// once readable, it runs.
+#[test]
+fn a_file_another_user_owns_is_claimed_and_one_it_may_not_read_holds_nothing_up() {
+    use std::os::unix::fs::MetadataExt;
+    if fs::metadata("/proc/self").unwrap().uid() != 0 {
+        panic!("this test runs as root, to own files the master does not");
+    }
+    let sb = Sandbox::new("other-owner");
+    std::os::unix::fs::chown(sb.path(), Some(65534), Some(65534)).unwrap();
+    let h = sb.recorder("job.sh", "runs.txt", "");
+    sb.chorefile(&format!("[queues.jobs]\nhandler = [{h:?}]\n"));
+    let mut master = sb.start_as_nobody("master");
+    let q = sb.queue("jobs");
+    let new = sb.root().join("jobs/new");
+    master.wait("the queue's directories", || new.is_dir());
+    let secret = new.join("secret.0.job");
+    fs::write(&secret, r#"{"v":"secret"}"#).unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    // Written by root (the test), owned by root.
+    for i in 0..5 {
+        q.put("new", &format!("mine-{i}.0.job"), br#"{"v":"root's"}"#);
+    }
+    master.wait("the readable jobs to run", || {
+        sb.runs("runs.txt").len() == 5
+    });
+    assert!(
+        sb.runs("runs.txt")
+            .iter()
+            .all(|r| r.body == r#"{"v":"root's"}"#)
+    );
+    // More passes over the directory, the unreadable file still in it: logged once.
+    q.put("new", "later.0.job", br#"{"v":"later"}"#);
+    master.wait("a later job to run", || sb.runs("runs.txt").len() == 6);
+    assert!(secret.exists(), "left where it was");
+    let log = master.log_text();
+    let told = log
+        .lines()
+        .filter(|l| l.contains("cannot open a file of new/"))
+        .collect::<Vec<_>>();
+    assert_eq!(told.len(), 1, "{log}");
+    assert!(
+        told[0].contains("secret.0.job") && told[0].contains("queue=jobs"),
+        "{}",
+        told[0]
+    );
+    assert!(!log.contains("receive failed"), "{log}");
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o644)).unwrap();
+    // A new file wakes the consumer, whose next listing holds the mended one too.
+    q.put("new", "wake.0.job", br#"{"v":"wake"}"#);
+    master.wait("the mended job to run", || {
+        sb.runs("runs.txt")
+            .iter()
+            .any(|r| r.body == r#"{"v":"secret"}"#)
+    });
+    master.wait("the queue to be idle", || q.is_idle());
+    assert_eq!(q.dead_letters(), 0);
+    assert_eq!(master.stop().code(), Some(0));
+}

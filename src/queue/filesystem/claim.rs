@@ -15,11 +15,13 @@ use std::time::Instant;
 /// huge file must not exhaust the master's memory.
 pub(super) const MAX_BODY: u64 = 64 * 1024 * 1024;
 
-/// What a claim took: a message to run, or one whose body can never be read as text.
+/// What a claim took: a message to run, or one whose body can never be read as text; or
+/// nothing, from a file this process may not open, which stays where it is.
 #[derive(Debug)]
 pub(super) enum Claimed {
     Body(Delivery),
     Unreadable(Delivery, String),
+    Forbidden(io::Error),
 }
 
 impl FilesystemQueue {
@@ -32,16 +34,18 @@ impl FilesystemQueue {
         let path = self.new_dir.join(name);
         // Never follow a link, never block on a FIFO: what is not a regular file is set
         // aside, once, and never opened again.
-        let opened = OpenOptions::new()
-            .read(true)
-            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-            .open(&path);
+        let opened = open_unfollowed(&path);
         let mut file = match opened {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
                 self.set_aside(std::ffi::OsStr::new(name), "a symbolic link");
                 return Ok(None);
+            }
+            // Another user's file, not readable by ours: the file's matter, not the queue's.
+            // It stays in new/ for whoever may read it (or until its modes are mended).
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                return Ok(Some(Claimed::Forbidden(e)));
             }
             Err(e) => return Err(annotate(e, &path)),
         };
@@ -165,6 +169,24 @@ impl FilesystemQueue {
                 tracing::error!(queue = %self.name, entry = ?name, error = %e, "an entry of new/ is {what} and cannot be moved to dead/")
             }
         }
+    }
+}
+
+/// Open a file of `new/` for reading, without following a link or blocking on a FIFO.
+///
+/// Without updating its access time either, when the kernel allows it (the file is ours,
+/// or we are root): a claimed file is read once and deleted, and writing its access time
+/// back cost about 1 µs a file on ext4 here. A file another user owns is opened plainly.
+fn open_unfollowed(path: &std::path::Path) -> io::Result<File> {
+    let open = |flags| {
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | flags)
+            .open(path)
+    };
+    match open(nix::libc::O_NOATIME) {
+        Err(e) if e.raw_os_error() == Some(nix::libc::EPERM) => open(0),
+        opened => opened,
     }
 }
 

@@ -5,6 +5,7 @@ use super::claim::Claimed;
 use super::recover::Recovery;
 use super::{FilesystemQueue, annotate};
 use crate::queue::{Consume, Received, Stop};
+use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs;
 use std::io;
@@ -13,6 +14,9 @@ use std::time::Instant;
 /// How many names one directory listing keeps for later receives.
 const LISTING_BATCH: usize = 4096;
 
+/// How many files this process may not open are remembered, so each is logged once.
+const FORBIDDEN_REMEMBERED: usize = 1024;
+
 /// One consumer thread's view: a cached listing of `new/`, an inotify watch to wake on
 /// new files, and its own recovery clock.
 pub(super) struct FilesystemConsumer {
@@ -20,6 +24,9 @@ pub(super) struct FilesystemConsumer {
     listing: Vec<OsString>,
     watch: Option<nix::sys::inotify::Inotify>,
     recovery: Recovery,
+    /// Files of `new/` this process may not open, already logged: they are skipped at
+    /// every pass, and logged again only once forgotten.
+    forbidden: HashSet<String>,
 }
 
 impl FilesystemConsumer {
@@ -44,6 +51,7 @@ impl FilesystemConsumer {
             listing: Vec::new(),
             watch,
             recovery: Recovery::default(),
+            forbidden: HashSet::new(),
         })
     }
 
@@ -93,6 +101,7 @@ impl FilesystemConsumer {
             match self.queue.claim(name, now) {
                 Ok(Some(Claimed::Body(d))) => out.deliveries.push(d),
                 Ok(Some(Claimed::Unreadable(d, why))) => out.unreadable.push((d, why)),
+                Ok(Some(Claimed::Forbidden(e))) => self.forbidden(name, e),
                 Ok(None) => {}
                 // What was claimed before the error is kept (it is renewed and run).
                 Err(e) if !out.deliveries.is_empty() || !out.unreadable.is_empty() => {
@@ -103,6 +112,18 @@ impl FilesystemConsumer {
             }
         }
         Ok(())
+    }
+
+    /// Log, once, a file of `new/` this process may not open; the queue goes on without it.
+    fn forbidden(&mut self, name: &str, e: io::Error) {
+        if self.forbidden.contains(name) {
+            return;
+        }
+        if self.forbidden.len() >= FORBIDDEN_REMEMBERED {
+            self.forbidden.clear();
+        }
+        self.forbidden.insert(name.to_string());
+        tracing::error!(queue = %self.queue.name, file = name, error = %e, "cannot open a file of new/; it stays there unclaimed until chore's user may read it");
     }
 
     #[cfg(test)]

@@ -264,8 +264,26 @@ impl Sandbox {
         self.spawn_master(label, &args, env)
     }
 
+    /// Start the master on this sandbox's Chorefile as user and group 65534 (nobody).
+    pub fn start_as_nobody(&self, label: &str) -> Master {
+        let cf = self.chorefile_path();
+        let mut cmd = self.command(&["-c", cf.to_str().unwrap()]);
+        {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(65534).gid(65534);
+        }
+        self.spawn_with(label, cmd)
+    }
+
     /// Start `chore ARGS` (exactly these arguments) as a master, in the sandbox directory.
     pub fn spawn_master(&self, label: &str, args: &[&str], env: &[(&str, &str)]) -> Master {
+        let mut cmd = self.command(args);
+        cmd.envs(env.iter().copied());
+        self.spawn_with(label, cmd)
+    }
+
+    /// Start `cmd` as a master, its output in `<label>.log` and `<label>.stdout`.
+    fn spawn_with(&self, label: &str, mut cmd: Command) -> Master {
         let log = self.file(&format!("{label}.log"));
         let err = fs::OpenOptions::new()
             .create(true)
@@ -277,9 +295,7 @@ impl Sandbox {
             .append(true)
             .open(self.file(&format!("{label}.stdout")))
             .unwrap();
-        let child = self
-            .command(args)
-            .envs(env.iter().copied())
+        let child = cmd
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
             .spawn()
