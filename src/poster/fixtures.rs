@@ -41,6 +41,7 @@ pub fn attr(name: &str, data_type: &str, value: Option<&str>) -> Attribute {
         name: name.into(),
         data_type: data_type.into(),
         string_value: value.map(Into::into),
+        binary_value: None,
     }
 }
 

@@ -73,6 +73,8 @@ pub struct Attribute {
     pub data_type: String,
     /// The value of a String or Number attribute; None for Binary.
     pub string_value: Option<String>,
+    /// The value of a Binary attribute (kept so that a dead letter carries it on).
+    pub binary_value: Option<Vec<u8>>,
 }
 
 impl AsRef<Delivery> for Delivery {

@@ -4,9 +4,10 @@
 //! minutes of failures). The clock is a parameter.
 
 use super::pending::{Change, Dead, Entry};
+use aws_sdk_sqs::primitives::Blob;
 use aws_sdk_sqs::types::{
     BatchResultErrorEntry, ChangeMessageVisibilityBatchRequestEntry,
-    DeleteMessageBatchRequestEntry, SendMessageBatchRequestEntry,
+    DeleteMessageBatchRequestEntry, MessageAttributeValue, SendMessageBatchRequestEntry,
 };
 use std::time::{Duration, Instant};
 
@@ -51,9 +52,11 @@ pub(super) fn change_entries(
         .map_err(|e| e.to_string())
 }
 
-/// The entries sending `chunk` to the dead-letter queue. A FIFO dead-letter queue needs a
-/// group (the message's own, else a fixed one) and a deduplication id (the message id,
-/// so that a retried send does not make a second copy).
+/// The entries sending `chunk` to the dead-letter queue, each with its body and message
+/// attributes (so that a requeued Active Elastic Job message keeps its digest, and a
+/// periodic one its path). A FIFO dead-letter queue needs a group (the message's own, else
+/// a fixed one) and a deduplication id (the message id, so that a retried send does not
+/// make a second copy).
 pub(super) fn dead_entries(
     chunk: &[Dead],
     dlq_fifo: bool,
@@ -65,6 +68,14 @@ pub(super) fn dead_entries(
             let mut e = SendMessageBatchRequestEntry::builder()
                 .id(i.to_string())
                 .message_body(&d.body);
+            for a in &d.attributes {
+                let value = MessageAttributeValue::builder()
+                    .data_type(&a.data_type)
+                    .set_string_value(a.string_value.clone())
+                    .set_binary_value(a.binary_value.clone().map(Blob::new))
+                    .build()?;
+                e = e.message_attributes(&a.name, value);
+            }
             if dlq_fifo {
                 e = e
                     .message_group_id(d.group.clone().unwrap_or_else(|| DEAD_LETTER_GROUP.into()))
@@ -189,6 +200,7 @@ mod tests {
             entry: entry(3),
             body: "{\"class\":\"A\"}".into(),
             group: Some("g".into()),
+            attributes: Vec::new(),
         };
         let e = dead_entries(&[d], false).unwrap();
         assert_eq!((e[0].id(), e[0].message_body()), ("0", "{\"class\":\"A\"}"));
@@ -197,16 +209,52 @@ mod tests {
     }
 
     #[test]
+    fn a_dead_letter_keeps_its_message_attributes_binary_included() {
+        let attr = |name: &str, data_type: &str, s: Option<&str>, b: Option<&[u8]>| {
+            crate::queue::Attribute {
+                name: name.into(),
+                data_type: data_type.into(),
+                string_value: s.map(Into::into),
+                binary_value: b.map(<[u8]>::to_vec),
+            }
+        };
+        let d = Dead {
+            entry: entry(3),
+            body: "{}".into(),
+            group: None,
+            attributes: vec![
+                attr("beanstalk.sqsd.path", "String", Some("/tasks/x"), None),
+                attr("digest", "String.sha1", Some("abc"), None),
+                attr("n", "Number", Some("1.5"), None),
+                attr("raw", "Binary", None, Some(&[0, 255, 10])),
+            ],
+        };
+        let e = dead_entries(&[d], false).unwrap();
+        let a = e[0].message_attributes().unwrap();
+        assert_eq!(a.len(), 4);
+        assert_eq!(a["beanstalk.sqsd.path"].string_value(), Some("/tasks/x"));
+        assert_eq!(a["digest"].data_type(), "String.sha1");
+        assert_eq!(
+            (a["n"].data_type(), a["n"].string_value()),
+            ("Number", Some("1.5"))
+        );
+        assert_eq!(a["raw"].data_type(), "Binary");
+        assert_eq!(a["raw"].binary_value().unwrap().as_ref(), &[0, 255, 10]);
+    }
+
+    #[test]
     fn a_dead_letter_to_a_fifo_queue_keeps_its_group_and_dedupes_on_its_id() {
         let grouped = Dead {
             entry: entry(3),
             body: "{}".into(),
             group: Some("g".into()),
+            attributes: Vec::new(),
         };
         let ungrouped = Dead {
             entry: entry(4),
             body: "{}".into(),
             group: None,
+            attributes: Vec::new(),
         };
         let e = dead_entries(&[grouped, ungrouped], true).unwrap();
         assert_eq!(e[0].message_group_id(), Some("g"));

@@ -4,6 +4,7 @@
 //! and the calls themselves are in `settler`.
 
 use super::{MAX_BATCH, MAX_PAYLOAD};
+use crate::queue::Attribute;
 use crossbeam_channel::Sender;
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,7 @@ pub(super) enum Op {
         receipt: String,
         body: String,
         group: Option<String>,
+        attributes: Vec<Attribute>,
     },
     /// Answer once everything before this has been sent.
     Flush(Sender<()>),
@@ -65,7 +67,7 @@ impl Entry {
 /// One waiting settlement of a kind: the entry plus what that kind needs.
 pub(super) trait Pending {
     fn entry(&mut self) -> &mut Entry;
-    /// Bytes this entry adds to a call's payload (only bodies count).
+    /// Bytes this entry adds to a call's payload (a dead letter's body and attributes).
     fn payload(&self) -> usize {
         0
     }
@@ -96,6 +98,8 @@ pub(super) struct Dead {
     pub entry: Entry,
     pub body: String,
     pub group: Option<String>,
+    /// Its message attributes, sent on with it as SQS's own redrive would.
+    pub attributes: Vec<Attribute>,
 }
 
 impl Pending for Dead {
@@ -103,7 +107,18 @@ impl Pending for Dead {
         &mut self.entry
     }
     fn payload(&self) -> usize {
+        // SQS counts an attribute's name, type and value against the message's size.
         self.body.len()
+            + self
+                .attributes
+                .iter()
+                .map(|a| {
+                    a.name.len()
+                        + a.data_type.len()
+                        + a.string_value.as_ref().map_or(0, String::len)
+                        + a.binary_value.as_ref().map_or(0, Vec::len)
+                })
+                .sum::<usize>()
     }
 }
 
@@ -179,10 +194,12 @@ impl Gather {
                 receipt,
                 body,
                 group,
+                attributes,
             } => waiting.dead.push(Dead {
                 entry: Entry::new(id, receipt),
                 body,
                 group,
+                attributes,
             }),
             Op::Flush(ack) => self.acks.push(ack),
         }
@@ -250,6 +267,7 @@ mod tests {
             entry: Entry::new(format!("m{n}"), format!("r{n}")),
             body: "x".repeat(bytes),
             group: None,
+            attributes: Vec::new(),
         }
     }
 
@@ -394,6 +412,12 @@ mod tests {
                     receipt: format!("r{i}"),
                     body: "{}".into(),
                     group: Some("g".into()),
+                    attributes: vec![Attribute {
+                        name: "n".into(),
+                        data_type: "Number".into(),
+                        string_value: Some("7".into()),
+                        binary_value: None,
+                    }],
                 },
                 &mut w,
                 Instant::now(),
@@ -401,6 +425,7 @@ mod tests {
         }
         assert_eq!(g.until(&w, true), None);
         assert_eq!(w.dead[0].group.as_deref(), Some("g"));
-        assert_eq!(w.dead[0].payload(), 2);
+        // The body, and the attribute's name, type and value.
+        assert_eq!(w.dead[0].payload(), 2 + 1 + 6 + 1);
     }
 }

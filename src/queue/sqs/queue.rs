@@ -197,6 +197,11 @@ impl Queue for SqsQueue {
             receipt: d.receipt.clone(),
             body: d.body.clone(),
             group: d.group.clone(),
+            attributes: d
+                .meta
+                .as_ref()
+                .map(|m| m.attributes.clone())
+                .unwrap_or_default(),
         })
     }
 

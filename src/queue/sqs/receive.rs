@@ -149,6 +149,7 @@ fn meta(m: &Message) -> Meta {
             name: name.clone(),
             data_type: v.data_type().to_owned(),
             string_value: v.string_value().map(str::to_owned),
+            binary_value: v.binary_value().map(|b| b.as_ref().to_vec()),
         })
         .collect();
     attributes.sort_by(|a, b| a.name.cmp(&b.name));

@@ -82,7 +82,18 @@ fn sqs_max_attempts_sends_the_message_to_the_dead_letter_queue_and_the_hook() {
         .queue_url("doomed-dead")
         .expect("chore created the dead-letter queue");
     let body = r#"{"doomed":[1,2,3]}"#;
-    let id = moto.send(&url, body);
+    // With message attributes of each kind, which the dead letter keeps (as SQS's own
+    // redrive does): an Active Elastic Job digest, a number, bytes.
+    let attributes = json!({
+        "message-digest": {"DataType": "String", "StringValue": "abc123"},
+        "weight": {"DataType": "Number.float", "StringValue": "1.5"},
+        "raw": {"DataType": "Binary", "BinaryValue": "AP8K"},
+    });
+    let sent = moto.call(
+        "SendMessage",
+        json!({"QueueUrl": url, "MessageBody": body, "MessageAttributes": attributes}),
+    );
+    let id = sent["MessageId"].as_str().unwrap().to_string();
     master.wait("the hook to be told", || sb.file("dead-env.txt").exists());
     let runs = sb.runs("runs.txt");
     assert_eq!(runs.len(), 2, "{runs:?}");
@@ -96,14 +107,20 @@ fn sqs_max_attempts_sends_the_message_to_the_dead_letter_queue_and_the_hook() {
     let f: Vec<&str> = env.trim_end().splitn(4, '|').collect();
     assert_eq!(&f[..3], &["doomed", id.as_str(), "2"], "hook env: {env:?}");
     assert!(!f[3].is_empty(), "CHORE_REASON is set: {env:?}");
-    // The dead letter: in the dead-letter queue, gone from the queue.
+    // The dead letter: in the dead-letter queue, with its attributes, gone from the queue.
     let mut dead = Vec::new();
     master.wait("the dead letter in the dead-letter queue", || {
-        dead.extend(moto.drain(&dlq));
+        let got = moto.call(
+            "ReceiveMessage",
+            json!({"QueueUrl": dlq, "MaxNumberOfMessages": 10, "VisibilityTimeout": 60,
+                   "MessageAttributeNames": ["All"]}),
+        );
+        dead.extend(got["Messages"].as_array().cloned().unwrap_or_default());
         !dead.is_empty()
     });
     assert_eq!(dead.len(), 1, "{dead:?}");
-    assert_eq!(dead[0].body, body);
+    assert_eq!(dead[0]["Body"], body);
+    assert_eq!(dead[0]["MessageAttributes"], attributes, "{dead:?}");
     wait_empty(&master, &moto, &url);
     let log = master.log_text();
     assert!(
