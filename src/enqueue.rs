@@ -11,7 +11,7 @@ use crate::config::cli::EnqueueArgs;
 use crate::config::{self, Backend, Config};
 use crate::consumer::classify;
 use crate::queue::filesystem::FilesystemQueue;
-use crate::queue::sqs::{MAX_BATCH, MAX_PAYLOAD, Outgoing, Sqs};
+use crate::queue::sqs::{MAX_BATCH, MAX_PAYLOAD, OpenError, Outgoing, Sqs};
 use std::io::{self, BufRead, Write};
 
 /// Run the command; returns the exit status (2: bad usage or configuration, 1: failure).
@@ -25,9 +25,9 @@ pub fn run(args: EnqueueArgs) -> i32 {
     }
     let mut target = match Target::open(&config, &args) {
         Ok(t) => t,
-        Err(e) => {
-            eprintln!("chore enqueue: {e}");
-            return 2;
+        Err(NotOpened { status, message }) => {
+            eprintln!("chore enqueue: {message}");
+            return status;
         }
     };
     // A queue whose default handler is an HTTP application takes any body (the
@@ -82,6 +82,22 @@ pub fn run(args: EnqueueArgs) -> i32 {
     }
 }
 
+/// Why the target could not be opened, and the exit status that means: 2 for a mistake
+/// in the command or the configuration, 1 for SQS out of reach.
+struct NotOpened {
+    status: i32,
+    message: String,
+}
+
+impl NotOpened {
+    fn usage(message: impl std::fmt::Display) -> NotOpened {
+        NotOpened {
+            status: 2,
+            message: message.to_string(),
+        }
+    }
+}
+
 /// Where the messages go.
 enum Target {
     Filesystem {
@@ -98,7 +114,7 @@ enum Target {
 }
 
 impl Target {
-    fn open(config: &Config, args: &EnqueueArgs) -> Result<Target, String> {
+    fn open(config: &Config, args: &EnqueueArgs) -> Result<Target, NotOpened> {
         let name = args.queue.as_str();
         let declared = config.queue(name);
         let sqs_queue = match declared {
@@ -107,7 +123,9 @@ impl Target {
         };
         if !sqs_queue {
             if args.delay.is_some() || args.group_id.is_some() || args.dedup_id.is_some() {
-                return Err("--delay, --group-id and --dedup-id apply to SQS queues only".into());
+                return Err(NotOpened::usage(
+                    "--delay, --group-id and --dedup-id apply to SQS queues only",
+                ));
             }
             // A declared queue brings its timeout; any other name is a filesystem queue
             // under the root, so a producer needs no Chorefile.
@@ -118,22 +136,24 @@ impl Target {
                     if let Err(m) =
                         config::check_queue_name(name, &full, Backend::Filesystem, false)
                     {
-                        return Err(format!("`{full}`: {m}"));
+                        return Err(NotOpened::usage(format!("`{full}`: {m}")));
                     }
                     (full, None)
                 }
             };
             let queue = crate::queue::open_filesystem(config, &full_name, timeout)
-                .map_err(|e| e.to_string())?;
+                .map_err(NotOpened::usage)?;
             return Ok(Target::Filesystem {
                 queue,
                 published: 0,
             });
         }
         if args.delay.is_some_and(|d| d > 900) {
-            return Err("--delay is at most 900 seconds (SQS's limit)".into());
+            return Err(NotOpened::usage(
+                "--delay is at most 900 seconds (SQS's limit)",
+            ));
         }
-        let sqs = Sqs::connect(&config.sqs).map_err(|e| e.to_string())?;
+        let sqs = Sqs::connect(&config.sqs).map_err(NotOpened::usage)?;
         let (lookup, options) = match declared {
             Some(q) => (
                 q.url.clone().unwrap_or_else(|| q.full_name.clone()),
@@ -145,11 +165,19 @@ impl Target {
                 SqsQueueOptions::default(),
             ),
         };
+        // A queue that does not exist is a mistake; SQS out of reach is a failure, which a
+        // producer may retry.
         let url = sqs
             .queue_url(&lookup, options.create)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| match e {
+                OpenError::Missing(m) => NotOpened::usage(m),
+                OpenError::Failed(m) => NotOpened {
+                    status: 1,
+                    message: m,
+                },
+            })?;
         if url.ends_with(".fifo") && args.group_id.is_none() {
-            return Err("a FIFO queue needs --group-id".into());
+            return Err(NotOpened::usage("a FIFO queue needs --group-id"));
         }
         let template = Outgoing {
             body: String::new(),

@@ -1,6 +1,6 @@
 //! SQS going away or never there, and chore stopping: a parked long poll abandoned, a
 //! drain that loses nothing, the emulator gone and back, a missing queue, a queue
-//! unreachable at start.
+//! unreachable at start or by `chore enqueue`.
 
 use super::{chore, sqs_chorefile, start, wait_empty};
 use crate::harness::*;
@@ -175,6 +175,27 @@ fn sqs_a_missing_queue_without_create_exits_2_with_one_clear_line() {
         );
     }
     assert!(moto.queue_url("ghost").is_err(), "nothing created");
+}
+
+/// SQS out of reach is a failure a producer may retry (exit 1), not a mistake in its
+/// command or Chorefile (exit 2, as for a queue that does not exist).
+#[test]
+fn sqs_enqueue_while_sqs_is_unreachable_exits_1() {
+    let port = free_port();
+    let sb = Sandbox::new("sqs-enqueue-away");
+    sb.chorefile(&format!(
+        "sqs-endpoint = \"http://127.0.0.1:{port}\"\n\
+         [queues.away]\nbackend = \"sqs\"\nhandler = [\"true\"]\n"
+    ));
+    let cf = sb.chorefile_path();
+    let args = ["enqueue", "-c", cf.to_str().unwrap(), "away", "{}"];
+    let out = chore(&sb, &args, None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot look up SQS queue `away`"),
+        "{stderr}"
+    );
 }
 
 /// An SQS queue that cannot be reached when chore starts does not stop the master: the
