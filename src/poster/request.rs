@@ -196,11 +196,13 @@ pub fn build(t: &Template, queue: &str, d: &Delivery) -> Result<Built, String> {
             continue;
         };
         // The daemon's rule: an attribute never replaces a header already there (two
-        // attribute names that differ only in case).
-        if !h.contains_key(&name) {
-            let value = a.string_value.as_deref().unwrap_or_default();
-            put(&mut h, name, value.as_bytes(), &what);
+        // attribute names that differ only in case). Unlike the daemon, we say so.
+        if h.contains_key(&name) {
+            tracing::warn!(queue, id = %d.id, "{}: another attribute's name differs from it only in case, and HTTP header names do not; left out of the request", what());
+            continue;
         }
+        let value = a.string_value.as_deref().unwrap_or_default();
+        put(&mut h, name, value.as_bytes(), &what);
     }
     Ok(Built {
         uri,
