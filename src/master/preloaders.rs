@@ -241,6 +241,7 @@ impl Preloaders {
         } else {
             crate::launch::pass_credentials(&mut cmd);
         }
+        die_with_master(&mut cmd);
         let spawned = cmd.spawn();
         // The command's copies of the pipe's write end must close for its reader to end.
         drop(cmd);
@@ -438,6 +439,27 @@ fn retire(retiring: &mut Vec<(Instance, Instant)>, now: Instant) {
 /// Signal a preloader's whole group (it leads it).
 fn signal(i: &Instance, sig: Signal) {
     let _ = killpg(Pid::from_raw(i.child.id() as i32), sig);
+}
+
+/// Have the preloader killed by the kernel when the master dies (an orphaned preloader
+/// would hold the application's memory, and fork nothing, forever). Its batch children
+/// are in their workers' groups, which die with the master too. Set up in the child
+/// before `exec`, by the master's main thread, which lives as long as the master: the
+/// kernel sends the signal when the thread that started the child ends.
+fn die_with_master(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    let master = std::process::id() as i32;
+    // SAFETY: prctl, getppid and _exit are async-signal-safe; nothing is allocated.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL);
+            // The master died before the signal was armed.
+            if nix::libc::getppid() != master {
+                nix::libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
 }
 
 #[cfg(test)]

@@ -186,3 +186,22 @@ fn preload_sigterm_drains_the_batch_in_flight_and_stops_the_preloader() {
     let left = p.processes();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+#[test]
+fn preload_a_killed_master_takes_its_preloader_and_batch_along() {
+    let p = Preloaded::new("preload-master-killed");
+    p.chorefile("", &p.handler("", ""), &[("work", "")]);
+    p.enqueue("work", "Slow", std::iter::once("300".to_string()));
+    let mut master = p.sb.start(&[]);
+    master.wait("the slow job to start", || {
+        !p.jobs_of("slow-start").is_empty()
+    });
+    let preloader = Preloaded::boot_pid(&p.boots()[0]);
+    master.signal(Signal::SIGKILL);
+    master.wait_exit(PATIENCE);
+    // The kernel's parent-death signals: the worker kills its group (the batch child in
+    // it), and the preloader is killed, not left holding the application.
+    crate::support::poll::wait_until("the preloader to die", PATIENCE, || pid_gone(preloader));
+    crate::support::poll::wait_until("nothing left behind", PATIENCE, || p.processes().is_empty());
+    assert!(p.jobs_of("slow-done").is_empty());
+}
