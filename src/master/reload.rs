@@ -166,11 +166,15 @@ impl Master {
     }
 
     /// Take a running queue's live settings; with new handlers, its consumers start again
-    /// so that they route by them.
+    /// so that they route by them. Handlers that are not `rerouted` stay as they are: a
+    /// change to a preloaded handler waits for a restart (there is no preloader for the new
+    /// one), even when the same reload changes a live setting of the queue.
     fn apply_queue(&mut self, q: usize, fresh: QueueConfig, rerouted: bool) {
         let qc = &mut self.qconfigs[q];
-        qc.handler = fresh.handler;
-        qc.classes = fresh.classes;
+        if rerouted {
+            qc.handler = fresh.handler;
+            qc.classes = fresh.classes;
+        }
         qc.backoff = fresh.backoff;
         qc.max_attempts = fresh.max_attempts;
         qc.pass_aws_credentials = fresh.pass_aws_credentials;

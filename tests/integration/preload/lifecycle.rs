@@ -205,3 +205,34 @@ fn preload_a_killed_master_takes_its_preloader_and_batch_along() {
     crate::support::poll::wait_until("nothing left behind", PATIENCE, || p.processes().is_empty());
     assert!(p.jobs_of("slow-done").is_empty());
 }
+
+/// A reload that changes a preloaded handler (restart only) and, with it, a live setting of
+/// the same queue: the live one applies, the handler stays, and jobs run on the preloader
+/// that is serving.
+#[test]
+fn preload_a_reload_changing_the_preloaded_handler_and_a_live_key_keeps_the_handler() {
+    let p = Preloaded::new("preload-reload");
+    p.chorefile("", &p.handler("", ""), &[("work", "backoff = 1")]);
+    let mut master = p.sb.start(&[]);
+    master.wait("the preloader to boot", || p.boots().len() == 1);
+    p.chorefile(
+        "",
+        &p.handler(", RELEASE = \"2\"", ""),
+        &[("work", "backoff = 7")],
+    );
+    master.signal(Signal::SIGHUP);
+    master.wait_log("SIGHUP: configuration reloaded");
+    let log = master.log_text();
+    assert!(
+        log.contains("this change needs a restart") && log.contains("preloaded handlers"),
+        "{log}"
+    );
+    p.enqueue("work", "Work", (0..5).map(|i| i.to_string()));
+    let q = p.sb.queue("work");
+    master.wait("the jobs to run", || {
+        p.jobs_of("work").len() == 5 && q.is_idle()
+    });
+    assert_eq!(log_count(&master, "given back"), 0, "{}", master.log_text());
+    assert_eq!(p.boots().len(), 1, "the serving preloader kept on");
+    assert_eq!(master.stop().code(), Some(0));
+}
