@@ -102,6 +102,10 @@ pub enum Verdict {
     Unfinished,
 }
 
+/// How the error of a `Skip` begins when the batch's preloader could not fork it: the
+/// master then replaces that preloader.
+pub const PRELOADER_UNAVAILABLE: &str = "preloader unavailable: ";
+
 /// One result line from worker to master.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {

@@ -5,7 +5,7 @@ use super::pool::{WorkerEvent, WorkerId};
 use super::{Master, Phase, signals};
 use crate::consumer::{Batchlet, Held};
 use crate::launch::describe_exit;
-use crate::protocol::{Report, Verdict};
+use crate::protocol::{PRELOADER_UNAVAILABLE, Report, Verdict};
 use crate::settle::{Settlement, decide};
 use signal_hook::consts::{
     SIGCONT, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTSTP, SIGTTIN, SIGUSR1, SIGUSR2,
@@ -119,6 +119,27 @@ impl Master {
             );
             return;
         };
+        if r.verdict == Verdict::Skip
+            && let Some(why) = r
+                .error
+                .as_deref()
+                .and_then(|e| e.strip_prefix(PRELOADER_UNAVAILABLE))
+            && let Some(w) = self.pool.get(id)
+        {
+            // A preloader that is alive but cannot fork would have every batch given back,
+            // again and again: it is replaced, and its queues wait for the new one.
+            let qc = &self.qconfigs[q];
+            let handler = h
+                .delivery
+                .class
+                .as_ref()
+                .and_then(|c| qc.classes.get(c))
+                .or(qc.handler.as_ref());
+            if let Some(handler) = handler {
+                self.preloaders
+                    .fork_failed(handler, w.started, why, Instant::now());
+            }
+        }
         self.settle(q, h, r.verdict, r.delay, r.error.as_deref());
     }
 

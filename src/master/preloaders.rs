@@ -51,6 +51,10 @@ struct Slot {
     retiring: Vec<(Instance, Instant)>,
     /// Failures in a row (boot or death), for the backoff.
     failures: u32,
+    /// Preloaders in a row that booted but could not fork a batch: the backoff between
+    /// them grows as `failures`' does, though each boot succeeded. Forgotten once one has
+    /// served for as long as the longest backoff.
+    fork_failures: u32,
     start_at: Option<Instant>,
     /// SIGUSR2 asked for a fresh one.
     recycle: bool,
@@ -120,20 +124,47 @@ impl Preloaders {
     }
 
     /// Point a batch's preloaded handlers at their serving preloader, and count the batch.
+    /// A handler is its slot's when it is the same in every key (as the slots were made):
+    /// two queues may run one command with different recycling limits, each its own.
     pub fn assign<'a>(&mut self, handlers: impl Iterator<Item = &'a mut Handler>) {
         for h in handlers {
-            let Some(p) = h.preload.as_mut() else {
+            if h.preload.is_none() {
                 continue;
-            };
-            let slot = self.slots.iter_mut().find(|s| {
-                s.handler.command == h.command && s.handler.dir == h.dir && s.handler.env == h.env
-            });
-            p.socket = slot.and_then(|s| {
+            }
+            let slot = self.slots.iter_mut().find(|s| s.handler == *h);
+            let socket = slot.and_then(|s| {
                 let i = s.serving.as_mut()?;
                 i.batches += 1;
                 Some(i.socket.clone())
             });
+            if let Some(p) = h.preload.as_mut() {
+                p.socket = socket;
+            }
         }
+    }
+
+    /// A batch started at `batch_started` for `h` could not be forked by its preloader
+    /// (`why`): unless a newer preloader serves already, the serving one is retired and
+    /// its queues receive nothing until a new one, started after the failure backoff, is
+    /// ready. Once per failure: later batches find it retired.
+    pub fn fork_failed(&mut self, h: &Handler, batch_started: Instant, why: &str, now: Instant) {
+        let Some(slot) = self.slots.iter_mut().find(|s| s.handler == *h) else {
+            return;
+        };
+        // Already retired (an earlier batch told), or a newer one serves.
+        let Some(old) = slot.serving.take_if(|s| s.started <= batch_started) else {
+            return;
+        };
+        slot.ready.store(false, Ordering::Release);
+        signal(&old, Signal::SIGTERM);
+        let wait = slot.fork_failed(now);
+        tracing::error!(
+            pid = old.child.id(),
+            error = why,
+            retry_in_secs = wait.as_secs_f64(),
+            "the preloader could not fork a batch; replacing it (its queues receive nothing until a new one is ready)"
+        );
+        slot.retiring.push((old, now + STOP_GRACE));
     }
 
     /// SIGUSR2: replace every preloader (after a deploy), without dropping a batch.
@@ -333,6 +364,9 @@ impl Preloaders {
             tracing::error!(pid = s.child.id(), how = %crate::launch::describe_exit(&status), retry_in_secs = wait.as_secs_f64(), "preloader died; its queues receive nothing until a new one is ready");
             return;
         }
+        if slot.fork_failures > 0 && now.duration_since(s.started) >= MAX_BACKOFF {
+            slot.fork_failures = 0;
+        }
         if slot.booting.is_some() {
             return;
         }
@@ -372,6 +406,7 @@ impl Slot {
             booting: None,
             retiring: Vec::new(),
             failures: 0,
+            fork_failures: 0,
             start_at: None,
             recycle: false,
         }
@@ -380,8 +415,17 @@ impl Slot {
     /// One more failure: when to try again (1 s, doubling, at most a minute).
     fn fail(&mut self, now: Instant) -> Duration {
         self.failures += 1;
-        let wait =
-            Duration::from_secs(1 << self.failures.min(7).saturating_sub(1)).min(MAX_BACKOFF);
+        self.start_after(self.failures, now)
+    }
+
+    /// One more preloader that could not fork: when to start the next (as `fail`).
+    fn fork_failed(&mut self, now: Instant) -> Duration {
+        self.fork_failures += 1;
+        self.start_after(self.fork_failures, now)
+    }
+
+    fn start_after(&mut self, in_a_row: u32, now: Instant) -> Duration {
+        let wait = Duration::from_secs(1 << in_a_row.min(7).saturating_sub(1)).min(MAX_BACKOFF);
         self.start_at = Some(now + wait);
         wait
     }
@@ -539,14 +583,17 @@ mod tests {
             memory_checked: t0,
         });
         pre.slots.push(slot);
-        let (mut a, mut other) = (handler(), handler());
+        let (mut a, mut other, mut limits) = (handler(), handler(), handler());
         other.command = vec!["other".into()];
-        pre.assign([&mut a, &mut other].into_iter());
+        // The same command with other recycling limits is another slot's, not this one's.
+        limits.preload.as_mut().unwrap().max_batches = Some(1000);
+        pre.assign([&mut a, &mut other, &mut limits].into_iter());
         assert_eq!(
             a.preload.unwrap().socket,
             Some(PathBuf::from("/run/p.sock"))
         );
         assert_eq!(other.preload.unwrap().socket, None);
+        assert_eq!(limits.preload.unwrap().socket, None);
         let s = pre.slots[0].serving.as_mut().unwrap();
         assert_eq!(s.batches, 1);
         let _ = s.child.wait();

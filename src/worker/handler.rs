@@ -430,7 +430,10 @@ fn fork_batch(
     messages: usize,
     output: Option<&Pipe>,
 ) -> Result<Started, (Verdict, String)> {
-    let unavailable = |why: String| (Verdict::Skip, format!("preloader unavailable: {why}"));
+    let unavailable = |why: String| {
+        let error = format!("{}{why}", crate::protocol::PRELOADER_UNAVAILABLE);
+        (Verdict::Skip, error)
+    };
     let socket = p
         .socket
         .as_deref()

@@ -64,7 +64,18 @@ pub fn fork(
     // The child has its own copies now; ours must go, or the output never closes.
     drop((in_read, out_write));
     let mut answer = String::new();
-    BufReader::new(&conn).read_line(&mut answer)?;
+    BufReader::new(&conn)
+        .read_line(&mut answer)
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io::Error::other(format!(
+                "the preloader did not answer within {} s",
+                ANSWER_TIMEOUT.as_secs()
+            )),
+            io::ErrorKind::InvalidData => {
+                io::Error::other("the preloader answered bytes that are not UTF-8 text")
+            }
+            _ => e,
+        })?;
     let pid = parse_answer(&answer)?;
     let _ = conn.flush();
     Ok(Forked {

@@ -236,3 +236,54 @@ fn preload_a_reload_changing_the_preloaded_handler_and_a_live_key_keeps_the_hand
     assert_eq!(p.boots().len(), 1, "the serving preloader kept on");
     assert_eq!(master.stop().code(), Some(0));
 }
+
+/// A preloader that is alive but cannot fork (here one that answers every request with an
+/// error) is replaced, after a growing backoff, and its queue waits meanwhile: its batches
+/// are given back, not charged, and not spun through again and again.
+#[test]
+fn preload_a_preloader_that_cannot_fork_is_replaced_and_its_queue_waits() {
+    let p = Preloaded::new("preload-cannot-fork");
+    let script = p.sb.write(
+        "refuser.py",
+        "import os, socket\n\
+         d = os.environ['PRELOAD_TEST_DIR']\n\
+         with open(os.path.join(d, 'refuser-boots.txt'), 'a') as f:\n    f.write('%d\\n' % os.getpid())\n\
+         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n\
+         s.bind(os.environ['CHORE_PRELOAD_SOCKET'])\n\
+         s.listen(16)\n\
+         while True:\n    c, _ = s.accept()\n    c.recv(65536)\n    c.sendall(b'{\"error\":\"simulated\"}\\n')\n    c.close()\n",
+    );
+    let handler = format!(
+        "{{ command = [\"python3\", {:?}], mode = \"preload\", env = {{ PRELOAD_TEST_DIR = {:?} }} }}",
+        script.display().to_string(),
+        p.sb.path().display().to_string()
+    );
+    p.chorefile(
+        "batch-timeout = 0.1\n",
+        &handler,
+        &[("work", "max-attempts = 1")],
+    );
+    let mut master = p.sb.start(&[]);
+    master.wait("the first preloader", || {
+        p.sb.lines("refuser-boots.txt").len() == 1
+    });
+    p.enqueue("work", "Work", std::iter::once("1".to_string()));
+    // Replaced after 1 s, then 2 s: three boots within some seconds.
+    master.wait("two replacements", || {
+        p.sb.lines("refuser-boots.txt").len() >= 3
+    });
+    let replaced = log_count(&master, "could not fork a batch; replacing it");
+    assert!(replaced >= 2, "{}", master.log_text());
+    let workers = log_count(&master, "worker started");
+    assert!(
+        workers <= 3 * replaced + 3,
+        "{workers} workers for {replaced} failed preloaders:\n{}",
+        master.log_text()
+    );
+    let q = p.sb.queue("work");
+    assert!(q.dead().is_empty(), "never charged: {:?}", q.dead());
+    assert_eq!(master.stop().code(), Some(0));
+    let left: Vec<String> = q.new_files();
+    assert_eq!(left.len(), 1, "given back whole: {left:?}");
+    assert!(left[0].ends_with(".0.job"), "no attempt counted: {left:?}");
+}
