@@ -66,6 +66,8 @@ struct Instance {
     started: Instant,
     batches: u64,
     memory_checked: Instant,
+    /// Told already that its boot alone passes max-memory.
+    too_big_warned: bool,
 }
 
 impl Preloaders {
@@ -292,6 +294,7 @@ impl Preloaders {
                     started: now,
                     batches: 0,
                     memory_checked: now,
+                    too_big_warned: false,
                 });
             }
             Err(e) => {
@@ -454,7 +457,24 @@ fn due_for_recycling(
     }
     s.memory_checked = now;
     let rss = resident_bytes(s.child.id())?;
-    (rss >= max).then(|| format!("{rss} bytes resident, max-memory is {max}"))
+    if rss < max {
+        return None;
+    }
+    if s.batches == 0 {
+        // Its boot alone passes the limit: a new one would too, and be replaced every
+        // few seconds for ever. It serves; the operator is told, once.
+        if !s.too_big_warned {
+            s.too_big_warned = true;
+            tracing::warn!(
+                pid = s.child.id(),
+                rss,
+                max_memory = max,
+                "the preloader passes max-memory before serving any batch; not recycled for it (raise max-memory)"
+            );
+        }
+        return None;
+    }
+    Some(format!("{rss} bytes resident, max-memory is {max}"))
 }
 
 /// A process's resident memory, from /proc.
@@ -546,6 +566,7 @@ mod tests {
             started: t0,
             batches: 0,
             memory_checked: t0,
+            too_big_warned: false,
         };
         let p = handler().preload;
         assert_eq!(due_for_recycling(&mut i, p.as_ref(), false, t0), None);
@@ -570,6 +591,34 @@ mod tests {
     }
 
     #[test]
+    fn a_preloader_past_max_memory_is_recycled_only_once_it_has_served() {
+        let t0 = Instant::now();
+        let child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let mut i = Instance {
+            child,
+            socket: PathBuf::new(),
+            started: t0,
+            batches: 0,
+            memory_checked: t0,
+            too_big_warned: false,
+        };
+        let mut p = handler().preload.unwrap();
+        (p.max_batches, p.max_age, p.max_memory) = (None, None, Some(1));
+        // Its boot alone passes the limit: not replaced (a new one would be as big).
+        let later = t0 + MEMORY_POLL;
+        assert_eq!(due_for_recycling(&mut i, Some(&p), false, later), None);
+        assert!(i.too_big_warned);
+        i.batches = 1;
+        let why = due_for_recycling(&mut i, Some(&p), false, later + MEMORY_POLL).unwrap();
+        assert!(why.contains("max-memory is 1"), "{why}");
+        let _ = i.child.kill();
+        let _ = i.child.wait();
+    }
+
+    #[test]
     fn a_batch_gets_the_serving_preloaders_socket_and_is_counted() {
         let mut pre = Preloaders::none();
         let mut slot = Slot::new(handler(), false);
@@ -581,6 +630,7 @@ mod tests {
             started: t0,
             batches: 0,
             memory_checked: t0,
+            too_big_warned: false,
         });
         pre.slots.push(slot);
         let (mut a, mut other, mut limits) = (handler(), handler(), handler());
