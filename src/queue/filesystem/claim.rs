@@ -42,6 +42,14 @@ impl FilesystemQueue {
                 self.set_aside(std::ffi::OsStr::new(name), "a symbolic link");
                 return Ok(None);
             }
+            // What `open` says of a socket, or of a device with nothing behind it.
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENXIO) => {
+                self.set_aside(
+                    std::ffi::OsStr::new(name),
+                    "not a regular file (a socket or device)",
+                );
+                return Ok(None);
+            }
             // Another user's file, not readable by ours: the file's matter, not the queue's.
             // It stays in new/ for whoever may read it (or until its modes are mended).
             Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
