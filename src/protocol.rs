@@ -119,22 +119,47 @@ pub struct Report {
     pub error: Option<String>,
 }
 
+/// The longest line `for_each_line` hands over whole; a longer one comes in pieces of this
+/// size. Results and reports are far shorter: the bound is for a child printing without
+/// newlines, which must not grow the reader's memory without end.
+pub const MAX_PROTOCOL_LINE: usize = 1 << 20;
+
 /// Call `each` with every line of `from` (without its line ending) until the end or until
 /// `each` returns false. Lines are read as bytes and decoded lossily: a stray non-UTF-8
 /// print from a child must not end the reading (and with it the child, by SIGPIPE) while
 /// results are still to come.
 pub fn for_each_line(from: impl std::io::Read, mut each: impl FnMut(&str) -> bool) {
-    use std::io::BufRead;
+    use std::io::{BufRead, Read};
     let mut reader = std::io::BufReader::new(from);
     let mut raw = Vec::new();
     loop {
         raw.clear();
-        match reader.read_until(b'\n', &mut raw) {
+        match (&mut reader)
+            .take(MAX_PROTOCOL_LINE as u64)
+            .read_until(b'\n', &mut raw)
+        {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
         if !each(String::from_utf8_lossy(&raw).trim_end_matches(['\n', '\r'])) {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_longer_than_the_bound_comes_in_pieces() {
+        let mut input = vec![b'x'; MAX_PROTOCOL_LINE * 2 + 5];
+        input.extend_from_slice(b"\n{\"i\":0}\n");
+        let mut got = Vec::new();
+        for_each_line(&input[..], |l| {
+            got.push(l.len());
+            true
+        });
+        assert_eq!(got, [MAX_PROTOCOL_LINE, MAX_PROTOCOL_LINE, 5, 7]);
     }
 }

@@ -37,9 +37,40 @@ pub struct Source {
     pub ids: Option<String>,
 }
 
-/// Log one line a child printed.
+/// Log one line a child printed: in events of at most `MAX_LINE` bytes, control characters
+/// (but tabs) escaped, so that no byte it prints can end a log line or drive a terminal.
 pub fn log_line(from: &Source, line: &str) {
-    tracing::info!(target: super::HANDLER, queue = from.queue.as_deref(), pid = from.pid, ids = from.ids.as_deref(), "{line}");
+    let mut rest = line;
+    loop {
+        let mut cut = rest.len().min(MAX_LINE);
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let (piece, more) = rest.split_at(cut);
+        let piece = printable(piece);
+        tracing::info!(target: super::HANDLER, queue = from.queue.as_deref(), pid = from.pid, ids = from.ids.as_deref(), "{piece}");
+        if more.is_empty() {
+            return;
+        }
+        rest = more;
+    }
+}
+
+/// `s` with its control characters but tabs written as escapes (`\u{1b}`).
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(|c| c.is_control() && c != '\t') {
+        return s.into();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() && c != '\t' {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
 }
 
 /// A pipe for a handler's output; its read end waits for the handler's pid.
@@ -324,6 +355,15 @@ fn keep(h: JoinHandle<()>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printable_escapes_control_characters_but_tabs() {
+        assert_eq!(printable("plain\ttext é"), "plain\ttext é");
+        assert_eq!(
+            printable("a\nERROR forged\u{1b}[31m\0"),
+            "a\\u{a}ERROR forged\\u{1b}[31m\\u{0}"
+        );
+    }
 
     fn lines(input: &[u8]) -> Vec<String> {
         let mut out = Vec::new();

@@ -309,3 +309,32 @@ fn a_file_another_user_owns_is_claimed_and_one_it_may_not_read_holds_nothing_up(
     assert_eq!(q.dead_letters(), 0);
     assert_eq!(master.stop().code(), Some(0));
 }
+
+/// A name with a control character (here a newline, which would forge a log line through
+/// the message id) runs under an id without it.
+#[test]
+fn a_name_with_a_newline_runs_under_an_id_that_cannot_forge_a_log_line() {
+    let sb = Sandbox::new("newline-name");
+    let h = sb.recorder("job.sh", "runs.txt", "");
+    sb.chorefile(&format!("[queues.jobs]\nhandler = [{h:?}]\n"));
+    let q = sb.queue("jobs");
+    q.put(
+        "new",
+        "x\n2026-01-01T00:00:00Z ERROR forged.0.job",
+        br#"{"v":1}"#,
+    );
+    let mut master = sb.start(&[]);
+    master.wait("the job to run", || sb.runs("runs.txt").len() == 1);
+    master.wait("the queue to be idle", || q.is_idle());
+    let id = &sb.runs("runs.txt")[0].id;
+    assert!(
+        id.starts_with("x_2026-01-01T00:00:00Z ERROR forged-"),
+        "{id:?}"
+    );
+    let log = master.log_text();
+    assert!(
+        !log.lines().any(|l| l.starts_with("2026-01-01T00:00:00Z")),
+        "{log}"
+    );
+    assert_eq!(master.stop().code(), Some(0));
+}

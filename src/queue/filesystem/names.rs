@@ -30,7 +30,9 @@ impl<'a> JobName<'a> {
 
     /// Is `name` exactly a `new/` name as Ruby Chore and chore write them,
     /// `<base>.<previous attempts>.job`? Any other name (`x`, `x.job`, `x.0.7.job`) was put
-    /// there by hand, and several of them can parse to one base.
+    /// there by hand, and several of them can parse to one base. So was a base with a
+    /// control character (a newline, an escape): as a message id it would forge lines in
+    /// the log, so it is claimed under a base of its own (`unique_base`).
     pub fn is_canonical(name: &str) -> bool {
         let mut parts = name.split('.');
         let (Some(base), Some(attempts), Some("job"), None) =
@@ -40,6 +42,7 @@ impl<'a> JobName<'a> {
         };
         // Digits only (no sign), and a number of attempts the parser reads back.
         !base.is_empty()
+            && !base.chars().any(char::is_control)
             && attempts.bytes().all(|b| b.is_ascii_digit())
             && attempts.parse::<u32>().is_ok()
     }
@@ -55,8 +58,13 @@ pub fn expired(claimed_at: Option<i64>, now: i64, timeout_secs: i64) -> bool {
 /// A base for a message whose name another message already has: its own base (or `job`
 /// when it has none) and its file's inode, which no other live file of the filesystem has
 /// (`n` > 0 only if even that is taken, by a name someone wrote by hand).
+/// Control characters in the base become `_`.
 pub fn unique_base(base: &str, inode: u64, n: usize) -> String {
-    let base = if base.is_empty() { "job" } else { base };
+    let base: String = base
+        .chars()
+        .map(|c| if c.is_control() { '_' } else { c })
+        .collect();
+    let base = if base.is_empty() { "job" } else { &base };
     match n {
         0 => format!("{base}-{inode}"),
         n => format!("{base}-{inode}-{n}"),

@@ -275,7 +275,7 @@ mod properties {
         }
 
         #[test]
-        fn names_chore_writes_read_back(base in "[^.]{1,40}", attempts in any::<u32>(), epoch in any::<i64>()) {
+        fn names_chore_writes_read_back(base in "[^.\\p{Cc}]{1,40}", attempts in any::<u32>(), epoch in any::<i64>()) {
             let new = format!("{base}.{attempts}.job");
             prop_assert!(JobName::is_canonical(&new));
             let job = JobName::parse(&new);
@@ -292,6 +292,7 @@ mod properties {
             prop_assert!(JobName::is_canonical(&new));
             prop_assert_eq!(JobName::parse(&new).base, fresh.as_str());
             prop_assert!(fresh != base);
+            prop_assert!(!fresh.chars().any(char::is_control));
         }
 
         #[test]

@@ -96,6 +96,35 @@ fn json_logs_stay_json_while_batch_handlers_print_anything() {
     assert_eq!(printed(&lines, "garbage").len(), 1);
 }
 
+/// What a batch handler prints on stdout that is not a result is logged like its stderr:
+/// a long line in events of at most 16 KiB (the worker holds at most 1 MiB of a line),
+/// control characters escaped, not written raw into the log.
+#[test]
+fn a_batch_handlers_other_stdout_is_logged_in_bounded_printable_events() {
+    let sb = Sandbox::new("steer-logs-stdout");
+    let before = "head -c 3000000 /dev/zero | tr '\\0' x; echo
+                  printf 'esc \\033[31m red\\n'";
+    let h = sb.ok_batch_handler("batch.sh", before, "");
+    sb.chorefile(&format!(
+        "log-format = \"json\"\n[queues.jobs]\nhandler = {{ command = [{h:?}], mode = \"batch\" }}\n"
+    ));
+    sb.enqueue_id("jobs", "[1]");
+    let mut master = sb.start(&[]);
+    master.wait_log("\"outcome\":\"completed\"");
+    assert_eq!(master.stop().code(), Some(0));
+    let lines = json_lines(&master);
+    let long = printed(&lines, "xxxxxxxx");
+    let sizes: Vec<usize> = long
+        .iter()
+        .map(|v| v["message"].as_str().unwrap().len())
+        .collect();
+    assert!(sizes.iter().all(|&n| n <= 16 * 1024), "{sizes:?}");
+    assert_eq!(sizes.iter().sum::<usize>(), 3_000_000, "nothing lost");
+    let esc = printed(&lines, "red");
+    assert_eq!(esc.len(), 1);
+    assert_eq!(esc[0]["message"], "esc \\u{1b}[31m red");
+}
+
 #[test]
 fn a_batch_handler_flooding_its_stderr_before_reading_is_not_stuck() {
     // 300 kB on stderr before it reads a line: far more than a pipe holds, so the handler
