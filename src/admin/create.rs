@@ -49,19 +49,22 @@ pub fn create(ctx: &mut Ctx, names: &[String]) -> Outcome {
 }
 
 fn create_dir(ctx: &Ctx, q: &QueueConfig) -> Outcome {
+    use crate::queue::filesystem::files;
     let dir = ctx.config.fs_queue_root.join(&q.full_name);
     let existed = dir.join("new").is_dir();
-    for sub in ["new", "inprogress", "dead"] {
-        let d = dir.join(sub);
-        std::fs::create_dir_all(&d).map_err(|e| Fail::Failed(format!("{}: {e}", d.display())))?;
-    }
     if let Some(t) = q.timeout {
         let secs = t.as_secs() + u64::from(t.subsec_nanos() > 0);
         let config = dir.join("config");
-        std::fs::create_dir_all(&config)
-            .and_then(|()| std::fs::write(config.join("timeout"), format!("{secs}\n")))
+        files::create_dirs(&config)
+            .and_then(|()| {
+                files::write_replacing(&config.join("timeout"), format!("{secs}\n").as_bytes())
+            })
             .map_err(|e| Fail::Failed(format!("{}: {e}", config.display())))?;
     }
+    // As the master makes them: modes 0750 whatever the umask, nothing through a link
+    // (after the timeout file, which opening the queue reads).
+    crate::queue::open_filesystem(&ctx.config, &q.full_name, q.timeout)
+        .map_err(|e| Fail::Failed(e.to_string()))?;
     println!(
         "{} {}",
         if existed { "exists:" } else { "created:" },

@@ -4,6 +4,7 @@ use super::{bodies, queue, queue_ok, snapshot};
 use crate::harness::*;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub(super) fn epoch() -> i64 {
@@ -363,4 +364,39 @@ fn stats_watch_refreshes_until_ctrl_c() {
         "the refresh saw the new message"
     );
     assert_eq!(q.new_files().len(), 1);
+}
+
+/// `chore queue create` makes the directories as the master does: mode 0750 and the
+/// timeout file 0640 whatever the umask, and a link planted at `config/timeout` is
+/// replaced, not written through.
+#[test]
+fn create_makes_private_directories_whatever_the_umask_and_writes_through_no_link() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let sb = Sandbox::new("admin-create-modes");
+    sb.chorefile("[queues.mail]\nhandler = [\"true\"]\ntimeout = 60\n");
+    let victim = sb.write("victim.txt", "precious\n");
+    let config = sb.root().join("mail/config");
+    std::fs::create_dir_all(&config).unwrap();
+    std::os::unix::fs::symlink(&victim, config.join("timeout")).unwrap();
+    let cf = sb.chorefile_path();
+    let mut cmd = sb.command(&["queue", "-c", cf.to_str().unwrap(), "create"]);
+    // SAFETY: umask is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::libc::umask(0);
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777;
+    for sub in ["new", "inprogress", "dead"] {
+        assert_eq!(mode(&sb.root().join("mail").join(sub)), 0o750, "{sub}");
+    }
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    let timeout = config.join("timeout");
+    assert!(std::fs::symlink_metadata(&timeout).unwrap().is_file());
+    assert_eq!(mode(&timeout), 0o640);
+    assert_eq!(std::fs::read_to_string(&timeout).unwrap(), "60\n");
 }
