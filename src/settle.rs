@@ -63,8 +63,13 @@ pub fn decide(
                     ),
                 };
             }
+            // A delay asked for is capped like any other (one too large to be a duration
+            // too); one that is no delay at all (negative, not a number) is not heeded.
             let delay = requested_delay
-                .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                .filter(|s| *s >= 0.0)
+                .map(|s| {
+                    Duration::try_from_secs_f64(s.min(MAX_DELAY.as_secs_f64())).unwrap_or(MAX_DELAY)
+                })
                 .unwrap_or_else(|| backoff.delay(attempt))
                 .min(MAX_DELAY);
             Settlement::Retry { delay }
@@ -180,9 +185,18 @@ mod tests {
                 delay: Duration::from_secs(10)
             }
         );
+        for huge in [1e9, 1e20, 1e308, f64::INFINITY] {
+            assert_eq!(
+                decide(Verdict::Retry, 1, None, &b, Some(huge), None),
+                Settlement::Retry { delay: MAX_DELAY },
+                "{huge}"
+            );
+        }
         assert_eq!(
-            decide(Verdict::Retry, 1, None, &b, Some(1e9), None),
-            Settlement::Retry { delay: MAX_DELAY }
+            decide(Verdict::Retry, 1, None, &b, Some(f64::NAN), None),
+            Settlement::Retry {
+                delay: Duration::from_secs(10)
+            }
         );
     }
 }
