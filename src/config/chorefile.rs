@@ -123,7 +123,14 @@ fn read_toml(path: &Path, text: &str) -> (FileLayer, Vec<ConfigError>) {
             .iter()
             .map(|e| ConfigError {
                 origin: Some(Origin::file(path, e.span().map(|s| lines.line_of(s.start)))),
-                key: None,
+                // The parser points at the second occurrence: name it.
+                key: e
+                    .message()
+                    .starts_with("duplicate key")
+                    .then(|| e.span().and_then(|s| text.get(s)))
+                    .flatten()
+                    .map(|k| k.trim().trim_matches(['"', '\'']).to_string())
+                    .filter(|k| !k.is_empty()),
                 message: e.message().to_string(),
             })
             .collect();

@@ -161,6 +161,30 @@ fn toml_syntax_error_has_a_line_and_stops_there() {
 }
 
 #[test]
+fn a_duplicate_key_is_named_at_its_second_line() {
+    for (text, line, key) in [
+        (
+            "concurrency = 2\nbatch-size = 3\nconcurrency = 4\n",
+            3,
+            "concurrency",
+        ),
+        (
+            "[queues.a]\nhandler = [\"true\"]\ntimeout = 3\n\"timeout\" = 4\n",
+            4,
+            "timeout",
+        ),
+    ] {
+        let e = load_text(text, Flags::default()).unwrap_err();
+        assert_eq!(e[0].line(), Some(line), "{e}");
+        assert!(
+            e[0].to_string()
+                .contains(&format!("key `{key}`: duplicate key")),
+            "{e}"
+        );
+    }
+}
+
+#[test]
 fn queues_and_except_are_exclusive_and_checked() {
     let e = load_text(BASIC, flags(&["-q", "mail", "-x", "report"])).unwrap_err();
     assert!(e[0].message.contains("both"));
