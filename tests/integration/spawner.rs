@@ -19,6 +19,16 @@ fn ppid(pid: i32) -> Option<i32> {
         .ok()
 }
 
+/// The signals process `pid` blocks, from `/proc` (`SigBlk`, a hex mask).
+fn blocked_signals(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigBlk:"))
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        .unwrap_or(u64::MAX)
+}
+
 /// The master's spawners: its family members titled `chore-spawner-…`.
 fn spawners_of(master: i32) -> Vec<i32> {
     family_of(master)
@@ -47,6 +57,11 @@ fn one_spawner_forks_every_worker_as_a_child_of_the_master() {
     let spawner = spawners_of(master.pid)[0];
     assert_eq!(ppid(spawner), Some(master.pid));
     assert_eq!(pgrp(spawner), Some(spawner), "out of the terminal's Ctrl-C");
+    assert_eq!(
+        blocked_signals(spawner),
+        0,
+        "workers inherit its signal mask"
+    );
     assert_eq!(cmdline(spawner)[1], "work");
     for round in 1..=2 {
         sb.enqueue("jobs", "{}");
@@ -59,6 +74,8 @@ fn one_spawner_forks_every_worker_as_a_child_of_the_master() {
             assert_eq!(argv.len(), 2, "{argv:?}");
             assert!(argv[0].starts_with("chore-worker-"), "{argv:?}");
             assert_eq!(argv[1], "work");
+            // Its SIGTERM (an operator's, or the master's death) must reach it.
+            assert_eq!(blocked_signals(w), 0, "worker {w} blocks signals");
         }
         master.wait("the batches to finish", || {
             sb.runs("runs.txt").len() == 2 * round && master.workers().is_empty()
