@@ -81,15 +81,21 @@ const ALIASES: [&str; 6] = [
 ];
 
 /// Read and check `path`. `seconds`: schedules have six fields, the first being seconds.
-pub fn load(path: &Path, seconds: bool) -> Result<CronTable, String> {
+/// Every mistake, each naming the file (and its entry and line).
+pub fn load(path: &Path, seconds: bool) -> Result<CronTable, Vec<String>> {
     let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        .map_err(|e| vec![format!("cannot read {}: {e}", path.display())])?;
     parse(&text, seconds)
         .map(|tasks| CronTable {
             path: path.to_path_buf(),
             tasks,
         })
-        .map_err(|errors| format!("{}: {}", path.display(), errors.join("; ")))
+        .map_err(|errors| {
+            errors
+                .into_iter()
+                .map(|e| format!("{}: {e}", path.display()))
+                .collect()
+        })
 }
 
 /// The tasks of a `cron.yaml` text, or every mistake in it.

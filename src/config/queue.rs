@@ -55,10 +55,17 @@ pub fn resolve(t: &QueueTable, d: &QueueDefaults) -> Result<QueueConfig, Vec<Con
     let classes = get("classes").and_then(|k| r.classes(k));
     let cron_seconds = get("cron-seconds").and_then(|k| r.read(k, "cron-seconds", boolean));
     let cron = get("cron-file").and_then(|k| {
-        r.read(k, "cron-file", |v| {
-            let path = k.origin.base_dir().join(string(v)?);
-            super::cron::load(&path, cron_seconds.unwrap_or(false)).map(Arc::new)
-        })
+        let path = k.origin.base_dir().join(r.read(k, "cron-file", string)?);
+        match super::cron::load(&path, cron_seconds.unwrap_or(false)) {
+            Ok(table) => Some(Arc::new(table)),
+            Err(mistakes) => {
+                // One line each, as for the Chorefile's own.
+                for m in mistakes {
+                    r.error(k, "cron-file", m);
+                }
+                None
+            }
+        }
     });
     let timeout = get("timeout").and_then(|k| r.read(k, "timeout", |v| timeout(v, backend)));
     let backoff = get("backoff").and_then(|k| r.read(k, "backoff", Backoff::from_toml));
