@@ -32,10 +32,23 @@ pub fn run(ctx: &mut Ctx, queues: &[String], watch: bool, interval: u64, json: b
             "no queue named and none declared (give QUEUE, or -c Chorefile)".into(),
         ));
     }
-    let places = names
-        .iter()
-        .map(|n| place::resolve(ctx, n).map(|p| (n.clone(), p)))
-        .collect::<Outcome<Vec<_>>>()?;
+    // Named queues must all be there; of all those declared, one that cannot be found
+    // (an SQS queue not created yet) is said and left out, and the others are shown.
+    let mut places = Vec::new();
+    let mut missing = 0;
+    for n in &names {
+        match place::resolve(ctx, n) {
+            Ok(p) => places.push((n.clone(), p)),
+            Err(Fail::Usage(m) | Fail::Failed(m)) if queues.is_empty() => {
+                crate::logging::stderr_line(&format!("chore queue: {n}: {m}"));
+                missing += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if places.is_empty() {
+        return Err(Fail::Failed("no declared queue could be read".into()));
+    }
     let tty = std::io::stdout().is_terminal();
     loop {
         let now = super::now();
@@ -71,7 +84,13 @@ pub fn run(ctx: &mut Ctx, queues: &[String], watch: bool, interval: u64, json: b
         let _ = out.flush();
         drop(out);
         if !watch {
-            return Ok(());
+            return match missing {
+                0 => Ok(()),
+                n => Err(Fail::Failed(format!(
+                    "{n} of {} declared queues could not be read",
+                    names.len()
+                ))),
+            };
         }
         let until = std::time::Instant::now() + Duration::from_secs(interval.max(1));
         while std::time::Instant::now() < until {

@@ -387,3 +387,33 @@ fn sqs_dump_load_dump_keeps_bodies_and_message_attributes() {
     assert!(one_line_exit_2(&out, &["load"]).contains("not base64"));
     assert_eq!(moto.counts(&copy), before);
 }
+
+/// `chore queue stats` without names shows every declared queue it can read: one not
+/// created yet on SQS is said on a line of its own and the status is 1, the others shown.
+#[test]
+fn sqs_stats_of_all_queues_shows_those_there_and_names_the_missing_one() {
+    let moto = Moto::start();
+    let sb = Sandbox::new("admin-sqs-stats-missing");
+    sb.chorefile(&format!(
+        "sqs-endpoint = {:?}\n\
+         [queues.ghost]\nbackend = \"sqs\"\nhandler = [\"true\"]\n\
+         [queues.local]\nhandler = [\"true\"]\n",
+        moto.endpoint()
+    ));
+    sb.enqueue("local", "{}");
+    let out = queue(&sb, &["stats"], None, &AWS_ENV);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    let local = stdout
+        .lines()
+        .find(|l| l.starts_with("local"))
+        .unwrap_or_default();
+    assert!(local.contains(" 1 "), "{stdout}");
+    assert!(
+        stderr.contains("ghost") && stderr.contains("does not exist"),
+        "{stderr}"
+    );
+}
