@@ -104,6 +104,7 @@ impl Preloaders {
         let dir = runtime_dir.join(format!("chore-{}-preload", std::process::id()));
         if !slots.is_empty() {
             use std::os::unix::fs::DirBuilderExt;
+            remove_stale_dirs(runtime_dir);
             std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
         }
         Ok(Preloaders {
@@ -503,6 +504,41 @@ fn retire(retiring: &mut Vec<(Instance, Instant)>, now: Instant) {
 /// Signal a preloader's whole group (it leads it).
 fn signal(i: &Instance, sig: Signal) {
     let _ = killpg(Pid::from_raw(i.child.id() as i32), sig);
+}
+
+/// Remove the socket directories that masters killed outright left in `runtime_dir`
+/// (`chore-<pid>-preload`, the pid gone, the directory ours): nothing else cleans them.
+fn remove_stale_dirs(runtime_dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid cannot fail and touches no memory.
+    let me = unsafe { nix::libc::geteuid() };
+    for entry in std::fs::read_dir(runtime_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("chore-")?.strip_suffix("-preload"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let path = entry.path();
+        let ours = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir() && m.uid() == me);
+        if !ours || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        for socket in std::fs::read_dir(&path).into_iter().flatten().flatten() {
+            if socket.file_name().to_string_lossy().ends_with(".sock") {
+                let _ = std::fs::remove_file(socket.path());
+            }
+        }
+        if std::fs::remove_dir(&path).is_ok() {
+            tracing::info!(dir = %path.display(), "removed the preloaders' socket directory of a master that is gone");
+        }
+    }
 }
 
 /// Have the preloader killed by the kernel when the master dies (an orphaned preloader

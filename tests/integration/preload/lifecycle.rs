@@ -188,7 +188,7 @@ fn preload_sigterm_drains_the_batch_in_flight_and_stops_the_preloader() {
 }
 
 #[test]
-fn preload_a_killed_master_takes_its_preloader_and_batch_along() {
+fn preload_a_killed_master_takes_its_preloader_and_batch_along_and_the_next_cleans_up() {
     let p = Preloaded::new("preload-master-killed");
     p.chorefile("", &p.handler("", ""), &[("work", "")]);
     p.enqueue("work", "Slow", std::iter::once("300".to_string()));
@@ -204,6 +204,12 @@ fn preload_a_killed_master_takes_its_preloader_and_batch_along() {
     crate::support::poll::wait_until("the preloader to die", PATIENCE, || pid_gone(preloader));
     crate::support::poll::wait_until("nothing left behind", PATIENCE, || p.processes().is_empty());
     assert!(p.jobs_of("slow-done").is_empty());
+    // Only its socket directory is left; the next master with preloaders removes it.
+    let stale = std::env::temp_dir().join(format!("chore-{}-preload", master.pid));
+    assert!(stale.is_dir(), "{}", stale.display());
+    let mut next = p.sb.start_as("next", &[]);
+    next.wait("the stale directory to go", || !stale.exists());
+    assert_eq!(next.stop().code(), Some(0));
 }
 
 /// A reload that changes a preloaded handler (restart only) and, with it, a live setting of
