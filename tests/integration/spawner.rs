@@ -74,8 +74,9 @@ fn one_spawner_forks_every_worker_as_a_child_of_the_master() {
             assert_eq!(argv.len(), 2, "{argv:?}");
             assert!(argv[0].starts_with("chore-worker-"), "{argv:?}");
             assert_eq!(argv[1], "work");
-            // Its SIGTERM (an operator's, or the master's death) must reach it.
-            assert_eq!(blocked_signals(w), 0, "worker {w} blocks signals");
+            // Its SIGTERM (an operator's, or the master's death) must reach it. (While it
+            // starts its handler, `posix_spawn` blocks every signal for a moment.)
+            master.wait("the worker to block no signal", || blocked_signals(w) == 0);
         }
         master.wait("the batches to finish", || {
             sb.runs("runs.txt").len() == 2 * round && master.workers().is_empty()
