@@ -592,18 +592,26 @@ mod tests {
         assert_eq!(slot.start_at, Some(now + Duration::from_secs(60)));
     }
 
-    #[test]
-    fn a_preloader_is_recycled_by_batches_age_or_request() {
-        let t0 = Instant::now();
-        let child = std::process::Command::new("true").spawn().unwrap();
-        let mut i = Instance {
+    /// A preloader instance running `argv`, started at `t0`.
+    fn instance(argv: &[&str], socket: &str, t0: Instant) -> Instance {
+        let child = std::process::Command::new(argv[0])
+            .args(&argv[1..])
+            .spawn()
+            .unwrap();
+        Instance {
             child,
-            socket: PathBuf::new(),
+            socket: PathBuf::from(socket),
             started: t0,
             batches: 0,
             memory_checked: t0,
             too_big_warned: false,
-        };
+        }
+    }
+
+    #[test]
+    fn a_preloader_is_recycled_by_batches_age_or_request() {
+        let t0 = Instant::now();
+        let mut i = instance(&["true"], "", t0);
         let p = handler().preload;
         assert_eq!(due_for_recycling(&mut i, p.as_ref(), false, t0), None);
         assert_eq!(
@@ -629,18 +637,7 @@ mod tests {
     #[test]
     fn a_preloader_past_max_memory_is_recycled_only_once_it_has_served() {
         let t0 = Instant::now();
-        let child = std::process::Command::new("sleep")
-            .arg("5")
-            .spawn()
-            .unwrap();
-        let mut i = Instance {
-            child,
-            socket: PathBuf::new(),
-            started: t0,
-            batches: 0,
-            memory_checked: t0,
-            too_big_warned: false,
-        };
+        let mut i = instance(&["sleep", "5"], "", t0);
         let mut p = handler().preload.unwrap();
         (p.max_batches, p.max_age, p.max_memory) = (None, None, Some(1));
         // Its boot alone passes the limit: not replaced (a new one would be as big).
@@ -658,16 +655,7 @@ mod tests {
     fn a_batch_gets_the_serving_preloaders_socket_and_is_counted() {
         let mut pre = Preloaders::none();
         let mut slot = Slot::new(handler(), false);
-        let child = std::process::Command::new("true").spawn().unwrap();
-        let t0 = Instant::now();
-        slot.serving = Some(Instance {
-            child,
-            socket: PathBuf::from("/run/p.sock"),
-            started: t0,
-            batches: 0,
-            memory_checked: t0,
-            too_big_warned: false,
-        });
+        slot.serving = Some(instance(&["true"], "/run/p.sock", Instant::now()));
         pre.slots.push(slot);
         let (mut a, mut other, mut limits) = (handler(), handler(), handler());
         other.command = vec!["other".into()];

@@ -232,6 +232,15 @@ impl Moto {
         out["MessageId"].as_str().unwrap().to_string()
     }
 
+    /// SendMessage with message attributes (in SQS's JSON form); the message id.
+    pub fn send_with_attributes(&self, url: &str, body: &str, attributes: &Value) -> String {
+        let out = self.call(
+            "SendMessage",
+            json!({"QueueUrl": url, "MessageBody": body, "MessageAttributes": attributes}),
+        );
+        out["MessageId"].as_str().unwrap().to_string()
+    }
+
     /// Publish many bodies in SendMessageBatch calls of ten; their ids, in order.
     pub fn send_all(&self, url: &str, bodies: &[String]) -> Vec<String> {
         let mut ids = Vec::new();

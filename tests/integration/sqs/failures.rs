@@ -89,11 +89,7 @@ fn sqs_max_attempts_sends_the_message_to_the_dead_letter_queue_and_the_hook() {
         "weight": {"DataType": "Number.float", "StringValue": "1.5"},
         "raw": {"DataType": "Binary", "BinaryValue": "AP8K"},
     });
-    let sent = moto.call(
-        "SendMessage",
-        json!({"QueueUrl": url, "MessageBody": body, "MessageAttributes": attributes}),
-    );
-    let id = sent["MessageId"].as_str().unwrap().to_string();
+    let id = moto.send_with_attributes(&url, body, &attributes);
     master.wait("the hook to be told", || sb.file("dead-env.txt").exists());
     let runs = sb.runs("runs.txt");
     assert_eq!(runs.len(), 2, "{runs:?}");

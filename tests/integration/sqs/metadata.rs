@@ -12,11 +12,7 @@ fn send_with_attributes(moto: &Moto, url: &str, body: &str) -> String {
         "priority": {"DataType": "Number", "StringValue": "7"},
         "blob": {"DataType": "Binary", "BinaryValue": "AAEC"},
     });
-    let out = moto.call(
-        "SendMessage",
-        json!({"QueueUrl": url, "MessageBody": body, "MessageAttributes": attributes}),
-    );
-    out["MessageId"].as_str().unwrap().to_string()
+    moto.send_with_attributes(url, body, &attributes)
 }
 
 #[test]
