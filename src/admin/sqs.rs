@@ -5,14 +5,21 @@
 use super::record::Record;
 use super::{Fail, Outcome};
 use crate::queue::sqs::Sqs;
-use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message,
     MessageSystemAttributeName, QueueAttributeName,
 };
 use std::collections::BTreeMap;
 
-fn failed(what: &str, url: &str, e: impl std::error::Error) -> Fail {
+fn failed(what: &str, url: &str, e: impl std::error::Error + ProvideErrorMetadata) -> Fail {
+    // A queue that does not exist is a mistake in the command, as for a name (exit 2).
+    if matches!(
+        e.code(),
+        Some("AWS.SimpleQueueService.NonExistentQueue" | "QueueDoesNotExist")
+    ) {
+        return Fail::Usage(format!("SQS queue {url} does not exist"));
+    }
     Fail::Failed(format!("{what} on {url}: {}", DisplayErrorContext(&e)))
 }
 

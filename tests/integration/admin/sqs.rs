@@ -417,3 +417,20 @@ fn sqs_stats_of_all_queues_shows_those_there_and_names_the_missing_one() {
         "{stderr}"
     );
 }
+
+/// A queue URL that names no queue is a mistake in the command: exit 2, one line.
+#[test]
+fn sqs_peek_of_a_url_naming_no_queue_exits_2() {
+    let moto = Moto::start();
+    let sb = Sandbox::new("admin-sqs-no-url");
+    sb.chorefile(&format!(
+        "sqs-endpoint = {:?}\n[queues.local]\nhandler = [\"true\"]\n",
+        moto.endpoint()
+    ));
+    let url = format!("{}/123456789012/ghost", moto.endpoint());
+    let out = queue(&sb, &["peek", &url], None, &AWS_ENV);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("ghost does not exist"), "{stderr}");
+}
