@@ -266,9 +266,12 @@ fn a_file_another_user_owns_is_claimed_and_one_it_may_not_read_holds_nothing_up(
     let q = sb.queue("jobs");
     let new = sb.root().join("jobs/new");
     master.wait("the queue's directories", || new.is_dir());
+    // Made unreadable under a name consumers ignore, then put in place.
     let secret = new.join("secret.0.job");
-    fs::write(&secret, r#"{"v":"secret"}"#).unwrap();
-    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    let hidden = new.join(".secret");
+    fs::write(&hidden, r#"{"v":"secret"}"#).unwrap();
+    fs::set_permissions(&hidden, fs::Permissions::from_mode(0o600)).unwrap();
+    fs::rename(&hidden, &secret).unwrap();
     // Written by root (the test), owned by root.
     for i in 0..5 {
         q.put("new", &format!("mine-{i}.0.job"), br#"{"v":"root's"}"#);
