@@ -48,6 +48,9 @@ pub struct FileLayer {
     pub queues: Vec<QueueTable>,
     /// The file could not be read, or is not TOML: what it says is unknown.
     pub unreadable: bool,
+    /// Words of a Ruby-format Chorefile that are neither an option nor its value, as
+    /// `file:line: \`word\``: ignored, as Ruby Chore ignores them.
+    pub ignored_words: Vec<String>,
 }
 
 /// Read `path`. Mistakes are collected, not fatal: what could be read is returned with them.

@@ -242,6 +242,9 @@ pub struct Config {
     pub files: Vec<PathBuf>,
     /// Ruby Chore options given that do nothing here (logged as ignored at start).
     pub ignored_options: Vec<&'static str>,
+    /// Words of a Ruby-format Chorefile that are not options, `file:line: \`word\``
+    /// (logged as ignored at start).
+    pub ignored_words: Vec<String>,
 }
 
 impl Config {
@@ -285,10 +288,12 @@ fn load_traced(cli: Flags) -> Result<Loaded, ConfigErrors> {
     // Where each name is in `tables`: merging is a look-up, not a scan.
     let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     let (mut errors, mut unreadable) = (Vec::new(), false);
+    let mut ignored_words = Vec::new();
     for file in &cli.config_file {
         let (layer, e) = chorefile::read(file);
         errors.extend(e);
         unreadable |= layer.unreadable;
+        ignored_words.extend(layer.ignored_words);
         for (key, value, origin) in layer.options {
             set(&mut settings, key, value, origin);
         }
@@ -324,7 +329,10 @@ fn load_traced(cli: Flags) -> Result<Loaded, ConfigErrors> {
     let files = cli.config_file.clone();
     match resolve::resolve(&settings, &tables, cli.config_file) {
         Ok(config) if errors.is_empty() => Ok(Loaded {
-            config,
+            config: Config {
+                ignored_words,
+                ..config
+            },
             settings,
             tables,
         }),

@@ -51,6 +51,9 @@ pub fn lines(l: &Loaded, path_var: Option<&OsStr>) -> Vec<String> {
         };
         out.push(format!("{} = {value}  # {from}", o.key));
     }
+    for word in &c.ignored_words {
+        out.push(format!("# ignored (not an option): {word}"));
+    }
     if !c.ignored_options.is_empty() {
         out.push(format!(
             "# ignored (Ruby Chore options with no effect in chore): {}",

@@ -188,6 +188,7 @@ pub fn resolve(
             .filter(|o| o.kind == Kind::Ignored && given.contains_key(o.key))
             .map(|o| o.help)
             .collect(),
+        ignored_words: Vec::new(),
     })
 }
 

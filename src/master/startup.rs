@@ -372,6 +372,11 @@ fn log_start(config: &Config, qconfigs: &[QueueConfig]) {
             "Ruby Chore option has no effect in chore; ignored"
         );
     }
+    for word in &config.ignored_words {
+        tracing::warn!(
+            "{word} is not an option of the Chorefile; ignored, as Ruby Chore ignores it"
+        );
+    }
     tracing::info!(
         version = env!("CHORE_VERSION"),
         pid = std::process::id(),

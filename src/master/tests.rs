@@ -88,6 +88,7 @@ fn config(concurrency: usize, batch_size: usize, qc: QueueConfig) -> Config {
         selected: vec![0],
         files: Vec::new(),
         ignored_options: Vec::new(),
+        ignored_words: Vec::new(),
     }
 }
 
