@@ -154,11 +154,11 @@ pub fn resolve(
         queue_prefix,
         default_queue_timeout: s.secs("default-queue-timeout"),
         shutdown_timeout: s.secs("shutdown-timeout"),
-        fs_queue_root: PathBuf::from(s.text("fs-queue-root").unwrap_or_default()),
+        fs_queue_root: home_expanded(&s.text("fs-queue-root").unwrap_or_default()),
         fs_claim_lease: s.secs("fs-claim-lease"),
         stall_timeout: s.secs("stall-timeout"),
         metrics_listen,
-        control_socket: s.text("control-socket").map(PathBuf::from),
+        control_socket: s.text("control-socket").map(|p| home_expanded(&p)),
         sqs: crate::config::SqsSettings {
             endpoint: s.text("sqs-endpoint"),
             region: s.text("aws-region"),
@@ -169,7 +169,7 @@ pub fn resolve(
             dupe_on_cache_failure: s.flag("dupe-on-cache-failure"),
             prefix: s.text("dedupe-prefix").unwrap_or_default(),
         },
-        log_file: s.text("log-file").map(PathBuf::from),
+        log_file: s.text("log-file").map(|p| home_expanded(&p)),
         log_format: match s
             .text("log-format")
             .map(|f| f.to_ascii_lowercase())
@@ -190,6 +190,17 @@ pub fn resolve(
             .collect(),
         ignored_words: Vec::new(),
     })
+}
+
+/// A path with a leading `~` or `~/` taken from `$HOME`, as Ruby Chore's `File.expand_path`
+/// takes it (a Chorefile's words reach chore without a shell to expand them).
+fn home_expanded(path: &str) -> PathBuf {
+    let home = || std::env::var_os("HOME").map(PathBuf::from);
+    match (path, path.strip_prefix("~/")) {
+        ("~", _) => home().unwrap_or_else(|| PathBuf::from(path)),
+        (_, Some(rest)) => home().map_or_else(|| PathBuf::from(path), |h| h.join(rest)),
+        _ => PathBuf::from(path),
+    }
 }
 
 /// Static AWS credentials: both keys, or neither.

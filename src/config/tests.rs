@@ -249,3 +249,21 @@ fn aws_keys_come_in_pairs() {
         ]
     );
 }
+
+#[test]
+fn a_leading_tilde_in_a_path_is_the_home_directory() {
+    let home = std::path::PathBuf::from(std::env::var_os("HOME").expect("HOME is set"));
+    let ruby = "--fs-queue-root ~/chore-queues\n--log-file ~/chore.log\n";
+    let c = load_files(&[ruby, BASIC], Flags::default()).unwrap();
+    assert_eq!(c.fs_queue_root, home.join("chore-queues"));
+    assert_eq!(c.log_file, Some(home.join("chore.log")));
+    let c = load_text(&format!("fs-queue-root = \"~\"\n{BASIC}"), Flags::default()).unwrap();
+    assert_eq!(c.fs_queue_root, home);
+    // Only a leading `~` or `~/`.
+    let c = load_text(
+        &format!("fs-queue-root = \"a/~/b\"\n{BASIC}"),
+        Flags::default(),
+    )
+    .unwrap();
+    assert_eq!(c.fs_queue_root, std::path::PathBuf::from("a/~/b"));
+}
