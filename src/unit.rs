@@ -92,8 +92,15 @@ pub fn spec(config: &Config, args: &UnitArgs, here: &Path, exe: &Path) -> Result
         let log = working_directory.join(log);
         writable.push(log.parent().unwrap_or(Path::new("/")).to_path_buf());
     }
+    if let Some(socket) = &config.control_socket {
+        // A socket set in so many words must be made, or the master does not start; the
+        // default one is in the runtime directory or the queue root, writable already.
+        let socket = working_directory.join(socket);
+        writable.push(socket.parent().unwrap_or(Path::new("/")).to_path_buf());
+    }
     writable.extend(args.allow_write.iter().map(|p| here.join(p)));
-    writable.dedup();
+    let mut seen = std::collections::HashSet::new();
+    writable.retain(|p| seen.insert(p.clone()));
     Ok(Spec {
         binary: args
             .binary
@@ -231,7 +238,8 @@ pub fn render(spec: &Spec) -> Result<String, String> {
 const HEADER: &str = "#
 # Useful commands:
 #   systemctl stop chore                  drain (SIGTERM), then stop
-#   systemctl reload chore                reopen the log file (SIGUSR1)
+#   systemctl reload chore                re-read the Chorefile (SIGHUP)
+#   systemctl kill -s USR1 --kill-whom=main chore   reopen the log file
 #   systemctl kill -s TSTP --kill-whom=main chore   quiet: stop taking new messages
 #   systemctl kill -s CONT --kill-whom=main chore   resume
 #   systemctl kill -s TTIN --kill-whom=main chore   log a status dump

@@ -70,6 +70,11 @@ pub fn run(args: QueueArgs) -> i32 {
     if !matches!(args.verb, Verb::Purge { .. } | Verb::Delete { .. }) {
         progress::catch_interrupts();
     }
+    // Verbs that change or copy messages one by one: stopped part-way, they did not succeed.
+    let partial_on_interrupt = matches!(
+        args.verb,
+        Verb::Dump { .. } | Verb::Load { .. } | Verb::Requeue { .. } | Verb::Purge { .. }
+    );
     let result = match args.verb {
         Verb::Stats {
             queues,
@@ -106,6 +111,9 @@ pub fn run(args: QueueArgs) -> i32 {
         Verb::Trace { id, queues, log } => trace::run(&mut ctx, &id, &queues, log.as_deref()),
     };
     match result {
+        // Stopped part-way (its summary said how far): not a success a script may go on
+        // from, as `dump && purge` would.
+        Ok(()) if partial_on_interrupt && progress::interrupted() => 1,
         Ok(()) => 0,
         Err(Fail::Usage(m)) => {
             crate::logging::stderr_line(&format!("chore queue: {m}"));

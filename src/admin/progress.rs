@@ -1,6 +1,7 @@
 //! Long verbs' progress: an `indicatif` bar when standard error is a terminal, nothing when
 //! it is piped; and Ctrl-C (SIGINT, or SIGTERM), which sets a flag the verbs check between
-//! messages, so they stop cleanly and say how far they got.
+//! messages, so they stop cleanly and say how far they got (and exit 1), or, blocked on
+//! input or output, are ended two seconds later.
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
@@ -16,7 +17,28 @@ pub fn catch_interrupts() {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         let _ = signal_hook::flag::register(sig, flag.clone());
     }
+    // A verb blocked in a read or write (a FIFO, a terminal, a pipe nobody writes) never
+    // reaches its next message to see the flag: it is ended from here, a moment later.
+    // Every message is whole in one place at any instant (a requeue's journal, one rename
+    // or send per message), so this loses none; a dump may end in a partial line, which
+    // `load` refuses naming it.
+    let watched = flag.clone();
+    let _ = std::thread::Builder::new()
+        .name("interrupt".into())
+        .spawn(move || {
+            while !watched.load(Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            std::thread::sleep(STOP_GRACE);
+            crate::logging::stderr_line(
+                "chore queue: interrupted while waiting for input or output; stopped",
+            );
+            std::process::exit(1);
+        });
 }
+
+/// How long a verb has, once interrupted, to stop at its next message by itself.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Ctrl-C was pressed: stop before the next message.
 pub fn interrupted() -> bool {

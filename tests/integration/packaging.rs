@@ -286,3 +286,25 @@ fn the_version_names_the_git_revision() {
         "{version}"
     );
 }
+
+/// The unit lets the service write where it must: the queue root, the log's directory,
+/// and the directory of a control socket set in so many words (the master does not start
+/// without it).
+#[test]
+fn the_unit_lets_the_service_write_its_control_sockets_directory() {
+    let sb = Sandbox::new("pkg-socket");
+    let cf = sb.write(
+        "Chorefile",
+        "fs-queue-root = \"/var/lib/chore\"\nlog-file = \"/var/log/chore/chore.log\"\n\
+         control-socket = \"/run/chore-ctl/chore.sock\"\n[queues.a]\nhandler = [\"true\"]\n",
+    );
+    let unit = stdout(&["systemd-unit", "-c", cf.to_str().unwrap()]);
+    let rw = unit
+        .lines()
+        .find(|l| l.starts_with("ReadWritePaths="))
+        .unwrap_or_else(|| panic!("{unit}"));
+    assert_eq!(
+        rw,
+        "ReadWritePaths=/var/lib/chore /var/log/chore /run/chore-ctl"
+    );
+}
