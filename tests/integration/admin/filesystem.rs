@@ -400,3 +400,28 @@ fn create_makes_private_directories_whatever_the_umask_and_writes_through_no_lin
     assert_eq!(mode(&timeout), 0o640);
     assert_eq!(std::fs::read_to_string(&timeout).unwrap(), "60\n");
 }
+
+/// A verb blocked reading its input (a pipe its writer keeps open) is still stopped by
+/// SIGTERM, with exit status 1, and loads nothing half-way.
+#[test]
+fn a_load_waiting_for_input_is_stopped_by_sigterm() {
+    let sb = sandbox("admin-load-blocked");
+    let cf = sb.chorefile_path();
+    let mut child = sb
+        .command(&["queue", "-c", cf.to_str().unwrap(), "load", "copy"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut input, b"{\"id\":\"a\",\"body\":\"{}\"}\n").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let started = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    drop(input);
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(sb.queue("copy").new_files().len() <= 1);
+}
