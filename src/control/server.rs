@@ -22,8 +22,10 @@ pub struct Bound {
 }
 
 /// Bind `path` with mode 0600. Call it before any thread that creates files starts: the
-/// umask is changed for the moment of the bind. A socket a live master answers on is left alone (`Ok(None)`);
-/// one nobody answers on is stale and replaced; anything else in the way is an error.
+/// umask is changed for the moment of the bind. A socket a live master answers on is left
+/// alone (`Ok(None)`), and so is one we may not connect to (another user's master, which
+/// may well be alive); one nobody answers on is stale and replaced; anything else in the
+/// way is an error.
 pub fn bind(path: &Path) -> std::io::Result<Option<Bound>> {
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
@@ -32,10 +34,11 @@ pub fn bind(path: &Path) -> std::io::Result<Option<Bound>> {
                 format!("{} exists and is not a socket", path.display()),
             ));
         }
-        if UnixStream::connect(path).is_ok() {
-            return Ok(None);
+        match UnixStream::connect(path) {
+            Ok(_) => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return Ok(None),
+            Err(_) => std::fs::remove_file(path)?,
         }
-        std::fs::remove_file(path)?;
     }
     let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
     let bound = UnixListener::bind(path);

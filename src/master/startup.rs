@@ -255,11 +255,11 @@ fn bind_control(config: &Config) -> Result<Option<crate::control::server::Bound>
             Ok(Some(b))
         }
         Ok(None) if explicit => Err(StartError::System(format!(
-            "control-socket {}: another master answers on it",
+            "control-socket {}: another master answers on it (or another user's socket is there)",
             path.display()
         ))),
         Ok(None) => {
-            tracing::warn!(path = %path.display(), "another master answers on the control socket; `chore status` will not reach this one (set control-socket)");
+            tracing::warn!(path = %path.display(), "another master answers on the control socket (or another user's socket is there); `chore status` will not reach this one (set control-socket)");
             Ok(None)
         }
         Err(e) if explicit => Err(StartError::System(format!(
