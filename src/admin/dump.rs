@@ -149,6 +149,12 @@ fn read_dump(file: Option<&Path>) -> Outcome<Vec<Record>> {
             continue;
         }
         let r = Record::parse(&line)
+            .and_then(|r| match r.body.is_empty() {
+                // It would never run: a consumer takes an empty file for one still being
+                // written (and deletes it after the queue timeout); SQS refuses it.
+                true => Err("an empty body cannot be a message".to_string()),
+                false => Ok(r),
+            })
             .map_err(|e| Fail::Usage(format!("{name}:{}: {e}; nothing was loaded", i + 1)))?;
         records.push(r);
     }

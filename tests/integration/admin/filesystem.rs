@@ -292,6 +292,13 @@ fn bad_input_is_one_clear_line_and_exit_2() {
         None,
         "bad.jsonl:1:",
     );
+    // An empty body would never run (a consumer takes an empty file for one being written).
+    check(
+        &["queue", "-c", cf, "load", "mail"],
+        Some(&format!("{good}\n{{\"id\":\"e\",\"body\":\"\"}}\n")),
+        "standard input:2: an empty body cannot be a message; nothing was loaded",
+    );
+    assert!(sb.queue("mail").new_files().is_empty());
 }
 
 #[test]
