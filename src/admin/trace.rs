@@ -125,13 +125,17 @@ fn history(path: &Path, id: &str, out: &mut impl Write) -> Outcome {
     let _ = writeln!(out, "history in {}:", path.display());
     let mut worker = None;
     let mut lines = 0;
-    for line in std::io::BufReader::new(file).lines() {
-        let line = line.map_err(|e| Fail::Failed(format!("{}: {e}", path.display())))?;
+    // Lines are read as bytes: what a hook wrote into the log need not be UTF-8, and
+    // must not end the history there.
+    for raw in std::io::BufReader::new(file).split(b'\n') {
+        let raw = raw.map_err(|e| Fail::Failed(format!("{}: {e}", path.display())))?;
+        let line = String::from_utf8_lossy(&raw);
+        let line = line.trim_end_matches('\r');
         if !line.contains(id) {
             continue;
         }
         lines += 1;
-        let (text, pid) = render(&line);
+        let (text, pid) = render(line);
         if line.contains("worker started") {
             worker = pid;
         } else if line.contains("dead-lettered") || line.contains("completed") {

@@ -213,12 +213,15 @@ fn trace_says_where_a_message_is_and_what_the_log_says() {
         b"{}",
     );
     dead_letter(&q, "dead-1", 4, "{}", "exit status 3");
-    sb.write(
-        "chore.log",
+    // With a line that is not UTF-8 (a hook may write anything there) before the rest.
+    let mut log = b"hook output \xff\xfe\n".to_vec();
+    log.extend_from_slice(
         "2026-11-29T20:00:00Z  INFO worker started pid=999999 queue=mail messages=1 ids=dead-1\n\
              2026-11-29T20:00:01Z ERROR dead-lettered queue=mail id=dead-1 attempt=4 reason=exit status 3\n\
-             {\"timestamp\":\"2026-11-29T20:00:02Z\",\"level\":\"WARN\",\"message\":\"failed; will retry\",\"id\":\"later-1\"}\n",
+             {\"timestamp\":\"2026-11-29T20:00:02Z\",\"level\":\"WARN\",\"message\":\"failed; will retry\",\"id\":\"later-1\"}\n"
+            .as_bytes(),
     );
+    std::fs::write(sb.file("chore.log"), log).unwrap();
     let (out, _) = queue_ok(&sb, &["trace", &waiting], None, &[]);
     assert!(out.contains("waiting, 0 attempt(s) made"), "{out}");
     let (out, _) = queue_ok(&sb, &["trace", "later-1", "--log", "chore.log"], None, &[]);
