@@ -9,12 +9,26 @@ use hyper::{Request, Response, StatusCode};
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// How often histograms are folded and idle series swept.
 const UPKEEP: Duration = Duration::from_secs(5);
 /// A scrape that sends nothing for this long is dropped.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; one more is closed at once. Scrapers need a few; without
+/// a bound, idle connections could take every descriptor the master has for its queues.
+const MAX_CONNECTIONS: usize = 32;
+
+/// One open connection, counted while it lives.
+struct Open(Arc<AtomicUsize>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// Bind `addr` now (so a mistake stops the start) and serve from a thread named
 /// `metrics`, for the life of the process.
@@ -47,6 +61,7 @@ async fn accept(listener: std::net::TcpListener, handle: PrometheusHandle) {
             upkeep.run_upkeep();
         }
     });
+    let open = Arc::new(AtomicUsize::new(0));
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
@@ -57,8 +72,15 @@ async fn accept(listener: std::net::TcpListener, handle: PrometheusHandle) {
                 continue;
             }
         };
+        if open.fetch_add(1, Ordering::Relaxed) >= MAX_CONNECTIONS {
+            open.fetch_sub(1, Ordering::Relaxed);
+            drop(stream);
+            continue;
+        }
+        let counted = Open(open.clone());
         let handle = handle.clone();
         tokio::spawn(async move {
+            let _counted = counted;
             let service = hyper::service::service_fn(move |req| page(req, handle.clone()));
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())

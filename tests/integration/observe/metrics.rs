@@ -151,3 +151,45 @@ fn a_metrics_address_that_is_not_one_is_refused_and_one_in_use_stops_the_start()
         "{err}"
     );
 }
+
+/// Idle connections to `/metrics` cannot take the descriptors the master needs for its
+/// queues: past a few dozen, new ones are closed at once.
+#[test]
+fn idle_metrics_connections_do_not_starve_the_master_of_descriptors() {
+    let sb = Sandbox::new("metrics-flood");
+    let h = sb.recorder("job.sh", "runs.txt", "");
+    let addr = free_address();
+    sb.chorefile(&format!(
+        "metrics-listen = {addr:?}\n[queues.jobs]\nhandler = [{h:?}]\n"
+    ));
+    let mut master = sb.start(&[]);
+    master.wait_log("metrics served at");
+    // A small descriptor limit, as a unit's default would be for a few thousand clients.
+    let limit = nix::libc::rlimit {
+        rlim_cur: 128,
+        rlim_max: 128,
+    };
+    // SAFETY: sets a limit of our child from a value we own; reads nothing back.
+    let set = unsafe {
+        nix::libc::prlimit(
+            master.pid,
+            nix::libc::RLIMIT_NOFILE,
+            &limit,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(set, 0, "prlimit");
+    let idle: Vec<std::net::TcpStream> = (0..300)
+        .filter_map(|_| std::net::TcpStream::connect(&addr).ok())
+        .collect();
+    assert!(idle.len() > 100, "{} connections", idle.len());
+    for i in 0..5 {
+        sb.enqueue("jobs", &format!("{{\"n\":{i}}}"));
+    }
+    master.wait("the jobs to run", || sb.runs("runs.txt").len() == 5);
+    let log = master.log_text();
+    assert!(!log.contains("Too many open files"), "{log}");
+    drop(idle);
+    assert!(scrape(&addr).contains("chore_"));
+    assert_eq!(master.stop().code(), Some(0));
+}
