@@ -1,17 +1,24 @@
 //! The master's end of the control socket: bound at start-up (owner-only, a stale socket
 //! replaced, a live one left to its master), then served by a thread named `control` that
-//! passes each question to the master loop and writes its answer back.
+//! hands each connection to a short-lived thread of its own (a few at once), which passes
+//! the question to the master loop and writes its answer back. A client that says nothing
+//! holds its thread for `PATIENCE` at most, and never the others.
 
 use super::Ask;
 use crossbeam_channel::Sender;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// How long a client may take to ask, and the master to answer.
 const PATIENCE: Duration = Duration::from_secs(5);
+
+/// Connections answered at once; one more is closed unanswered.
+const MAX_CLIENTS: usize = 8;
 
 /// A bound control socket; dropping it removes the socket file if it is still this one.
 pub struct Bound {
@@ -65,10 +72,24 @@ impl Bound {
         std::thread::Builder::new()
             .name("control".into())
             .spawn(move || {
+                let busy = Arc::new(AtomicUsize::new(0));
                 for stream in listener.incoming() {
                     let Ok(stream) = stream else { continue };
-                    if let Err(e) = answer(stream, &to_master, wrap) {
-                        tracing::debug!(error = %e, "control socket: a question went unanswered");
+                    if busy.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
+                        busy.fetch_sub(1, Ordering::SeqCst);
+                        continue;
+                    }
+                    let (mine, to_master) = (busy.clone(), to_master.clone());
+                    let answered = std::thread::Builder::new()
+                        .name("control-answer".into())
+                        .spawn(move || {
+                            if let Err(e) = answer(stream, &to_master, wrap) {
+                                tracing::debug!(error = %e, "control socket: a question went unanswered");
+                            }
+                            mine.fetch_sub(1, Ordering::SeqCst);
+                        });
+                    if answered.is_err() {
+                        busy.fetch_sub(1, Ordering::SeqCst);
                     }
                 }
             })?;
@@ -86,12 +107,29 @@ impl Drop for Bound {
     }
 }
 
+/// The question's line (1 KiB at most), asked before `deadline`, however it trickles in.
+fn question(stream: &UnixStream, deadline: std::time::Instant) -> std::io::Result<String> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 256];
+    while !line.contains(&b'\n') && line.len() < 1024 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        stream.set_read_timeout(Some(left))?;
+        match (&*stream).read(&mut byte)? {
+            0 => break,
+            n => line.extend_from_slice(&byte[..n]),
+        }
+    }
+    let end = line.iter().position(|&b| b == b'\n').unwrap_or(line.len());
+    Ok(String::from_utf8_lossy(&line[..end.min(1024)]).into_owned())
+}
+
 /// One question, one answer (one JSON line), then the connection closes.
 fn answer<T>(stream: UnixStream, to_master: &Sender<T>, wrap: fn(Ask) -> T) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(PATIENCE))?;
     stream.set_write_timeout(Some(PATIENCE))?;
-    let mut line = String::new();
-    BufReader::new(&stream).take(1024).read_line(&mut line)?;
+    let line = question(&stream, std::time::Instant::now() + PATIENCE)?;
     let mut out = &stream;
     let reply = match line.trim() {
         "status" => {

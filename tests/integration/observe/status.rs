@@ -135,3 +135,27 @@ fn a_queue_directory_that_cannot_be_recreated_makes_the_master_unhealthy_until_i
     assert!(dir.join("new").is_dir());
     assert!(master.log_text().contains("healthy again"));
 }
+
+/// Clients that connect and say nothing (or trickle) hold no one else up: `chore status`
+/// is answered while they wait, each dropped after a few seconds.
+#[test]
+fn silent_clients_on_the_control_socket_do_not_hold_up_status() {
+    let sb = Sandbox::new("status-silent");
+    let run = sb.file("run");
+    std::fs::create_dir_all(&run).unwrap();
+    sb.chorefile("[queues.jobs]\nhandler = [\"true\"]\n");
+    let env = [("RUNTIME_DIRECTORY", run.to_str().unwrap())];
+    let sock = run.join("chore.sock");
+    let master = sb.start_with_env("master", &[], &env);
+    master.wait("the socket", || sock.exists());
+    let silent: Vec<std::os::unix::net::UnixStream> = (0..3)
+        .map(|_| std::os::unix::net::UnixStream::connect(&sock).unwrap())
+        .collect();
+    let mut trickle = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    std::io::Write::write_all(&mut trickle, b"sta").unwrap();
+    let by_path = ["--control-socket", sock.to_str().unwrap()];
+    // Served one after another, they made `chore status` give up ("no answer").
+    let (code, text) = status(&sb, &by_path);
+    assert_eq!(code, Some(0), "{text}");
+    drop((silent, trickle));
+}
