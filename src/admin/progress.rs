@@ -11,24 +11,30 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 static INTERRUPTED: OnceLock<Arc<AtomicBool>> = OnceLock::new();
 
-/// From now on, SIGINT and SIGTERM only set the flag `interrupted` reads.
+/// From now on, SIGINT and SIGTERM set the flag `interrupted` reads, and end the process
+/// `STOP_GRACE` later if the verb has not stopped by then.
 pub fn catch_interrupts() {
+    use signal_hook::consts::{SIGINT, SIGTERM};
     let flag = INTERRUPTED.get_or_init(|| Arc::new(AtomicBool::new(false)));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        let _ = signal_hook::flag::register(sig, flag.clone());
-    }
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
+        for sig in [SIGINT, SIGTERM] {
+            let _ = signal_hook::flag::register(sig, flag.clone());
+        }
+        return;
+    };
     // A verb blocked in a read or write (a FIFO, a terminal, a pipe nobody writes) never
     // reaches its next message to see the flag: it is ended from here, a moment later.
     // Every message is whole in one place at any instant (a requeue's journal, one rename
     // or send per message), so this loses none; a dump may end in a partial line, which
     // `load` refuses naming it.
-    let watched = flag.clone();
+    let flag = flag.clone();
     let _ = std::thread::Builder::new()
         .name("interrupt".into())
         .spawn(move || {
-            while !watched.load(Ordering::SeqCst) {
-                std::thread::sleep(std::time::Duration::from_millis(100));
+            if signals.forever().next().is_none() {
+                return;
             }
+            flag.store(true, Ordering::SeqCst);
             std::thread::sleep(STOP_GRACE);
             crate::logging::stderr_line(
                 "chore queue: interrupted while waiting for input or output; stopped",

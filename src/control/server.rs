@@ -5,13 +5,12 @@
 //! holds its thread for `PATIENCE` at most, and never the others.
 
 use super::Ask;
+use crate::observe::slots::Slots;
 use crossbeam_channel::Sender;
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// How long a client may take to ask, and the master to answer.
@@ -72,25 +71,21 @@ impl Bound {
         std::thread::Builder::new()
             .name("control".into())
             .spawn(move || {
-                let busy = Arc::new(AtomicUsize::new(0));
+                let slots = Slots::new(MAX_CLIENTS);
                 for stream in listener.incoming() {
                     let Ok(stream) = stream else { continue };
-                    if busy.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
-                        busy.fetch_sub(1, Ordering::SeqCst);
-                        continue;
-                    }
-                    let (mine, to_master) = (busy.clone(), to_master.clone());
-                    let answered = std::thread::Builder::new()
+                    // Past the bound, the stream is dropped here: closed unanswered.
+                    let Some(slot) = slots.take() else { continue };
+                    let to_master = to_master.clone();
+                    // A thread that cannot start drops its closure, slot and stream with it.
+                    let _ = std::thread::Builder::new()
                         .name("control-answer".into())
                         .spawn(move || {
+                            let _slot = slot;
                             if let Err(e) = answer(stream, &to_master, wrap) {
                                 tracing::debug!(error = %e, "control socket: a question went unanswered");
                             }
-                            mine.fetch_sub(1, Ordering::SeqCst);
                         });
-                    if answered.is_err() {
-                        busy.fetch_sub(1, Ordering::SeqCst);
-                    }
                 }
             })?;
         Ok(())

@@ -3,14 +3,13 @@
 //! HTTP handlers' client); the exporter crate's own listener would bring a second HTTP
 //! server stack, so it is left out.
 
+use super::slots::Slots;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// How often histograms are folded and idle series swept.
@@ -20,15 +19,6 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once; one more is closed at once. Scrapers need a few; without
 /// a bound, idle connections could take every descriptor the master has for its queues.
 const MAX_CONNECTIONS: usize = 32;
-
-/// One open connection, counted while it lives.
-struct Open(Arc<AtomicUsize>);
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
 
 /// Bind `addr` now (so a mistake stops the start) and serve from a thread named
 /// `metrics`, for the life of the process.
@@ -61,7 +51,7 @@ async fn accept(listener: std::net::TcpListener, handle: PrometheusHandle) {
             upkeep.run_upkeep();
         }
     });
-    let open = Arc::new(AtomicUsize::new(0));
+    let slots = Slots::new(MAX_CONNECTIONS);
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
@@ -72,15 +62,11 @@ async fn accept(listener: std::net::TcpListener, handle: PrometheusHandle) {
                 continue;
             }
         };
-        if open.fetch_add(1, Ordering::Relaxed) >= MAX_CONNECTIONS {
-            open.fetch_sub(1, Ordering::Relaxed);
-            drop(stream);
-            continue;
-        }
-        let counted = Open(open.clone());
+        // Past the bound, the stream is dropped here: closed unserved.
+        let Some(slot) = slots.take() else { continue };
         let handle = handle.clone();
         tokio::spawn(async move {
-            let _counted = counted;
+            let _slot = slot;
             let service = hyper::service::service_fn(move |req| page(req, handle.clone()));
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
