@@ -34,6 +34,9 @@
 //! a big backlog, on the filesystem queue and on moto: time to the first job and master
 //! RSS (`throughput/backlog.rs`). `-- all` runs every mode.
 //!
+//! `CHORE_BENCH_CHORE=<path>` runs another `chore` binary instead of this build's (an A/B
+//! against an earlier build, run alternately on the same machine).
+//!
 //! Figures, not pass/fail: nothing here asserts a speed.
 //!
 //! moto, `/proc` and polling helpers are the integration tests' (`tests/support`).
@@ -75,7 +78,9 @@ fn main() {
             || picked("preload")
             || picked("metrics")
             || picked("backlog"));
-    let chore = PathBuf::from(env!("CARGO_BIN_EXE_chore"));
+    let chore = std::env::var_os("CHORE_BENCH_CHORE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_chore")));
     let me = std::env::current_exe().expect("own path");
     if fs_mode {
         filesystem_figures(&chore, &me);

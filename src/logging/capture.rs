@@ -6,8 +6,8 @@
 //!
 //! Each child gets a pipe (`Pipe`); once it has started, a thread reads the pipe
 //! (`Pipe::read_as`), or the worker reads it in the loop that waits for the child: for a
-//! per-message handler `Pipe::read_until_exit`, for a batch handler `Pipe::read_inline`
-//! (no thread in the usual case either way). A line is cut at `MAX_LINE` bytes (the rest
+//! per-message handler `Pipe::read_until_exit`, for a batch handler or a preloaded batch
+//! `Pipe::read_inline` (no thread in the usual case either way). A line is cut at `MAX_LINE` bytes (the rest
 //! follows as further events, nothing dropped), bytes that are not UTF-8 become U+FFFD,
 //! and a last line without a newline is logged when the pipe closes. The worker waits for every reader
 //! (`finish`) before it exits, once nothing of the batch is left to hold a pipe open.
@@ -335,9 +335,9 @@ fn set_nonblocking(f: &std::fs::File, on: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// A descriptor that becomes readable when process `pid` (our child) exits, where the
-/// kernel has `pidfd_open` (Linux 5.3).
-fn pidfd(pid: u32) -> Option<OwnedFd> {
+/// A descriptor that becomes readable when process `pid` (a child of ours or not) exits,
+/// where the kernel has `pidfd_open` (Linux 5.3).
+pub fn pidfd(pid: u32) -> Option<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
     let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid as nix::libc::pid_t, 0) };
     // SAFETY: a non-negative result is a descriptor that nothing else owns.

@@ -16,7 +16,7 @@ use super::watchers::Watchers;
 use crate::protocol::Report;
 use crate::spawner::{Spawner, unix_now, worker_title};
 use crossbeam_channel::Sender;
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use std::io::{self, Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -162,5 +162,8 @@ impl Launch for Processes {
     fn kill(&mut self, pid: u32) {
         // The group may already be gone (it exited and is being reaped): ESRCH is fine.
         let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        // A worker at its very end has stepped out of its group to kill what its batch
+        // left in it (`worker::kill_leftovers`): it is killed by name too.
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
     }
 }

@@ -18,7 +18,7 @@
 //! (`logging::capture`).
 
 use super::reports;
-use super::watched::Watched;
+use super::watched::{Exit, Watched};
 use crate::config::Handler;
 use crate::logging::capture::{Pipe, Source};
 use crate::protocol::{JobSpec, Report, Verdict};
@@ -27,8 +27,9 @@ use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::collections::HashMap;
+use std::fs::File;
 use std::io::{self, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ExitStatus, Stdio};
 
@@ -293,16 +294,7 @@ pub fn run_batch(
                 .join(","),
         ),
     };
-    // A child of ours has its stderr read beside its stdout; a preloader's child, whose
-    // end shows only as its output closing, from a thread.
-    let err = match (pipe, &ending) {
-        (Some(p), Ending::Child(_)) => Some(p.read_inline(source.clone())),
-        (Some(p), Ending::Forked(_)) => {
-            p.read_as(source.clone());
-            None
-        }
-        (None, _) => None,
-    };
+    let err = pipe.map(|p| p.read_inline(source.clone()));
     let feeder = feed(stdin, input);
     // Set once every message has its result: with the handler gone, reading stops even if
     // a child it left behind still holds its stdout.
@@ -335,17 +327,15 @@ pub fn run_batch(
         all_in.set(pending.is_empty());
         true
     };
-    match &mut ending {
-        Ending::Child(child) => {
-            let out = child.stdout.take().expect("stdout is piped");
-            let mut watched = Watched::new(out, child, err, &all_in);
-            let held = reports::Held::new();
-            crate::protocol::for_each_line(&mut watched, on_line);
-            drop(held);
-            watched.finish();
-        }
-        Ending::Forked(_) => crate::protocol::for_each_line(stdout, on_line),
-    }
+    let exit = match &mut ending {
+        Ending::Child(child) => Exit::Child(child),
+        Ending::Forked(pid) => Exit::of_pid(*pid),
+    };
+    let mut watched = Watched::new(stdout, exit, err, &all_in);
+    let held = reports::Held::new();
+    crate::protocol::for_each_line(&mut watched, on_line);
+    drop(held);
+    watched.finish();
     // Not waiting for the feeder: a leftover child may hold the handler's stdin.
     drop(feeder);
     let how = ending.wait();
@@ -365,8 +355,8 @@ pub fn run_batch(
     }
 }
 
-/// How a batch process is waited for: a child of ours, or a preloader's child (whose end
-/// is its output closing).
+/// How a batch process is waited for: a child of ours, or a preloader's child (whose exit
+/// status is the preloader's to reap).
 enum Ending {
     Child(Child),
     Forked(u32),
@@ -399,7 +389,8 @@ impl Ending {
     }
 }
 
-type Started = (Box<dyn Write + Send>, Box<dyn io::Read>, Ending);
+/// A batch process that has started: its stdin, its stdout (results), how it ends.
+type Started = (Box<dyn Write + Send>, File, Ending);
 
 /// Start a batch handler's command.
 fn spawn_batch(
@@ -420,8 +411,8 @@ fn spawn_batch(
         .spawn()
         .map_err(|e| (start_failure(&e), cannot_start(h, &e)))?;
     let stdin = child.stdin.take().expect("stdin is piped");
-    // Its stdout stays with the child: `run_batch` reads it watching the child's exit.
-    Ok((Box::new(stdin), Box::new(io::empty()), Ending::Child(child)))
+    let stdout = File::from(OwnedFd::from(child.stdout.take().expect("stdout is piped")));
+    Ok((Box::new(stdin), stdout, Ending::Child(child)))
 }
 
 /// Have the ready preloader fork a child for the batch.
@@ -444,5 +435,5 @@ fn fork_batch(
     let log = output.map(|p| p.write_end().as_fd());
     let f = super::preload::fork(socket, messages, limit, log)
         .map_err(|e| unavailable(e.to_string()))?;
-    Ok((Box::new(f.input), Box::new(f.output), Ending::Forked(f.pid)))
+    Ok((Box::new(f.input), f.output, Ending::Forked(f.pid)))
 }

@@ -22,6 +22,7 @@ use crate::config::{Handler, HandlerMode};
 use crate::protocol::{BatchSpec, JobSpec, Report, Verdict};
 use std::collections::HashSet;
 use std::io::{self, BufRead};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 /// Entry point of `chore work`. Returns the exit status. The master starts it once as the
 /// spawner (titled `chore-spawner-…`), which forks workers that go on in `run`, or, when
@@ -110,13 +111,35 @@ fn family_is_gone() -> bool {
     }
 }
 
+/// The process group a forked worker was born in (its spawner's), which it steps back
+/// into to kill what its batch left behind; 0 for a worker the master started itself.
+static HOME_GROUP: AtomicI32 = AtomicI32::new(0);
+
+/// The group this worker leads, once `follow_master` has run: what a SIGTERM kills.
+static BATCH_GROUP: AtomicI32 = AtomicI32::new(0);
+
+/// Note the process group a forked worker was born in, before it leads its own.
+pub(crate) fn born_in_group(pgid: i32) {
+    HOME_GROUP.store(pgid, Ordering::Relaxed);
+}
+
 /// Kill every other member of this worker's process group (it leads it; its handlers and
-/// whatever they started are in it unless they left). A few rounds, for those forking
-/// while they are killed.
+/// whatever they started are in it unless they left).
+///
+/// A forked worker steps out of the group first, back into its spawner's, so that one
+/// `killpg` reaches all that is left and not the worker: two system calls, where a look at
+/// the group reads all of `/proc`. The kernel delivers a group's signal to a child being
+/// forked meanwhile as well, so one round is enough.
 fn kill_leftovers() {
-    use nix::sys::signal::{Signal, kill};
-    use nix::unistd::Pid;
+    use nix::sys::signal::{Signal, kill, killpg};
+    use nix::unistd::{Pid, setpgid};
     let me = std::process::id() as i32;
+    let home = HOME_GROUP.load(Ordering::Relaxed);
+    if home > 0 && setpgid(Pid::from_raw(0), Pid::from_raw(home)).is_ok() {
+        let _ = killpg(Pid::from_raw(me), Signal::SIGKILL);
+        return;
+    }
+    // A few rounds, for those forking while they are killed one by one.
     for _ in 0..10 {
         let others = group_members(me);
         if others.is_empty() {
@@ -324,11 +347,16 @@ fn same(a: Option<&Handler>, b: Option<&Handler>) -> bool {
 fn follow_master() {
     use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
     extern "C" fn kill_group(_: nix::libc::c_int) {
-        // SAFETY: kill(2) is async-signal-safe; 0 addresses our own process group.
+        // The batch's group, by number: at its very end the worker has stepped out of it
+        // (`kill_leftovers`), and must not kill the group it is in then, its spawner's.
+        let group = BATCH_GROUP.load(Ordering::Relaxed);
+        // SAFETY: an atomic load and kill(2) are async-signal-safe; 0 addresses our own
+        // process group.
         unsafe {
-            nix::libc::kill(0, nix::libc::SIGKILL);
+            nix::libc::kill(-group, nix::libc::SIGKILL);
         }
     }
+    BATCH_GROUP.store(nix::unistd::getpgrp().as_raw(), Ordering::Relaxed);
     let action = SigAction::new(
         SigHandler::Handler(kill_group),
         SaFlags::empty(),

@@ -9,7 +9,8 @@
 //! descriptors as its stdin, stdout and stderr, and speaks batch mode. The preloader
 //! answers `{"pid":…}` (or `{"error":…}`). From then on the worker sees what it would see
 //! of a batch handler it had started itself: it writes the input, reads result lines, and
-//! the batch has ended when the output closes.
+//! the batch has ended when the output closes (or, the child having exited, as a handler's
+//! does: `worker::watched`).
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, IoSlice, Write};

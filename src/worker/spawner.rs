@@ -103,6 +103,7 @@ pub fn serve() -> i32 {
 
 /// The forked worker: set up as `master::process` would start one, then run the batch.
 fn child(fds: &[RawFd], started: u64, area: Option<(usize, usize)>) -> i32 {
+    super::born_in_group(nix::unistd::getpgrp().as_raw());
     // Its own group before the master learns its pid, so a deadline's killpg reaches it.
     let _ = nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0));
     reply(std::process::id() as i32);

@@ -1,29 +1,65 @@
-//! A batch handler's output as the worker reads it: its stdout (results) as a stream that
-//! ends when the handler is done, its stderr logged on the way, on one thread.
+//! A batch process's output as the worker reads it: its stdout (results) as a stream that
+//! ends when the process is done, its stderr logged on the way, on one thread.
 //!
-//! The stream ends (reads as end of file) once the handler has exited and every result is
-//! in, or `AFTER_EXIT` after it exited, whoever still holds the pipe open. Its stderr is
-//! polled beside its stdout (`capture::Inline`), so a batch costs no reader thread. Before
-//! each wait, the reports gathered so far go to the master (`reports::flush`).
+//! The batch process is a handler the worker started, or a child a preloader forked for
+//! the batch (not the worker's child: its exit is seen through a pidfd, where the kernel
+//! gives one). The stream ends (reads as end of file) once the process has exited and every
+//! result is in, or `AFTER_EXIT` after it exited, whoever still holds the pipe open; or
+//! when the pipe closes. Its stderr is polled beside its stdout (`capture::Inline`), so a
+//! batch costs no reader thread. Before each wait, the reports gathered so far go to the
+//! master (`reports::flush`).
 
 use super::reports;
 use crate::logging::capture::Inline;
 use std::cell::Cell;
+use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::AsFd;
-use std::process::{Child, ChildStdout};
+use std::os::fd::{AsFd, OwnedFd};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-/// How long the output of a batch handler that has exited is still read for the results
+/// How long the output of a batch process that has exited is still read for the results
 /// it did not give, should a child it left behind hold its stdout open.
 const AFTER_EXIT: Duration = Duration::from_secs(2);
 
-/// How often the handler's exit is looked for while nothing arrives.
+/// How often the process's exit is looked for while nothing arrives.
 const EXIT_CHECK_MS: u8 = 100;
 
+/// How the batch process's exit is seen.
+pub enum Exit<'a> {
+    /// A child of ours: `waitpid`.
+    Child(&'a mut Child),
+    /// Someone else's child (a preloader's): its pidfd reads as ready once it has ended.
+    Pidfd(OwnedFd),
+    /// Not at all: only the pipe closing ends the batch.
+    Unseen,
+}
+
+impl Exit<'_> {
+    /// A pidfd for process `pid`, which is not our child, when the kernel gives one.
+    pub fn of_pid(pid: u32) -> Exit<'static> {
+        match crate::logging::capture::pidfd(pid) {
+            Some(fd) => Exit::Pidfd(fd),
+            None => Exit::Unseen,
+        }
+    }
+
+    fn has_ended(&mut self) -> bool {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        match self {
+            Exit::Child(c) => matches!(c.try_wait(), Ok(Some(_))),
+            Exit::Pidfd(fd) => {
+                let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+                matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+            }
+            Exit::Unseen => false,
+        }
+    }
+}
+
 pub struct Watched<'a> {
-    out: ChildStdout,
-    child: &'a mut Child,
+    out: File,
+    exit: Exit<'a>,
     /// Its stderr, when it has a pipe of its own.
     err: Option<Inline>,
     /// Set by the reader once every message has its result.
@@ -71,14 +107,14 @@ impl Read for Watched<'_> {
 
 impl<'a> Watched<'a> {
     pub fn new(
-        out: ChildStdout,
-        child: &'a mut Child,
+        out: File,
+        exit: Exit<'a>,
         err: Option<Inline>,
         all_in: &'a Cell<bool>,
     ) -> Watched<'a> {
         Watched {
             out,
-            child,
+            exit,
             err,
             all_in,
             exited_at: None,
@@ -86,12 +122,12 @@ impl<'a> Watched<'a> {
     }
 
     fn check_exit(&mut self) {
-        if self.exited_at.is_none() && matches!(self.child.try_wait(), Ok(Some(_))) {
+        if self.exited_at.is_none() && self.exit.has_ended() {
             self.exited_at = Some(Instant::now());
         }
     }
 
-    /// The handler is done: log the rest of its stderr.
+    /// The process is done: log the rest of its stderr.
     pub fn finish(self) {
         if let Some(err) = self.err {
             err.finish();

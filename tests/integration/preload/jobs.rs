@@ -1,6 +1,7 @@
 //! Jobs under the Ruby runner: a backlog runs on one boot in forked children, each batch in
 //! a fresh process; a job that raises is retried, then dead-lettered with its exception; a
-//! hung job is killed at its deadline without touching the preloader.
+//! hung job is killed at its deadline without touching the preloader; what a batch leaves
+//! running is killed when the batch ends.
 
 use super::{Preloaded, log_count};
 use crate::harness::*;
@@ -93,6 +94,28 @@ fn preload_a_raising_job_is_retried_then_dead_lettered_with_its_exception() {
     );
     assert!(q.is_idle());
     assert_eq!(p.boots().len(), 1);
+    assert_eq!(master.stop().code(), Some(0));
+}
+
+#[test]
+fn preload_what_a_batch_leaves_running_ends_with_the_batch_not_at_its_deadline() {
+    let p = Preloaded::new("preload-leave");
+    p.chorefile("", &p.handler("", ""), &[("leave", "timeout = 120")]);
+    p.enqueue("leave", "Leave", std::iter::once("1000".to_string()));
+    let mut master = p.sb.start(&[]);
+    let q = p.sb.queue("leave");
+    master.wait("the job to run", || !p.jobs_of("leave").is_empty());
+    let left: i32 = p.jobs_of("leave")[0].arg.parse().unwrap();
+    // The batch child exits with the sleep still holding its output open: the batch ends
+    // (at most 2 s after that exit), not at the 120 s deadline, and kills the sleep.
+    wait_until("the leftover sleep killed", Duration::from_secs(20), || {
+        pid_gone(left)
+    });
+    wait_until("the worker gone", Duration::from_secs(20), || {
+        crate::support::procs::workers_of(master.pid).is_empty()
+    });
+    master.wait("the message completed", || q.is_idle());
+    assert!(q.dead().is_empty(), "{:?}", q.dead());
     assert_eq!(master.stop().code(), Some(0));
 }
 
