@@ -63,6 +63,25 @@ fn preload_500_jobs_run_on_one_boot_each_batch_in_a_fresh_child() {
 }
 
 #[test]
+fn preload_the_heap_is_settled_before_the_first_fork_unless_told_not_to() {
+    for (args, settled) in [(&[][..], true), (&["--no-warmup"][..], false)] {
+        let p = Preloaded::new("preload-warmup");
+        p.chorefile(
+            "",
+            &p.handler_with(args, ", PRELOAD_TEST_BOOT_SECS = \"0\"", ""),
+            &[("work", "")],
+        );
+        p.enqueue("work", "Work", std::iter::once("1".to_string()));
+        let mut master = p.sb.start(&[]);
+        master.wait("the job", || !p.jobs_of("work").is_empty());
+        let job = &p.jobs_of("work")[0];
+        // The child inherits the preloader's count: a compaction ran there before it.
+        assert_eq!(job.compactions > 0, settled, "{args:?}: {job:?}");
+        assert_eq!(master.stop().code(), Some(0));
+    }
+}
+
+#[test]
 fn preload_a_raising_job_is_retried_then_dead_lettered_with_its_exception() {
     let p = Preloaded::new("preload-raise");
     p.chorefile(

@@ -49,10 +49,16 @@ impl Preloaded {
     /// into the sandbox; `env` adds `, KEY = "value"` pairs to its environment and `extra`
     /// adds handler keys (`, max-batches = 2`).
     fn handler(&self, env: &str, extra: &str) -> String {
+        self.handler_with(&[], env, extra)
+    }
+
+    /// `handler`, with more arguments for chore-preload.
+    fn handler_with(&self, args: &[&str], env: &str, extra: &str) -> String {
         let runner = repo().join("contrib/ruby/bin/chore-preload");
         let app = repo().join("tests/fixtures/preload/app.rb");
+        let more: String = args.iter().map(|a| format!(", {a:?}")).collect();
         format!(
-            "{{ command = [\"ruby\", {:?}, \"--require\", {:?}], mode = \"preload\", \
+            "{{ command = [\"ruby\", {:?}, \"--require\", {:?}{more}], mode = \"preload\", \
              env = {{ PRELOAD_TEST_DIR = {:?}{env} }}{extra} }}",
             runner.display().to_string(),
             app.display().to_string(),
@@ -155,6 +161,8 @@ struct Job {
     /// jobs its class variable had counted: `work` jobs only.
     touched: String,
     ran_here: u32,
+    /// How many heap compactions the process had seen (`work` jobs only).
+    compactions: u32,
 }
 
 impl Job {
@@ -176,6 +184,7 @@ impl Job {
             at: get("at").parse().unwrap(),
             touched: get("touched"),
             ran_here: get("ran_here").parse().unwrap_or(0),
+            compactions: get("compactions").parse().unwrap_or(0),
         }
     }
 }
