@@ -60,7 +60,11 @@ module ChorePreload
       return Process.warmup if Process.respond_to?(:warmup)
 
       4.times { GC.start }
-      GC.compact if GC.respond_to?(:compact)
+      begin
+        GC.compact if GC.respond_to?(:compact)
+      rescue NotImplementedError
+        nil # a platform without compaction: the collections alone
+      end
     end
 
     # The application's own Chore::Job when the chore-core gem can be loaded (installed, or
