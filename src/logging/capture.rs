@@ -183,6 +183,15 @@ impl Cutter {
 /// How often a child's exit is looked for while its output is read, where the kernel
 /// cannot say (no pidfd).
 const EXIT_CHECK: u16 = 50;
+const EXIT_CHECK_EVERY: Duration = Duration::from_millis(EXIT_CHECK as u64);
+
+/// How much of a per-message handler's output is read after its exit on the thread that
+/// waits for it; the rest (a process it left behind is still writing) goes to a thread.
+const AFTER_EXIT_INLINE: usize = 1 << 20;
+
+/// How much of a child's output one `Inline::drain` reads: a process writing without end
+/// must not keep the loop that drains it from its other work.
+const DRAIN_AT_MOST: usize = 256 * 1024;
 
 impl Pipe {
     /// For a child run one at a time (a per-message handler): read its output on this
@@ -193,11 +202,15 @@ impl Pipe {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
         let Pipe { read, write } = self;
         drop(write);
-        let exit = pidfd(child.id());
+        let exit = pidfd(child.id()).ok();
         let mut input = std::fs::File::from(read);
         let mut cutter = Cutter::default();
         let mut each = |l: &str| log_line(&from, l);
         let mut buf = [0u8; 8192];
+        // Once the child has exited, what is still in the pipe is read here, up to a bound:
+        // a process it left behind may be writing faster than the log takes it.
+        let mut after_exit: Option<usize> = None;
+        let mut last_check = Instant::now();
         loop {
             let mut fds = vec![PollFd::new(input.as_fd(), PollFlags::POLLIN)];
             fds.extend(
@@ -214,17 +227,42 @@ impl Pipe {
                 Ok(_) => {}
             }
             let readable = fds[0].revents().is_some_and(|r| !r.is_empty());
+            let exit_shown = fds
+                .get(1)
+                .and_then(|f| f.revents())
+                .is_some_and(|r| !r.is_empty());
+            drop(fds);
             if readable {
                 match input.read(&mut buf) {
                     Ok(0) => {
                         cutter.end(&mut each);
                         return child.wait();
                     }
-                    Ok(n) => cutter.feed(&buf[..n], &mut each),
+                    Ok(n) => {
+                        cutter.feed(&buf[..n], &mut each);
+                        if let Some(read) = after_exit.as_mut() {
+                            *read += n;
+                        }
+                    }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(_) => break,
                 }
-            } else if !matches!(child.try_wait(), Ok(None)) {
+            }
+            if after_exit.is_none() {
+                let exited = match exit {
+                    Some(_) => exit_shown,
+                    // Without a pidfd, asked now and then, and whenever the pipe is quiet.
+                    None if !readable || last_check.elapsed() >= EXIT_CHECK_EVERY => {
+                        last_check = Instant::now();
+                        !matches!(child.try_wait(), Ok(None))
+                    }
+                    None => false,
+                };
+                if exited {
+                    after_exit = Some(0);
+                }
+            }
+            if after_exit.is_some_and(|read| !readable || read >= AFTER_EXIT_INLINE) {
                 break;
             }
         }
@@ -289,14 +327,19 @@ impl Inline {
         self.input.as_ref().map(|f| f.as_fd())
     }
 
-    /// Log whatever can be read now, without waiting.
+    /// Log what can be read now (up to `DRAIN_AT_MOST`), without waiting.
     pub fn drain(&mut self) {
         let mut buf = [0u8; 8192];
-        while let Some(input) = self.input.as_mut() {
+        let mut read = 0;
+        while let Some(input) = self.input.as_mut()
+            && read < DRAIN_AT_MOST
+        {
             match input.read(&mut buf) {
-                Ok(n) if n > 0 => self
-                    .cutter
-                    .feed(&buf[..n], &mut |l| log_line(&self.from, l)),
+                Ok(n) if n > 0 => {
+                    read += n;
+                    self.cutter
+                        .feed(&buf[..n], &mut |l| log_line(&self.from, l))
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 // The end, or a pipe that cannot be read.
@@ -336,12 +379,16 @@ fn set_nonblocking(f: &std::fs::File, on: bool) -> io::Result<()> {
 }
 
 /// A descriptor that becomes readable when process `pid` (a child of ours or not) exits,
-/// where the kernel has `pidfd_open` (Linux 5.3).
-pub fn pidfd(pid: u32) -> Option<OwnedFd> {
+/// where the kernel has `pidfd_open` (Linux 5.3). ESRCH: there is no such process (any
+/// more); ENOSYS: an older kernel.
+pub fn pidfd(pid: u32) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
     let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid as nix::libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
     // SAFETY: a non-negative result is a descriptor that nothing else owns.
-    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// Keep a reader for `finish`, dropping those that have ended.

@@ -51,7 +51,7 @@ impl Master {
                 tracing::warn!(pid, line = %line, "worker wrote a line that is not a report; ignored");
             }
             WorkerEvent::Exited(id, status) => {
-                let Some(w) = self.pool.remove(id) else {
+                let Some(w) = self.pool.remove(id, &status) else {
                     return;
                 };
                 let (q, unreported) = self

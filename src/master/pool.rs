@@ -29,6 +29,8 @@ pub trait Launch {
     fn spawn(&mut self, id: WorkerId, spec: Vec<u8>, keep_credentials: bool) -> io::Result<u32>;
     /// SIGKILL the worker's whole process group (its handlers too).
     fn kill(&mut self, pid: u32);
+    /// SIGKILL what is left in the process group of worker `pid`, which has been reaped.
+    fn kill_group(&mut self, pid: u32);
 }
 
 /// A running worker.
@@ -74,10 +76,17 @@ impl Pool {
         self.workers.iter().find(|w| w.id == id)
     }
 
-    /// Forget a reaped worker, returning its record.
-    pub fn remove(&mut self, id: WorkerId) -> Option<Worker> {
+    /// Forget a reaped worker, returning its record. A worker that did not end by itself
+    /// (killed by a signal, crashed) had no chance to kill what its batch left running in
+    /// its group: that is killed now. The group's number cannot have been reused while
+    /// anything is left in it.
+    pub fn remove(&mut self, id: WorkerId, status: &ExitStatus) -> Option<Worker> {
         let i = self.workers.iter().position(|w| w.id == id)?;
-        Some(self.workers.swap_remove(i))
+        let w = self.workers.swap_remove(i);
+        if !status.success() {
+            self.launcher.kill_group(w.pid);
+        }
+        Some(w)
     }
 
     /// A fresh id for a runner: a worker, or a post (`master::posts`), so that `held` can

@@ -166,4 +166,9 @@ impl Launch for Processes {
         // left in it (`worker::kill_leftovers`): it is killed by name too.
         let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
     }
+
+    fn kill_group(&mut self, pid: u32) {
+        // ESRCH (nothing is left) is the usual answer.
+        let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
 }

@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 struct Launched {
     spawned: Vec<(WorkerId, serde_json::Value)>,
     killed: Vec<u32>,
+    /// Groups of reaped workers killed (`kill_group`).
+    orphaned: Vec<u32>,
     fail: bool,
 }
 
@@ -42,6 +44,9 @@ impl Launch for FakeLauncher {
     }
     fn kill(&mut self, pid: u32) {
         self.0.lock().unwrap().killed.push(pid);
+    }
+    fn kill_group(&mut self, pid: u32) {
+        self.0.lock().unwrap().orphaned.push(pid);
     }
 }
 
@@ -229,6 +234,23 @@ fn a_full_buffer_waits_for_a_free_worker_and_partial_batches_wait_for_short() {
     assert_eq!(r.batches().len(), 1, "c waits: the queue may have more");
     r.master.dispatch(r.at(20));
     assert_eq!(r.batches()[1].1, vec!["c".to_string()], "batch timeout");
+}
+
+#[test]
+fn a_worker_killed_from_outside_has_what_its_batch_left_killed_and_one_that_ended_not() {
+    let mut r = rig(1, 5, false, Some(2));
+    let m = r.msg("a");
+    r.receive(vec![m], true);
+    r.master.dispatch(r.at(0));
+    r.exit(1, 9); // SIGKILL, from outside: its handlers are still in its group
+    assert_eq!(r.launched.lock().unwrap().orphaned, vec![1001]);
+    let m = r.msg("b");
+    r.receive(vec![m], true);
+    r.master.dispatch(r.at(1));
+    assert_eq!(r.batches()[1], (2, vec!["b".to_string()]));
+    r.report(2, 0, Verdict::Ok);
+    r.exit(2, 0); // it ended by itself, having killed its leftovers
+    assert_eq!(r.launched.lock().unwrap().orphaned, vec![1001]);
 }
 
 #[test]

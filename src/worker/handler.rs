@@ -380,10 +380,10 @@ impl Ending {
             Ending::Forked(pid) => match super::memory::limit() {
                 // No exit status to go by: a limit in force may be the cause.
                 Some(limit) => format!(
-                    "forked process {pid} closed its output; {}",
+                    "forked process {pid} ended; {}",
                     super::memory::note(&ExitStatus::from_raw(1 << 8), limit)
                 ),
-                None => format!("forked process {pid} closed its output"),
+                None => format!("forked process {pid} ended"),
             },
         }
     }

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 /// it did not give, should a child it left behind hold its stdout open.
 const AFTER_EXIT: Duration = Duration::from_secs(2);
 
-/// How often the process's exit is looked for while nothing arrives.
-const EXIT_CHECK_MS: u8 = 100;
+/// How often the process's exit is looked for.
+const EXIT_CHECK: Duration = Duration::from_millis(100);
 
 /// How the batch process's exit is seen.
 pub enum Exit<'a> {
@@ -31,7 +31,10 @@ pub enum Exit<'a> {
     Child(&'a mut Child),
     /// Someone else's child (a preloader's): its pidfd reads as ready once it has ended.
     Pidfd(OwnedFd),
-    /// Not at all: only the pipe closing ends the batch.
+    /// Already gone when it was looked for (a preloader may reap its child before the
+    /// worker has its pid open).
+    Gone,
+    /// Not at all (a kernel without pidfds): only the pipe closing ends the batch.
     Unseen,
 }
 
@@ -39,8 +42,9 @@ impl Exit<'_> {
     /// A pidfd for process `pid`, which is not our child, when the kernel gives one.
     pub fn of_pid(pid: u32) -> Exit<'static> {
         match crate::logging::capture::pidfd(pid) {
-            Some(fd) => Exit::Pidfd(fd),
-            None => Exit::Unseen,
+            Ok(fd) => Exit::Pidfd(fd),
+            Err(e) if e.raw_os_error() == Some(nix::libc::ESRCH) => Exit::Gone,
+            Err(_) => Exit::Unseen,
         }
     }
 
@@ -52,6 +56,7 @@ impl Exit<'_> {
                 let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
                 matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
             }
+            Exit::Gone => true,
             Exit::Unseen => false,
         }
     }
@@ -65,13 +70,18 @@ pub struct Watched<'a> {
     /// Set by the reader once every message has its result.
     all_in: &'a Cell<bool>,
     exited_at: Option<Instant>,
+    /// When the exit was last looked for: also while output keeps coming, so that a
+    /// process left behind writing without end cannot hide it.
+    last_check: Instant,
 }
 
 impl Read for Watched<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
         loop {
-            if self.exited_at.is_none() && self.all_in.get() {
+            if self.exited_at.is_none()
+                && (self.all_in.get() || self.last_check.elapsed() >= EXIT_CHECK)
+            {
                 self.check_exit();
             }
             if let Some(t) = self.exited_at
@@ -83,7 +93,7 @@ impl Read for Watched<'_> {
             let err_fd = self.err.as_ref().and_then(|e| e.fd());
             let mut fds = vec![PollFd::new(self.out.as_fd(), PollFlags::POLLIN)];
             fds.extend(err_fd.map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
-            match poll(&mut fds, PollTimeout::from(EXIT_CHECK_MS)) {
+            match poll(&mut fds, PollTimeout::from(EXIT_CHECK.as_millis() as u8)) {
                 Ok(n) if n > 0 => {
                     let out_ready = fds[0].revents().is_some_and(|r| !r.is_empty());
                     let err_ready = fds
@@ -118,10 +128,12 @@ impl<'a> Watched<'a> {
             err,
             all_in,
             exited_at: None,
+            last_check: Instant::now(),
         }
     }
 
     fn check_exit(&mut self) {
+        self.last_check = Instant::now();
         if self.exited_at.is_none() && self.exit.has_ended() {
             self.exited_at = Some(Instant::now());
         }

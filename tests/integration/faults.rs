@@ -175,6 +175,86 @@ fn a_batch_handler_leaving_a_child_on_its_stdout_frees_its_slot_at_once() {
 }
 
 #[test]
+fn a_batch_handler_leaving_a_process_writing_without_end_still_frees_its_slot() {
+    // `yes` writes to the log pipe faster than the log takes it: the worker must still
+    // read the result, see the handler's exit, and kill the writer.
+    const MARK: &str = "1000.71";
+    let _reap = Reap(MARK);
+    let sb = Sandbox::new("leftover-spew-batch");
+    let h = sb.ok_batch_handler(
+        "batch.sh",
+        &format!("yes {MARK} >&2 &"),
+        "echo \"$id\" >> runs.txt",
+    );
+    sb.chorefile(&format!(
+        "concurrency = 1\nbatch-timeout = 0.1\n\
+         [queues.jobs]\nhandler = {{ command = [{h:?}], mode = \"batch\" }}\ntimeout = 60\n"
+    ));
+    spewing_leftover_ends_with_its_batch(&sb, MARK);
+}
+
+#[test]
+fn a_per_message_handler_leaving_a_process_writing_without_end_still_frees_its_slot() {
+    const MARK: &str = "1000.72";
+    let _reap = Reap(MARK);
+    let sb = Sandbox::new("leftover-spew-message");
+    sb.chorefile(&format!(
+        "[queues.jobs]\nhandler = [\"sh\", \"-c\", \"yes {MARK} & sleep 0.5; echo ran >> runs.txt\"]\n\
+         timeout = 60\n"
+    ));
+    spewing_leftover_ends_with_its_batch(&sb, MARK);
+}
+
+/// One job, whose handler leaves `yes MARK` running: the job completes, the worker ends
+/// long before the 60 s deadline, and the writer dies with it.
+fn spewing_leftover_ends_with_its_batch(sb: &Sandbox, mark: &str) {
+    let mut master = sb.start(&[]);
+    let q = sb.queue("jobs");
+    sb.enqueue("jobs", "{}");
+    master.wait_for(
+        "the job completed, its worker gone and the writer killed",
+        Duration::from_secs(20),
+        || {
+            q.is_idle()
+                && sb.lines("runs.txt").len() == 1
+                && procs::workers_of(master.pid).is_empty()
+                && with_marker(mark).is_empty()
+        },
+    );
+    assert!(q.dead().is_empty(), "{:?}", q.dead());
+    assert_eq!(master.stop().code(), Some(0));
+}
+
+#[test]
+fn a_worker_killed_from_outside_takes_what_its_batch_left_running_along() {
+    const MARK: &str = "1000.73";
+    let _reap = Reap(MARK);
+    let sb = Sandbox::new("worker-killed-outside");
+    sb.chorefile(&format!(
+        "[queues.jobs]\nhandler = [\"sh\", \"-c\", \"sleep {MARK} & echo ran >> runs.txt; wait\"]\n\
+         timeout = 300\nmax-attempts = 1\n"
+    ));
+    let mut master = sb.start(&[]);
+    let q = sb.queue("jobs");
+    sb.enqueue("jobs", "{}");
+    master.wait("the handler running", || sb.lines("runs.txt").len() == 1);
+    let workers = procs::workers_of(master.pid);
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(workers[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // Its handler and the sleep it started were in its group: they go too, or the
+    // message's retry would run beside them.
+    master.wait_for("no sleep left", Duration::from_secs(10), || {
+        with_marker(MARK).is_empty()
+    });
+    master.wait("the message dead-lettered", || q.dead_letters() == 1);
+    assert_eq!(master.stop().code(), Some(0));
+}
+
+#[test]
 fn hooks_run_a_few_at_a_time_and_none_outlives_the_master() {
     const MARK: &str = "1000.63";
     let _reap = Reap(MARK);

@@ -2,6 +2,7 @@
 
 use super::{free_address, scrape, value};
 use crate::harness::*;
+use std::time::Duration;
 
 #[test]
 fn metrics_count_a_backlog_while_it_runs_and_after() {
@@ -190,6 +191,24 @@ fn idle_metrics_connections_do_not_starve_the_master_of_descriptors() {
     let log = master.log_text();
     assert!(!log.contains("Too many open files"), "{log}");
     drop(idle);
+    // Their slots come free as the listener sees them close; a scrape made before that is
+    // closed at once, as the flood's were.
+    wait_until("a scrape answered", Duration::from_secs(10), || {
+        answers_metrics(&addr)
+    });
     assert!(scrape(&addr).contains("chore_"));
     assert_eq!(master.stop().code(), Some(0));
+}
+
+/// Whether a GET /metrics on `addr` gets a whole page (false for a connection closed on it).
+fn answers_metrics(addr: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut reply = Vec::new();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .and_then(|_| s.read_to_end(&mut reply))
+        .is_ok_and(|_| reply.starts_with(b"HTTP/1.1 200"))
 }

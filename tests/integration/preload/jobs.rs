@@ -139,6 +139,35 @@ fn preload_what_a_batch_leaves_running_ends_with_the_batch_not_at_its_deadline()
 }
 
 #[test]
+fn preload_a_child_gone_before_its_worker_has_its_pid_still_ends_its_batch_at_once() {
+    let p = Preloaded::new("preload-quick-child");
+    // Each child leaves a sleep holding its output and quits as it is forked, while the
+    // preloader answers 0.2 s later: by then the child may be reaped, and its pid no
+    // longer opens. Its messages, unreported, must fail at once, not at the deadline.
+    p.chorefile(
+        "concurrency = 1\nbatch-size = 1\n",
+        &p.handler(
+            ", PRELOAD_TEST_ANSWER_DELAY = \"0.2\", PRELOAD_TEST_QUIT_AT_FORK = \"1\"",
+            "",
+        ),
+        &[("work", "timeout = 120\nmax-attempts = 1")],
+    );
+    p.enqueue("work", "Work", (0..3).map(|i| i.to_string()));
+    let mut master = p.sb.start(&[]);
+    let q = p.sb.queue("work");
+    master.wait_for(
+        "the three messages dead-lettered",
+        Duration::from_secs(40),
+        || q.dead_letters() == 3,
+    );
+    // Nothing left but the preloader: each batch's sleep was killed with its batch.
+    wait_until("the leftovers killed", Duration::from_secs(10), || {
+        p.processes().len() == 1
+    });
+    assert_eq!(master.stop().code(), Some(0));
+}
+
+#[test]
 fn preload_a_hung_job_is_killed_at_its_deadline_and_the_preloader_lives_on() {
     let p = Preloaded::new("preload-hang");
     p.chorefile(

@@ -24,15 +24,19 @@ module ChorePreload
         o.on('-e', '--environment ENV', 'RAILS_ENV and RACK_ENV (default: theirs, else development)') do |env|
           options.environment = env
         end
-        o.on('--no-warmup', 'fork from the heap as the application left it (see warm_up)') do
+        o.on('--no-warmup', 'fork from the heap as the application left it (no GC and compaction before the first fork)') do
           options.warmup = false
         end
-        o.on('-h', '--help') do
+        o.on('-h', '--help', 'show this help') do
           puts o
           exit 0
         end
       end
-      parser.parse!(argv)
+      begin
+        parser.parse!(argv)
+      rescue OptionParser::ParseError => e
+        abort "chore-preload: #{e.message}\n#{parser}"
+      end
       abort "chore-preload: --require PATH is needed\n#{parser}" if options.requires.empty?
       abort "chore-preload: unexpected arguments: #{argv.join(' ')}" unless argv.empty?
       options
