@@ -7,10 +7,12 @@
 //! Each child gets a pipe (`Pipe`); once it has started, a thread reads the pipe
 //! (`Pipe::read_as`), or the worker reads it in the loop that waits for the child: for a
 //! per-message handler `Pipe::read_until_exit`, for a batch handler or a preloaded batch
-//! `Pipe::read_inline` (no thread in the usual case either way). A line is cut at `MAX_LINE` bytes (the rest
-//! follows as further events, nothing dropped), bytes that are not UTF-8 become U+FFFD,
-//! and a last line without a newline is logged when the pipe closes. The worker waits for every reader
-//! (`finish`) before it exits, once nothing of the batch is left to hold a pipe open.
+//! `Pipe::read_inline` (no thread in the usual case either way; a bounded amount per look,
+//! so that a process writing without end cannot hold that loop). A line is cut at
+//! `MAX_LINE` bytes (the rest follows as further events, nothing dropped), bytes that are
+//! not UTF-8 become U+FFFD, and a last line without a newline is logged when the pipe
+//! closes. The worker waits for every reader (`finish`) before it exits, once nothing of
+//! the batch is left to hold a pipe open.
 //!
 //! A handler that prints nothing costs a pipe and a place in a `poll`.
 
