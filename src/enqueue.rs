@@ -284,7 +284,12 @@ impl Target {
 /// With `--class`, the body is the arguments: build Ruby Chore's `{"class":…,"args":…}`.
 fn wrap(raw: &str, class: Option<&str>) -> Result<String, String> {
     let Some(class) = class else {
-        return Ok(raw.trim().to_string());
+        let body = raw.trim();
+        // A consumer takes an empty file for one still being written, and never runs it.
+        if body.is_empty() {
+            return Err("an empty body cannot be a message".into());
+        }
+        return Ok(body.to_string());
     };
     let args: serde_json::Value =
         serde_json::from_str(raw).map_err(|e| format!("the arguments are not valid JSON: {e}"))?;
@@ -316,5 +321,6 @@ mod tests {
             r#"{"class":"X","args":[{"k":1}]}"#
         );
         assert_eq!(wrap(" {\"a\":1} ", None).unwrap(), r#"{"a":1}"#);
+        assert!(wrap("  ", None).unwrap_err().contains("empty body"));
     }
 }

@@ -124,6 +124,9 @@ impl Settler {
                 queue.give_back(d)
             }
             Settlement::DeadLetter { reason } => {
+                // The reason may quote the message (its class): fit for one log line, an
+                // environment variable and a small file, whatever the message holds.
+                let reason = &fit_reason(reason);
                 tracing::error!(target: FATE, queue = %name, id = %d.id, attempt = d.attempt, outcome = "dead-letter", secs, body_bytes = d.body.len(), reason = %reason, "dead-lettered");
                 if let Some(command) = self.on_permanent_failure.as_ref().filter(|_| hook) {
                     self.hooks.permanent_failure(command, name, d, reason);
@@ -142,9 +145,46 @@ impl Settler {
     }
 }
 
+/// The longest dead-letter reason kept, in bytes; the rest is cut off with a mark.
+pub const MAX_REASON: usize = 4096;
+
+/// `reason` cut at `MAX_REASON` bytes, on one line, its control characters escaped, so that a
+/// message's own text (a class, a periodic task's path) can neither forge a log line nor
+/// grow a log event, a hook's environment or a `.reason` file to the size of its body.
+pub fn fit_reason(reason: &str) -> String {
+    let mut cut = reason.len().min(MAX_REASON);
+    while !reason.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    // Line breaks (a handler's multi-line error) read best as spaces; other control
+    // characters are escaped.
+    let flat = reason[..cut].replace(['\r', '\n'], " ");
+    let mut fit = crate::logging::capture::printable(&flat).into_owned();
+    if cut < reason.len() {
+        fit.push_str(&format!("… ({} bytes in all)", reason.len()));
+    }
+    fit
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reason_is_cut_and_its_control_characters_escaped() {
+        let forged = "no handler for job class `X\n2026-01-01 INFO completed id=F\x1b[2J`";
+        let fit = fit_reason(forged);
+        assert!(!fit.contains('\n') && !fit.contains('\x1b'), "{fit:?}");
+        assert!(fit.starts_with("no handler for job class `X"), "{fit:?}");
+        let huge = format!("no handler for job class `{}`", "é".repeat(10_000));
+        let fit = fit_reason(&huge);
+        assert!(fit.len() < MAX_REASON + 64, "{}", fit.len());
+        assert!(
+            fit.ends_with(&format!("… ({} bytes in all)", huge.len())),
+            "{fit}"
+        );
+        assert_eq!(fit_reason("plain"), "plain");
+    }
 
     #[test]
     fn outcomes() {

@@ -145,6 +145,19 @@ fn enqueue_refuses_invalid_json_and_leaves_no_file() {
 }
 
 #[test]
+fn enqueue_refuses_an_empty_body_even_for_an_http_queue() {
+    let sb = Sandbox::new("enqueue-empty");
+    sb.chorefile("[queues.web]\nhandler = { kind = \"http\", url = \"http://127.0.0.1:9/\" }\n");
+    let cf = sb.chorefile_path();
+    for body in ["", "   "] {
+        let out = sb.run(&["enqueue", "-c", cf.to_str().unwrap(), "web", body]);
+        assert!(!out.status.success(), "{body:?} was taken");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("empty body"));
+    }
+    assert!(sb.queue("web").new_files().is_empty());
+}
+
+#[test]
 fn enqueue_needs_no_chorefile_for_an_undeclared_queue() {
     let sb = Sandbox::new("enqueue-root");
     let root = sb.root();

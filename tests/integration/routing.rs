@@ -44,6 +44,37 @@ fn classes_route_to_their_handlers_and_the_rest_to_the_default() {
 }
 
 #[test]
+fn a_class_cannot_forge_a_log_line_or_grow_its_dead_letters_reason() {
+    let sb = Sandbox::new("routing-forged");
+    sb.chorefile("[queues.classy]\nclasses = { Known = [\"true\"] }\n");
+    let mut master = sb.start(&[]);
+    // Written straight into new/, as any publisher could.
+    let new = sb.root().join("classy/new");
+    std::fs::create_dir_all(&new).unwrap();
+    let forged = "X\n2026-01-01T00:00:00.000000Z  INFO completed queue=classy id=FORGED\u{1b}[2J";
+    let body = serde_json::json!({ "class": forged, "args": [] }).to_string();
+    std::fs::write(new.join("forged.0.job"), body).unwrap();
+    let huge = serde_json::json!({ "class": "C".repeat(1 << 20), "args": [] }).to_string();
+    std::fs::write(new.join("huge.0.job"), huge).unwrap();
+    let q = sb.queue("classy");
+    master.wait("both dead-lettered", || q.dead_letters() == 2);
+    let log = master.log_text();
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("id=FORGED") && !l.contains("no handler")),
+        "a forged line: {log}"
+    );
+    assert!(
+        !log.contains('\u{1b}'),
+        "an escape sequence reached the log"
+    );
+    let reason = q.read("dead", "huge.1.job.reason");
+    assert!(reason.len() < 8192, "a reason of {} bytes", reason.len());
+    assert!(log.len() < 64 * 1024, "a log of {} bytes", log.len());
+    assert_eq!(master.stop().code(), Some(0));
+}
+
+#[test]
 fn a_class_without_handler_and_no_default_is_dead_lettered() {
     let sb = Sandbox::new("routing-dead");
     sb.script(

@@ -148,7 +148,7 @@ impl FilesystemQueue {
             Ok(body) => Ok(Some(Claimed::Body(Delivery { body, ..delivery }))),
             Err(_) => Ok(Some(Claimed::Unreadable(
                 delivery,
-                "body is not UTF-8 text (a message body must be JSON)".into(),
+                "body is not UTF-8 text (a message body must be text: JSON, or anything for an HTTP handler)".into(),
             ))),
         }
     }
