@@ -152,10 +152,7 @@ pub const MAX_REASON: usize = 4096;
 /// message's own text (a class, a periodic task's path) can neither forge a log line nor
 /// grow a log event, a hook's environment or a `.reason` file to the size of its body.
 pub fn fit_reason(reason: &str) -> String {
-    let mut cut = reason.len().min(MAX_REASON);
-    while !reason.is_char_boundary(cut) {
-        cut -= 1;
-    }
+    let cut = reason.floor_char_boundary(MAX_REASON);
     // Line breaks (a handler's multi-line error) read best as spaces; other control
     // characters are escaped.
     let flat = reason[..cut].replace(['\r', '\n'], " ");

@@ -44,11 +44,7 @@ pub struct Source {
 pub fn log_line(from: &Source, line: &str) {
     let mut rest = line;
     loop {
-        let mut cut = rest.len().min(MAX_LINE);
-        while !rest.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        let (piece, more) = rest.split_at(cut);
+        let (piece, more) = rest.split_at(rest.floor_char_boundary(MAX_LINE));
         let piece = printable(piece);
         tracing::info!(target: super::HANDLER, queue = from.queue.as_deref(), pid = from.pid, ids = from.ids.as_deref(), "{piece}");
         if more.is_empty() {

@@ -161,7 +161,7 @@ impl Launch for Processes {
 
     fn kill(&mut self, pid: u32) {
         // The group may already be gone (it exited and is being reaped): ESRCH is fine.
-        let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        self.kill_group(pid);
         // A worker at its very end has stepped out of its group to kill what its batch
         // left in it (`worker::kill_leftovers`): it is killed by name too.
         let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);

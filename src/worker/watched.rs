@@ -93,7 +93,8 @@ impl Read for Watched<'_> {
             let err_fd = self.err.as_ref().and_then(|e| e.fd());
             let mut fds = vec![PollFd::new(self.out.as_fd(), PollFlags::POLLIN)];
             fds.extend(err_fd.map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
-            match poll(&mut fds, PollTimeout::from(EXIT_CHECK.as_millis() as u8)) {
+            let timeout = PollTimeout::try_from(EXIT_CHECK).expect("a short timeout");
+            match poll(&mut fds, timeout) {
                 Ok(n) if n > 0 => {
                     let out_ready = fds[0].revents().is_some_and(|r| !r.is_empty());
                     let err_ready = fds
