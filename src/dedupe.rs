@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 /// Dalli's points per server on the ring (libmemcached's default).
 const POINTS_PER_SERVER: usize = 160;
-/// The offset Ruby Chore takes off the TTL (4.4.0, PR #66).
+/// The offset Ruby Chore takes off the TTL (since its 4.4.0).
 const TTL_OFFSET: u64 = 10;
 /// How long one connection attempt or request may take.
 const TIMEOUT: Duration = Duration::from_millis(500);

@@ -5,13 +5,15 @@
 //! maps the modules (bottom-up: each uses only those before it, as the `layering` test
 //! checks) and walks one message through them:
 //!
-//! * `backoff` — pure: the delay after attempt N;
+//! * `backoff` — pure: the delay after attempt N; `calendar` — pure: UTC dates;
 //! * `config` — the option table, the command line, Chorefiles, one validated `Config`;
-//! * `logging` — tracing set-up; `protocol` — the master↔worker lines;
+//! * `logging` — tracing set-up; `protocol` — the master↔worker lines; `secrets` — the
+//!   AWS credentials, read once and hidden from the environment;
 //! * `queue` — the `Queue` trait, `queue::open`, the backends;
 //! * `dedupe` — duplicate deliveries caught through memcached;
 //! * `launch` and `hooks` — starting users' programs; `on-permanent-failure` commands;
 //! * `settle` — what an attempt means for a message, and the one place it is carried out;
+//! * `poster` — HTTP handlers: the SQS daemon's POST; `periodic` — `cron.yaml` tasks;
 //! * `consumer` — threads that receive under the credit gate and check bodies;
 //! * `batcher` — pure: when waiting messages make a batch; `spawner` — forks workers;
 //! * `observe` — metrics, the liveness rule, systemd notifications; `control` — the
@@ -106,12 +108,22 @@ mod layering {
     //! ARCHITECTURE.md's module map, kept true: a module uses only modules listed before
     //! it. Read from the sources, outside their own unit tests.
 
-    /// Bottom-up, as in ARCHITECTURE.md.
-    const ORDER: [&str; 24] = [
-        "backoff", "calendar", "config", "logging", "observe", "protocol", "secrets", "queue",
-        "dedupe", "launch", "hooks", "settle", "poster", "periodic", "consumer", "batcher",
-        "spawner", "control", "master", "worker", "enqueue", "unit", "generate", "admin",
-    ];
+    /// The module map's first column, bottom-up: read from ARCHITECTURE.md itself, so the
+    /// page and this test cannot disagree.
+    fn order() -> Vec<String> {
+        let page = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ARCHITECTURE.md");
+        let page = std::fs::read_to_string(page).unwrap();
+        let map = page.split("## Module map").nth(1).unwrap();
+        let map = map.split("\n## ").next().unwrap();
+        let order: Vec<String> = map
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split('`').next())
+            .map(|m| m.trim_end_matches('/').to_string())
+            .collect();
+        assert!(order.len() > 20, "the module map was not found: {order:?}");
+        order
+    }
 
     fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
         for entry in std::fs::read_dir(dir).unwrap() {
@@ -173,7 +185,8 @@ mod layering {
         let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
         let mut files = Vec::new();
         sources(&src, &mut files);
-        let rank = |m: &str| ORDER.iter().position(|o| *o == m);
+        let order = order();
+        let rank = |m: &str| order.iter().position(|o| o == m);
         let mut wrong = Vec::new();
         for file in files {
             let rel = file
@@ -185,7 +198,7 @@ mod layering {
             let Some(own) = rank(&module) else {
                 assert!(
                     ["lib", "main"].contains(&module.as_str()),
-                    "{rel} is not in ORDER"
+                    "{rel} is not in ARCHITECTURE.md's module map"
                 );
                 continue;
             };

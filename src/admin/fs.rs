@@ -7,6 +7,7 @@
 use super::place::FsPlace;
 use super::record::Record;
 use crate::queue::filesystem::JobName;
+pub use crate::queue::filesystem::files::try_lock;
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
@@ -140,14 +141,6 @@ pub fn body(path: &Path) -> io::Result<String> {
             format!("{}: the body is not UTF-8 text", path.display()),
         )
     })
-}
-
-/// The exclusive non-blocking lock a consumer or a publisher takes: false when someone
-/// holds it (a publisher still writing, a consumer claiming).
-pub fn try_lock(file: &File) -> bool {
-    use std::os::fd::AsRawFd;
-    // SAFETY: flock on an fd we own; no memory is involved.
-    unsafe { nix::libc::flock(file.as_raw_fd(), nix::libc::LOCK_EX | nix::libc::LOCK_NB) == 0 }
 }
 
 /// The `reason:` line of a dead letter's `.reason` note, when there is one.

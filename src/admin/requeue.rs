@@ -139,17 +139,17 @@ fn move_back(f: &FsPlace, e: &fs::Entry) -> std::io::Result<bool> {
         return Ok(false);
     }
     let to = f.dir.join("new").join(format!("{}.0.job", e.id));
-    let renamed = nix::fcntl::renameat2(
-        nix::fcntl::AT_FDCWD,
-        &e.path,
-        nix::fcntl::AT_FDCWD,
-        &to,
-        nix::fcntl::RenameFlags::RENAME_NOREPLACE,
-    );
-    match renamed {
+    match crate::queue::filesystem::files::rename_noreplace(&e.path, &to) {
         Ok(()) => {}
-        Err(nix::errno::Errno::ENOENT | nix::errno::Errno::EEXIST) => return Ok(false),
-        Err(err) => return Err(err.into()),
+        Err(err)
+            if matches!(
+                err.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::AlreadyExists
+            ) =>
+        {
+            return Ok(false);
+        }
+        Err(err) => return Err(err),
     }
     let mut note = e.path.clone().into_os_string();
     note.push(".reason");

@@ -1,6 +1,7 @@
 //! The documentation's tables, made from the option tables, and the tests that hold
 //! docs/configuration.md to them: every option and queue key listed, no other, with the
-//! same spelling, type, bounds and default. (The Meaning column is prose, kept in the
+//! same spelling, type, bounds and default; every handler and HTTP handler key listed, no
+//! other. (The Meaning column is prose, kept in the
 //! documentation.)
 
 use super::options::{Default, Kind, Opt};
@@ -121,5 +122,37 @@ mod tests {
             .map(|r| [r[0].as_str(), r[1].as_str(), r[2].as_str()])
             .collect();
         assert_eq!(got, want);
+    }
+
+    /// The first cell of each row of the table after `heading`, unquoted, sorted.
+    fn keys_documented(heading: &str) -> Vec<String> {
+        let mut keys: Vec<String> = doc_table(DOC, heading)
+            .iter()
+            .map(|r| r[0].trim_matches('`').to_string())
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    fn sorted(keys: &[&str]) -> Vec<String> {
+        let mut keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        keys.sort();
+        keys
+    }
+
+    #[test]
+    fn the_documentation_lists_exactly_the_handler_keys() {
+        assert_eq!(
+            keys_documented("A table gives more control:"),
+            sorted(crate::config::options::HANDLER_KEYS)
+        );
+    }
+
+    #[test]
+    fn the_documentation_lists_exactly_the_http_handler_keys() {
+        assert_eq!(
+            keys_documented("### HTTP handlers"),
+            sorted(crate::config::http::HTTP_KEYS)
+        );
     }
 }

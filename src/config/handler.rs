@@ -1,5 +1,7 @@
 //! A handler as written in a queue table: `["cmd", "arg"]`, or a table with `command`,
-//! `mode`, `env` and `dir`. Only its shape is read here; whether its program can be
+//! `mode`, `env`, `dir` and `kind = "command"`, and for a preloaded one (`mode =
+//! "preload"`) `max-batches`, `max-memory`, `max-age` and `boot-timeout` (a
+//! `kind = "http"` table is `http`'s). Only its shape is read here; whether its program can be
 //! started is `probe`'s business (for `check-config`), since a missing program fails each
 //! message at run time rather than the start.
 
@@ -13,7 +15,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// `["cmd", "arg"]` (per-message mode) or
-/// `{ command = [...], mode = "batch", env = {...}, dir = "..." }`. A relative `dir` (and
+/// `{ command = [...], mode = "batch", env = {...}, dir = "..." }`, with the preload keys
+/// when `mode = "preload"`. A relative `dir` (and
 /// the default one) is the directory of the Chorefile that wrote the key.
 pub fn handler_of(raw: &RawKey, origin: &Origin) -> Result<Handler, String> {
     let mut h = Handler {

@@ -8,10 +8,14 @@
 //!   (`value` reads and checks a value, `doc_tables` holds the documentation to the table);
 //! * `chorefile` — reading one Chorefile (TOML; `ruby` for Ruby Chore's `--flag value`
 //!   lines), each value with its line;
-//! * `resolve` (with `queue` for one queue table, `handler` for a handler) — checking every
-//!   value once and building the `Config`;
+//! * `cli` — the command line's subcommands and flags (`queue_cli` for `chore queue VERB`);
+//! * `resolve` (with `queue` for one queue table, `handler` for a command handler, `http`
+//!   for an HTTP one, `cron` for a `cron.yaml`, `backends` for what SQS and memcached are
+//!   told) — checking every value once and building the `Config`;
+//! * `error` — a mistake and where each value came from; `suggest` — "did you mean …?";
 //! * `check` (with `probe` and `printout`) — `chore check-config`, which also looks at the
-//!   filesystem the way the master and its workers will.
+//!   filesystem the way the master and its workers will;
+//! * `diff` — pure: what a reload (SIGHUP) changes.
 //!
 //! Every mistake is one `ConfigError` line naming the file, the line and the key (or the
 //! command line), all of them are reported, and the binary exits 2 before anything starts.

@@ -6,8 +6,9 @@
 //! so messages do not wait out their claim or visibility in chore's buffer. The gate is
 //! also how the master quiets (TSTP) and stops the consumers.
 //!
-//! Each body is checked here, off the master's thread: it must be JSON, and it must have a
-//! handler. A message that fails either is dead-lettered with its queue and id logged; it
+//! Each body is checked here, off the master's thread: it must be JSON (on a queue whose
+//! default handler is HTTP, any text), and it must have a handler. A message that fails
+//! either is dead-lettered with its queue and id logged; it
 //! never reaches a worker and never stops the master.
 
 mod gate;

@@ -33,19 +33,19 @@ impl Master {
     }
 
     /// Every consumer ended: nothing more will be received.
-    pub(super) fn on_consumers_gone(&mut self) {
+    pub(super) fn on_consumers_gone(&mut self, now: Instant) {
         if !matches!(self.phase, Phase::Draining { .. }) {
             // They ended by themselves (a panic): finish what is held and exit non-zero,
             // for the supervisor to restart chore.
             tracing::error!("every consumer thread has stopped; draining and exiting");
-            self.begin_drain(SIGTERM, Instant::now());
+            self.begin_drain(SIGTERM, now);
             self.exit_status = 1;
         }
     }
 
-    pub(super) fn on_worker_event(&mut self, event: WorkerEvent) {
+    pub(super) fn on_worker_event(&mut self, event: WorkerEvent, now: Instant) {
         match event {
-            WorkerEvent::Report(id, report) => self.on_report(id, report),
+            WorkerEvent::Report(id, report) => self.on_report(id, report, now),
             WorkerEvent::Garbled(id, line) => {
                 let pid = self.pool.get(id).map(|w| w.pid);
                 tracing::warn!(pid, line = %line, "worker wrote a line that is not a report; ignored");
@@ -95,7 +95,7 @@ impl Master {
         }
     }
 
-    fn on_report(&mut self, id: WorkerId, r: Report) {
+    fn on_report(&mut self, id: WorkerId, r: Report, now: Instant) {
         if r.verdict == Verdict::Unfinished && !matches!(self.phase, Phase::Draining { .. }) {
             // Left in its batch: when the worker is gone, it is isolated with the rest
             // of what the batch did not finish.
@@ -107,7 +107,7 @@ impl Master {
             return;
         }
         if let Some(w) = self.pool.get(id) {
-            let ran = w.started.elapsed().as_secs_f64();
+            let ran = now.saturating_duration_since(w.started).as_secs_f64();
             self.obs.metrics[w.queue].run_seconds.record(ran);
         }
         let Some((q, h)) = self.holding.report(id, r.i) else {
@@ -136,8 +136,7 @@ impl Master {
                 .and_then(|c| qc.classes.get(c))
                 .or(qc.handler.as_ref());
             if let Some(handler) = handler {
-                self.preloaders
-                    .fork_failed(handler, w.started, why, Instant::now());
+                self.preloaders.fork_failed(handler, w.started, why, now);
             }
         }
         self.settle(q, h, r.verdict, r.delay, r.error.as_deref());
@@ -319,7 +318,7 @@ impl Master {
             killed: false,
         };
         crate::queue::sqs::set_exit_deadline(now + self.config.shutdown_timeout);
-        self.observe_drain();
+        self.observe_drain(now);
         for (q, h) in waiting {
             self.give_back(q, h, "draining");
         }

@@ -1,11 +1,13 @@
 //! The master: one loop that owns every held message from receipt to settlement.
 //!
 //! Each turn of `Master::run` does, in order:
-//! 1. kill workers past their deadline (SIGKILL to the group, one log line);
-//! 2. renew the claims of held messages before they lapse;
-//! 3. start batches while worker slots are free, and posts while HTTP handlers have free
+//! 1. update what the master tells the world when its time has come (`observing`), and
+//!    start, replace or retire preloaders when theirs has (`preloaders`);
+//! 2. kill workers past their deadline (SIGKILL to the group, one log line);
+//! 3. renew the claims of held messages before they lapse;
+//! 4. start batches while worker slots are free, and posts while HTTP handlers have free
 //!    connections (unless draining);
-//! 4. wait for one event (messages from a consumer, a worker's report or exit, a post's
+//! 5. wait for one event (messages from a consumer, a worker's report or exit, a post's
 //!    outcome, a signal) or the next timer, and handle it (`master::events`,
 //!    `master::posting`).
 //!
@@ -20,8 +22,9 @@
 //! The state is split by owner: `held::Holding` owns the messages, `pool::Pool` the
 //! worker processes, `posts::Posts` the HTTP requests in flight, `Phase` the lifecycle,
 //! `observing::Observing` what the master tells the world (metrics, liveness, systemd,
-//! `chore status`). Everything but the `select!` in `run` takes
-//! `now` as a parameter, so the logic is unit-tested without processes (`tests`).
+//! `chore status`). No turn and no event handler reads the clock: `run` reads
+//! it once per turn and per event and passes it in as `now`, so the logic is unit-tested
+//! without processes (`tests`).
 
 mod events;
 mod held;
@@ -194,12 +197,12 @@ impl Master {
                     Ok(b) => self.on_batchlet(b),
                     Err(_) => {
                         consumers_done = true;
-                        self.on_consumers_gone();
+                        self.on_consumers_gone(Instant::now());
                     }
                 },
                 recv(self.inputs.worker_rx) -> e => {
                     if let Ok(e) = e {
-                        self.on_worker_event(e);
+                        self.on_worker_event(e, Instant::now());
                     }
                 },
                 recv(self.inputs.post_rx) -> p => {
@@ -247,7 +250,8 @@ impl Master {
         self.exit_status
     }
 
-    /// The timed part of one turn: kill, renew, start. True when a drain is complete.
+    /// The timed part of one turn: observe, tend the preloaders, kill, renew, start. True
+    /// when a drain is complete.
     fn turn(&mut self, now: Instant, consumers_done: bool) -> bool {
         self.observe_tick(now);
         if self.preload_wake.is_some_and(|t| now >= t) {

@@ -184,11 +184,11 @@ impl Master {
     }
 
     /// The drain began: systemd waits for it, up to `shutdown-timeout` and a margin.
-    pub(super) fn observe_drain(&mut self) {
+    pub(super) fn observe_drain(&mut self, now: Instant) {
         self.obs
             .notifier
             .stopping(self.config.shutdown_timeout + DRAIN_MARGIN);
-        self.obs.next_status = Instant::now();
+        self.obs.next_status = now;
     }
 
     /// Gauges, liveness, watchdog and STATUS, when their time has come.

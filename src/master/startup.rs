@@ -164,8 +164,6 @@ pub fn start(config: Config, log: LogHandle, flags: Flags) -> Result<Master, Sta
             .map_err(|e| StartError::System(format!("cannot start the HTTP client: {e}")))?;
         (posts, post_rx)
     };
-    // Only the consumers hold senders once this returns: the channel disconnects when they
-    // have all ended.
     // Preloaders boot while the consumers wait for them.
     let mut preloaders = Preloaders::new(&qconfigs, &std::env::temp_dir(), config.log_file.clone())
         .map_err(|e| StartError::System(format!("cannot make the preloaders' directory: {e}")))?;
@@ -222,6 +220,8 @@ pub fn start(config: Config, log: LogHandle, flags: Flags) -> Result<Master, Sta
     master.preloaders = preloaders;
     master.health = health;
     master.obs.control = control;
+    // From here the consumers hold the batch channel's senders, and `Reload` one more
+    // until a drain begins: the channel disconnects once both have let go.
     master.reload = super::reload::Reload::new(flags, shared, retire, http_credits);
     master.inputs = super::Inputs {
         batch_rx,

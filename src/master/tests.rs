@@ -181,14 +181,14 @@ impl Rig {
             error: Some("it broke".into()),
         };
         self.master
-            .on_worker_event(WorkerEvent::Report(worker, report));
+            .on_worker_event(WorkerEvent::Report(worker, report), Instant::now());
     }
 
     fn exit(&mut self, worker: WorkerId, raw_status: i32) {
-        self.master.on_worker_event(WorkerEvent::Exited(
-            worker,
-            ExitStatus::from_raw(raw_status),
-        ));
+        self.master.on_worker_event(
+            WorkerEvent::Exited(worker, ExitStatus::from_raw(raw_status)),
+            Instant::now(),
+        );
     }
 
     fn all_credits_back(&self) -> bool {

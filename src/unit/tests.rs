@@ -1,3 +1,7 @@
+//! `chore systemd-unit` from the outside in: a Chorefile and the command line in, the
+//! unit text out, for what the configuration implies (paths, users, sandbox loosening) and
+//! what it must refuse.
+
 use super::*;
 use crate::config::cli::{Cli, Command};
 use clap::Parser;

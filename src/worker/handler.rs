@@ -14,6 +14,10 @@
 //!   A message without a result when the process ends has failed; when several are left
 //!   without one, they are reported `Unfinished`, for the master to tell which failed.
 //!
+//! * Preloaded (a handler with `preload`): the batch's JSON Lines go to a child the
+//!   preloader forks (`fork_batch`, through `worker::preload`), which answers as a batch
+//!   handler does; its exit is watched through a pidfd, since it is not our child.
+//!
 //! A handler's stdout (per-message mode) and stderr become log events, one per line
 //! (`logging::capture`).
 

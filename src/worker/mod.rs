@@ -7,6 +7,9 @@
 //!
 //! If the master dies, the kernel signals the worker (`PR_SET_PDEATHSIG`), which then kills
 //! its whole process group (itself and its handlers), so no orphan runs on unsupervised.
+//!
+//! The same entry point is the spawner (`spawner`): started once with a `chore-spawner-…`
+//! title, it forks each worker, which then goes on in `run` as a started one would.
 
 pub mod handler;
 mod memory;
@@ -188,8 +191,9 @@ pub fn run_batch(spec: &BatchSpec, report: &mut dyn FnMut(Report)) {
     if spec.messages.iter().any(|m| m.group.is_some()) {
         return run_ordered(spec, report);
     }
-    // Group consecutive messages by handler: per-message handlers run one process per
-    // message; batch handlers get all their messages in one process.
+    // Group the messages by handler: a per-message handler runs one process per message;
+    // a batch handler gets all of its messages, wherever they stand in the batch, in one
+    // process.
     let mut groups: Vec<(Option<&Handler>, Vec<usize>)> = Vec::new();
     for (i, job) in spec.messages.iter().enumerate() {
         let h = route(spec, job);

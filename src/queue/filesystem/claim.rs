@@ -2,7 +2,7 @@
 //! when it can never be a message, skipped while empty or locked (a Ruby Chore publisher
 //! writing it), renamed into `inprogress/` without replacing anything, then read.
 
-use super::files::rename_noreplace;
+use super::files::{rename_noreplace, try_lock};
 use super::names::{self, JobName, epoch_now, secs_ceil};
 use super::{FilesystemQueue, annotate};
 use crate::queue::{Delivery, Meta};
@@ -224,10 +224,4 @@ fn read_body(file: &mut File, len: usize) -> io::Result<Vec<u8>> {
     }
     bytes.truncate(filled);
     Ok(bytes)
-}
-
-pub(super) fn try_lock(file: &File) -> bool {
-    use std::os::fd::AsRawFd;
-    // SAFETY: flock on an fd we own; no memory is involved.
-    unsafe { nix::libc::flock(file.as_raw_fd(), nix::libc::LOCK_EX | nix::libc::LOCK_NB) == 0 }
 }

@@ -18,6 +18,14 @@ pub const FILE_MODE: u32 = 0o640;
 /// The mode of every directory chore creates there.
 pub const DIR_MODE: u32 = 0o750;
 
+/// The exclusive non-blocking lock a consumer, a publisher (Ruby Chore's, while it
+/// writes) and the operators' verbs take on a file: false when someone else holds it.
+pub fn try_lock(file: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on an fd we own; no memory is involved.
+    unsafe { nix::libc::flock(file.as_raw_fd(), nix::libc::LOCK_EX | nix::libc::LOCK_NB) == 0 }
+}
+
 /// Rename `from` to `to` unless `to` exists (`AlreadyExists` then, and nothing moved).
 ///
 /// `renameat2(RENAME_NOREPLACE)`; where the filesystem does not support it, a hard link

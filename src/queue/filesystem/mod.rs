@@ -37,10 +37,10 @@ mod safety_tests;
 mod tests;
 
 use super::{Consume, Delivery, Depth, Periodic, Queue};
-#[cfg(test)]
-use claim::try_lock;
 use consume::FilesystemConsumer;
 use files::rename_noreplace;
+#[cfg(test)]
+use files::try_lock;
 pub use names::JobName;
 use names::{epoch_now, epoch_now_ceil, secs_ceil};
 use std::collections::BTreeSet;
