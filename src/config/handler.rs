@@ -16,16 +16,48 @@ use std::time::Duration;
 
 /// `["cmd", "arg"]` (per-message mode) or
 /// `{ command = [...], mode = "batch", env = {...}, dir = "..." }`, with the preload keys
-/// when `mode = "preload"`. A relative `dir` (and
-/// the default one) is the directory of the Chorefile that wrote the key.
+/// when `mode = "preload"`. A relative `dir` (and the default one) is the directory of the
+/// Chorefile that wrote the key.
 pub fn handler_of(raw: &RawKey, origin: &Origin) -> Result<Handler, String> {
-    let mut h = Handler {
+    let mut h = match &raw.value {
+        toml::Value::Array(_) => Handler {
+            command: argv(&raw.value)?,
+            ..blank()
+        },
+        toml::Value::Table(t) => from_table(t)?,
+        other => {
+            return Err(format!(
+                "expected the command as a list of strings (argv; no shell is used) or a handler table, found {}",
+                toml_type(other)
+            ));
+        }
+    };
+    let base = origin.base_dir();
+    h.dir = Some(match h.dir.take() {
+        Some(d) if d.is_absolute() => d,
+        Some(d) => base.join(d),
+        None => base,
+    });
+    Ok(h)
+}
+
+fn blank() -> Handler {
+    Handler {
         command: Vec::new(),
         mode: HandlerMode::Message,
         env: BTreeMap::new(),
         dir: None,
         preload: None,
-    };
+    }
+}
+
+/// The keys that only a preloaded handler takes.
+const PRELOAD_KEYS: [&str; 4] = ["max-batches", "max-memory", "max-age", "boot-timeout"];
+
+/// A handler table: each key read by its own rule, then the rules between keys (a command
+/// is required; the preload keys only go with `mode = "preload"`).
+fn from_table(t: &toml::Table) -> Result<Handler, String> {
+    let mut h = blank();
     let mut preload = Preload {
         max_batches: None,
         max_age: None,
@@ -34,96 +66,73 @@ pub fn handler_of(raw: &RawKey, origin: &Origin) -> Result<Handler, String> {
         socket: None,
     };
     let mut preload_keys = Vec::new();
-    match &raw.value {
-        toml::Value::Array(_) => h.command = argv(&raw.value)?,
-        toml::Value::Table(t) => {
-            for (k, v) in t {
-                match k.as_str() {
-                    "command" => h.command = argv(v)?,
-                    // Written out for symmetry with `kind = "http"`.
-                    "kind" if v.as_str() == Some("command") => {}
-                    "kind" => {
-                        return Err(format!("kind must be \"command\" or \"http\", found {v}"));
-                    }
-                    "mode" => {
-                        h.mode = match v.as_str() {
-                            Some("message") => HandlerMode::Message,
-                            Some("batch") => HandlerMode::Batch,
-                            Some("preload") => HandlerMode::Preload,
-                            _ => {
-                                return Err(format!(
-                                    "mode must be \"message\", \"batch\" or \"preload\", found {v}"
-                                ));
-                            }
-                        }
-                    }
-                    "env" => {
-                        let toml::Value::Table(env) = v else {
-                            return Err("env must be a table of strings".into());
-                        };
-                        for (name, val) in env {
-                            let val = val
-                                .as_str()
-                                .ok_or_else(|| format!("env.{name} must be a string"))?;
-                            // No process could be started with it: every message would fail.
-                            if name.is_empty() || name.contains(['=', '\0']) || val.contains('\0') {
-                                return Err(format!(
-                                    "env.{name:?}: a variable's name must be non-empty without `=` or NUL, and its value without NUL"
-                                ));
-                            }
-                            h.env.insert(name.clone(), val.to_owned());
-                        }
-                    }
-                    "dir" => h.dir = Some(PathBuf::from(v.as_str().ok_or("dir must be a string")?)),
-                    "max-batches" => {
-                        preload.max_batches = Some(count(k, v)?);
-                        preload_keys.push(k.as_str());
-                    }
-                    "max-memory" => {
-                        preload.max_memory = Some(count(k, v)?);
-                        preload_keys.push(k.as_str());
-                    }
-                    "max-age" => {
-                        preload.max_age = Some(seconds(k, v)?);
-                        preload_keys.push(k.as_str());
-                    }
-                    "boot-timeout" => {
-                        preload.boot_timeout = seconds(k, v)?;
-                        preload_keys.push(k.as_str());
-                    }
-                    other => {
-                        return Err(format!(
-                            "unknown handler key `{other}`{} (known: {})",
-                            suggest::hint(other, HANDLER_KEYS.iter().copied()),
-                            HANDLER_KEYS.join(", ")
-                        ));
-                    }
-                }
-            }
-            if h.command.is_empty() {
-                return Err("the handler table needs a command".into());
-            }
-            if let (false, Some(k)) = (h.mode == HandlerMode::Preload, preload_keys.first()) {
-                return Err(format!("`{k}` applies only to mode = \"preload\""));
-            }
-            if h.mode == HandlerMode::Preload {
-                h.preload = Some(preload);
+    for (k, v) in t {
+        match k.as_str() {
+            "command" => h.command = argv(v)?,
+            // Written out for symmetry with `kind = "http"`.
+            "kind" if v.as_str() == Some("command") => {}
+            "kind" => return Err(format!("kind must be \"command\" or \"http\", found {v}")),
+            "mode" => h.mode = mode(v)?,
+            "env" => h.env = env(v)?,
+            "dir" => h.dir = Some(PathBuf::from(v.as_str().ok_or("dir must be a string")?)),
+            "max-batches" => preload.max_batches = Some(count(k, v)?),
+            "max-memory" => preload.max_memory = Some(count(k, v)?),
+            "max-age" => preload.max_age = Some(seconds(k, v)?),
+            "boot-timeout" => preload.boot_timeout = seconds(k, v)?,
+            other => {
+                return Err(format!(
+                    "unknown handler key `{other}`{} (known: {})",
+                    suggest::hint(other, HANDLER_KEYS.iter().copied()),
+                    HANDLER_KEYS.join(", ")
+                ));
             }
         }
-        other => {
-            return Err(format!(
-                "expected the command as a list of strings (argv; no shell is used) or a handler table, found {}",
-                toml_type(other)
-            ));
+        if PRELOAD_KEYS.contains(&k.as_str()) {
+            preload_keys.push(k.as_str());
         }
     }
-    let base = origin.base_dir();
-    h.dir = Some(match h.dir.take() {
-        Some(d) if d.is_absolute() => d,
-        Some(d) => base.join(d),
-        None => base,
-    });
+    if h.command.is_empty() {
+        return Err("the handler table needs a command".into());
+    }
+    if let (false, Some(k)) = (h.mode == HandlerMode::Preload, preload_keys.first()) {
+        return Err(format!("`{k}` applies only to mode = \"preload\""));
+    }
+    if h.mode == HandlerMode::Preload {
+        h.preload = Some(preload);
+    }
     Ok(h)
+}
+
+fn mode(v: &toml::Value) -> Result<HandlerMode, String> {
+    match v.as_str() {
+        Some("message") => Ok(HandlerMode::Message),
+        Some("batch") => Ok(HandlerMode::Batch),
+        Some("preload") => Ok(HandlerMode::Preload),
+        _ => Err(format!(
+            "mode must be \"message\", \"batch\" or \"preload\", found {v}"
+        )),
+    }
+}
+
+/// `env = { NAME = "value" }`: only what a process can be started with, or every message
+/// would fail.
+fn env(v: &toml::Value) -> Result<BTreeMap<String, String>, String> {
+    let toml::Value::Table(env) = v else {
+        return Err("env must be a table of strings".into());
+    };
+    let mut out = BTreeMap::new();
+    for (name, val) in env {
+        let val = val
+            .as_str()
+            .ok_or_else(|| format!("env.{name} must be a string"))?;
+        if name.is_empty() || name.contains(['=', '\0']) || val.contains('\0') {
+            return Err(format!(
+                "env.{name:?}: a variable's name must be non-empty without `=` or NUL, and its value without NUL"
+            ));
+        }
+        out.insert(name.clone(), val.to_owned());
+    }
+    Ok(out)
 }
 
 /// A whole number ≥ 1.

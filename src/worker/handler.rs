@@ -212,13 +212,24 @@ pub(super) enum BatchResult {
     Permanent,
 }
 
-/// Run `jobs` (index in the batch, job) through one batch-mode process.
-pub fn run_batch(
-    h: &Handler,
+impl From<BatchResult> for Verdict {
+    fn from(r: BatchResult) -> Verdict {
+        match r {
+            BatchResult::Ok => Verdict::Ok,
+            BatchResult::Retry => Verdict::Retry,
+            BatchResult::Fail => Verdict::Fail,
+            BatchResult::Permanent => Verdict::Permanent,
+        }
+    }
+}
+
+/// The batch's JSON Lines input, and the jobs it holds. A body that is not JSON (the
+/// consumer checked every one; should one still be broken) is reported at once instead.
+fn encode_input<'a, 'j>(
     queue: &str,
-    jobs: &[(usize, &JobSpec)],
+    jobs: &[(usize, &'a JobSpec<'j>)],
     report: &mut dyn FnMut(Report),
-) {
+) -> (Vec<u8>, Vec<(usize, &'a JobSpec<'j>)>) {
     let mut input = Vec::with_capacity(jobs.iter().map(|(_, j)| j.body.len() + 96).sum());
     let mut runnable = Vec::with_capacity(jobs.len());
     for &(i, j) in jobs {
@@ -231,13 +242,11 @@ pub fn run_batch(
             Cow::Borrowed(&j.body)
         };
         let Ok(body) = serde_json::from_str::<&RawValue>(&flat) else {
-            // The consumer checked every body; should one still be broken, say so.
-            let error = Some("the body is not valid JSON".to_string());
             report(Report {
                 i,
                 verdict: Verdict::Permanent,
                 delay: None,
-                error,
+                error: Some("the body is not valid JSON".to_string()),
             });
             continue;
         };
@@ -260,23 +269,39 @@ pub fn run_batch(
         input.push(b'\n');
         runnable.push((i, j));
     }
+    (input, runnable)
+}
+
+/// Report every message still without a result, in batch order, with one verdict.
+fn end_all(
+    pending: &mut HashMap<&str, usize>,
+    report: &mut dyn FnMut(Report),
+    verdict: Verdict,
+    why: String,
+) {
+    let mut left: Vec<usize> = pending.drain().map(|(_, i)| i).collect();
+    left.sort_unstable();
+    for i in left {
+        report(Report {
+            i,
+            verdict,
+            delay: None,
+            error: Some(why.clone()),
+        });
+    }
+}
+
+/// Run `jobs` (index in the batch, job) through one batch-mode process: its input
+/// written, its results read as they come, what it left without one reported at its end.
+pub fn run_batch(
+    h: &Handler,
+    queue: &str,
+    jobs: &[(usize, &JobSpec)],
+    report: &mut dyn FnMut(Report),
+) {
+    let (input, runnable) = encode_input(queue, jobs, report);
     let jobs = runnable.as_slice();
     let mut pending: HashMap<&str, usize> = jobs.iter().map(|(i, j)| (j.id.as_str(), *i)).collect();
-    let end_all = |pending: &mut HashMap<&str, usize>,
-                   report: &mut dyn FnMut(Report),
-                   verdict: Verdict,
-                   why: String| {
-        let mut left: Vec<usize> = pending.drain().map(|(_, i)| i).collect();
-        left.sort_unstable();
-        for i in left {
-            report(Report {
-                i,
-                verdict,
-                delay: None,
-                error: Some(why.clone()),
-            });
-        }
-    };
     let pipe = Pipe::new().ok();
     let started = match &h.preload {
         Some(p) => fork_batch(p, jobs.len(), pipe.as_ref()),
@@ -316,15 +341,9 @@ pub fn run_batch(
             tracing::warn!(queue, id = %out.id, "batch handler reported on an unknown or already reported id; ignored");
             return true;
         };
-        let verdict = match out.result {
-            BatchResult::Ok => Verdict::Ok,
-            BatchResult::Retry => Verdict::Retry,
-            BatchResult::Fail => Verdict::Fail,
-            BatchResult::Permanent => Verdict::Permanent,
-        };
         report(Report {
             i,
-            verdict,
+            verdict: out.result.into(),
             delay: out.delay,
             error: out.error,
         });
