@@ -21,6 +21,7 @@ use super::record::Seen;
 use super::{Ctx, Fail, Outcome, fs, sqs};
 use crate::config::queue_cli::Select;
 use crate::queue::sqs::Outgoing;
+use aws_sdk_sqs::types::Message;
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::PathBuf;
@@ -157,6 +158,81 @@ fn move_back(f: &FsPlace, e: &fs::Entry) -> std::io::Result<bool> {
     Ok(true)
 }
 
+/// What a requeue does with one dead letter it has not looked at before.
+#[derive(Debug)]
+enum Plan {
+    /// Not selected: let go.
+    Pass,
+    /// Selected in a dry run: named, and let go. (Its class.)
+    Preview(Option<String>),
+    /// The journal says it was sent already: only its deletion is missing.
+    Delete,
+    /// To send, then delete. `doubtful`: an earlier run was stopped while sending it.
+    Move { outgoing: Outgoing, doubtful: bool },
+}
+
+/// Pure: the plan for dead letter `m` (id `id`), given the selection, the journal's record
+/// of it, and whether the queue is FIFO.
+fn plan(
+    m: &Message,
+    id: &str,
+    select: &Select,
+    now: i64,
+    dry_run: bool,
+    step: Option<Step>,
+    fifo: bool,
+) -> Plan {
+    let body = m.body().unwrap_or_default();
+    let class = crate::consumer::classify(body).ok().flatten();
+    let seen = Seen {
+        id,
+        class: class.as_deref(),
+        reason: None,
+        sent_at: sqs::sent_at(m),
+    };
+    if !select.matches(&seen, now) {
+        return Plan::Pass;
+    }
+    if dry_run {
+        return Plan::Preview(class);
+    }
+    if step == Some(Step::Sent) {
+        return Plan::Delete;
+    }
+    let group = sqs::group(m).map(str::to_string);
+    Plan::Move {
+        outgoing: Outgoing {
+            body: body.to_string(),
+            group: fifo.then(|| group.unwrap_or_else(|| "requeued".into())),
+            // The dead letter's id: a second send of it within SQS's five-minute window
+            // is dropped.
+            dedup: fifo.then(|| id.to_string()),
+            delay: None,
+            // Kept as SQS's own move task keeps them.
+            attributes: m
+                .message_attributes()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        },
+        doubtful: step == Some(Step::Sending),
+    }
+}
+
+/// What a requeue of SQS dead letters did, for its closing lines.
+#[derive(Default)]
+struct Tally {
+    /// Every dead letter looked at, by id.
+    seen: HashSet<String>,
+    selected: usize,
+    moved: usize,
+    /// Sent again after an earlier run was stopped while sending them.
+    doubtful: Vec<String>,
+    /// A dead letter came back before all had been seen.
+    hold_ran_out: bool,
+}
+
 fn sqs_requeue(
     s: &SqsPlace,
     select: &Select,
@@ -177,12 +253,10 @@ fn sqs_requeue(
     let bar = Progress::new(Some(expected), if dry_run { "dry run" } else { "requeue" });
     let now = super::now();
     let mut out = std::io::stdout().lock();
-    let mut seen = HashSet::new();
+    let mut tally = Tally::default();
     let mut kept = Vec::new();
-    let (mut moved, mut selected, mut doubtful) = (0usize, 0usize, Vec::new());
-    let mut hold_ran_out = false;
     let mut result = Ok(());
-    'receive: while !progress::interrupted() {
+    while !progress::interrupted() {
         let batch = match sqs::receive(&s.sqs, &dlq, hold, 1) {
             Ok(b) => b,
             Err(e) => {
@@ -193,82 +267,48 @@ fn sqs_requeue(
         if batch.is_empty() {
             break;
         }
-        let mut to_move = Vec::new();
-        let mut to_delete = Vec::new();
-        let mut again = false;
+        let (mut to_move, mut to_delete) = (Vec::new(), Vec::new());
         for m in batch {
             let id = m.message_id().unwrap_or_default().to_string();
             let receipt = m.receipt_handle().unwrap_or_default().to_string();
-            if !seen.insert(id.clone()) {
+            if !tally.seen.insert(id.clone()) {
                 // The hold ran out: every dead letter has been looked at.
                 kept.push(receipt);
-                again = true;
+                tally.hold_ran_out = true;
                 continue;
             }
             bar.inc(1);
-            let body = m.body().unwrap_or_default();
-            let class = crate::consumer::classify(body).ok().flatten();
-            let chosen = select.matches(
-                &Seen {
-                    id: &id,
-                    class: class.as_deref(),
-                    reason: None,
-                    sent_at: sqs::sent_at(&m),
-                },
-                now,
-            );
-            if !chosen {
-                kept.push(receipt);
-                continue;
-            }
-            selected += 1;
-            if dry_run {
-                let _ = writeln!(
-                    out,
-                    "would requeue {id} (class {})",
-                    class.as_deref().unwrap_or("-")
-                );
-                kept.push(receipt);
-                continue;
-            }
             let step = journal.as_ref().and_then(|j| j.steps.get(&id).copied());
-            match step {
-                Some(Step::Sent) => to_delete.push((id, receipt)),
-                other => {
-                    if other == Some(Step::Sending) {
-                        doubtful.push(id.clone());
+            let plan = plan(&m, &id, select, now, dry_run, step, fifo);
+            if !matches!(plan, Plan::Pass) {
+                tally.selected += 1;
+            }
+            match plan {
+                Plan::Pass => kept.push(receipt),
+                Plan::Preview(class) => {
+                    let class = class.as_deref().unwrap_or("-");
+                    let _ = writeln!(out, "would requeue {id} (class {class})");
+                    kept.push(receipt);
+                }
+                Plan::Delete => to_delete.push((id, receipt)),
+                Plan::Move { outgoing, doubtful } => {
+                    if doubtful {
+                        tally.doubtful.push(id.clone());
                     }
-                    let group = sqs::group(&m).map(str::to_string);
-                    let outgoing = Outgoing {
-                        body: body.to_string(),
-                        group: fifo.then(|| group.unwrap_or_else(|| "requeued".into())),
-                        // The dead letter's id: a second send of it within SQS's
-                        // five-minute window is dropped.
-                        dedup: fifo.then(|| id.clone()),
-                        delay: None,
-                        // Kept as SQS's own move task keeps them.
-                        attributes: m
-                            .message_attributes()
-                            .into_iter()
-                            .flatten()
-                            .map(|(k, v)| (k.clone(), v.clone()))
-                            .collect(),
-                    };
                     to_move.push((id, receipt, outgoing));
                 }
             }
         }
         if let Some(j) = journal.as_mut() {
             match send_and_delete(s, &dlq, j, to_move, to_delete, &mut out) {
-                Ok(n) => moved += n,
+                Ok(n) => tally.moved += n,
                 Err(e) => {
                     result = Err(e);
-                    break 'receive;
+                    break;
                 }
             }
         }
-        if again {
-            hold_ran_out = true;
+        if tally.hold_ran_out {
             break;
         }
     }
@@ -282,10 +322,24 @@ fn sqs_requeue(
     {
         let _ = std::fs::remove_file(&j.path);
     }
-    if !doubtful.is_empty() {
+    say_what_was_done(s, &dlq, &tally, dry_run, hold, interrupted);
+    result.and(released)
+}
+
+/// The closing lines of an SQS requeue, on standard error.
+fn say_what_was_done(
+    s: &SqsPlace,
+    dlq: &str,
+    tally: &Tally,
+    dry_run: bool,
+    hold: u32,
+    interrupted: bool,
+) {
+    let fifo = s.url.ends_with(".fifo");
+    if !tally.doubtful.is_empty() {
         crate::logging::stderr_line(&format!(
             "warning: an earlier run was stopped while sending {}; sent again{}",
-            doubtful.join(", "),
+            tally.doubtful.join(", "),
             if fifo {
                 " with the same deduplication id (SQS drops a second copy)"
             } else {
@@ -293,37 +347,31 @@ fn sqs_requeue(
             }
         ));
     }
+    let (selected, looked_at) = (tally.selected, tally.seen.len());
     let line = if dry_run {
         format!(
-            "dry run: would requeue {selected} of {} dead letter(s) in {dlq} to {}",
-            seen.len(),
+            "dry run: would requeue {selected} of {looked_at} dead letter(s) in {dlq} to {}",
             s.url
         )
     } else {
-        let how = if interrupted {
-            "interrupted: requeued"
+        let (how, resume) = if interrupted {
+            ("interrupted: requeued", "; run it again to go on")
         } else {
-            "requeued"
-        };
-        let resume = if interrupted {
-            "; run it again to go on"
-        } else {
-            ""
+            ("requeued", "")
         };
         format!(
-            "{how} {moved} of {selected} selected dead letter(s) ({} looked at) from {dlq} to {}{resume}",
-            seen.len(),
-            s.url
+            "{how} {} of {selected} selected dead letter(s) ({looked_at} looked at) from {dlq} to {}{resume}",
+            tally.moved, s.url
         )
     };
     crate::logging::stderr_line(&line);
-    if hold_ran_out && !interrupted {
+    if tally.hold_ran_out && !interrupted {
         crate::logging::stderr_line(&format!(
             "note: a dead letter came back before all were seen (--hold {hold} s ran out): run again, or with a longer --hold"
         ));
     }
     // Dead letters an earlier run (killed, or still going) holds are out of sight for now.
-    if let Ok((_, hidden, _)) = sqs::counts(&s.sqs, &dlq)
+    if let Ok((_, hidden, _)) = sqs::counts(&s.sqs, dlq)
         && hidden > 0
         && !dry_run
     {
@@ -331,7 +379,6 @@ fn sqs_requeue(
             "note: {hidden} dead letter(s) are hidden by another run (or one that was killed); run again once they return"
         ));
     }
-    result.and(released)
 }
 
 /// Send `to_move` (journalled before and after), then delete from the dead-letter queue
@@ -398,4 +445,61 @@ fn delete(
         )));
     }
     Ok(items.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_sqs::types::MessageAttributeValue;
+
+    fn letter(class: &str) -> Message {
+        let attr = MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value("v")
+            .build()
+            .unwrap();
+        Message::builder()
+            .message_id("m1")
+            .body(format!(r#"{{"class":"{class}","args":[]}}"#))
+            .message_attributes("a", attr)
+            .build()
+    }
+
+    fn only(class: &str) -> Select {
+        Select {
+            classes: vec![class.into()],
+            ..Select::default()
+        }
+    }
+
+    #[test]
+    fn a_letter_is_passed_previewed_deleted_or_moved() {
+        let m = letter("Mail");
+        let plan = |select: &Select, dry, step, fifo| plan(&m, "m1", select, 0, dry, step, fifo);
+        assert!(matches!(
+            plan(&only("Other"), false, None, false),
+            Plan::Pass
+        ));
+        assert!(
+            matches!(plan(&only("Mail"), true, None, false), Plan::Preview(Some(c)) if c == "Mail")
+        );
+        assert!(matches!(
+            plan(&only("Mail"), false, Some(Step::Sent), false),
+            Plan::Delete
+        ));
+        let Plan::Move { outgoing, doubtful } =
+            plan(&only("Mail"), false, Some(Step::Sending), true)
+        else {
+            panic!("not moved");
+        };
+        assert!(doubtful);
+        // FIFO: a group of its own, and its id as the deduplication id, attributes kept.
+        assert_eq!(outgoing.group.as_deref(), Some("requeued"));
+        assert_eq!(outgoing.dedup.as_deref(), Some("m1"));
+        assert_eq!(outgoing.attributes.len(), 1);
+        let Plan::Move { outgoing, doubtful } = plan(&Select::default(), false, None, false) else {
+            panic!("not moved");
+        };
+        assert!(!doubtful && outgoing.group.is_none() && outgoing.dedup.is_none());
+    }
 }
