@@ -165,126 +165,19 @@ pub fn load(ctx: &mut Ctx, queue: &str, file: Option<&Path>, group: Option<&str>
     let p = place::resolve(ctx, queue)?;
     let records = read_dump(file)?;
     let bar = Progress::new(Some(records.len() as u64), "load");
-    let mut loaded = 0usize;
-    // What the target could not keep, for the summary line.
-    let mut not_kept = String::new();
+    let mut loaded = Loaded::default();
     let result = match &p {
         Place::Fs(f) => {
-            let root = f.dir.parent().unwrap_or(Path::new("/"));
-            let q = FilesystemQueue::open(
-                root,
-                &f.name,
-                Some(f.timeout),
-                f.timeout,
-                f.lease,
-                ctx.config.consumer_sleep_interval,
-            )
-            .map_err(|e| Fail::Failed(e.to_string()))?;
-            let attributes: usize = records.iter().map(attrs::count).sum();
-            if attributes > 0 {
-                not_kept = format!(
-                    "; {attributes} SQS message attribute(s) not kept: a filesystem queue keeps only the body"
-                );
-            }
-            let mut result = Ok(());
-            for r in &records {
-                if progress::interrupted() {
-                    break;
-                }
-                let class = match r.attr("class") {
-                    Some(c) => Some(c.to_string()),
-                    None => crate::consumer::classify(&r.body).ok().flatten(),
-                };
-                if let Err(e) = q.publish(class.as_deref(), &r.body) {
-                    result = Err(Fail::Failed(e.to_string()));
-                    break;
-                }
-                loaded += 1;
-                bar.inc(1);
-            }
-            result
+            let q = open_fs(ctx, f)?;
+            publish_fs(&q, &records, &bar, &mut loaded)
         }
         Place::Sqs(s) => {
-            let fifo = s.url.ends_with(".fifo");
-            let mut refused: Vec<String> = Vec::new();
-            let outgoing = records
-                .iter()
-                .enumerate()
-                .map(|(i, r)| {
-                    let group = r.attr("group").or(group).map(str::to_string);
-                    if fifo && group.is_none() {
-                        return Err(Fail::Usage(format!(
-                            "message {} (id {}) has no group and the queue is FIFO: give --group-id; nothing was loaded",
-                            i + 1,
-                            r.id
-                        )));
-                    }
-                    let (attributes, left_out) = attrs::to_send(r).map_err(|e| {
-                        Fail::Usage(format!(
-                            "message {} (id {}): {e}; nothing was loaded",
-                            i + 1,
-                            r.id
-                        ))
-                    })?;
-                    refused.extend(left_out);
-                    Ok(Outgoing {
-                        body: r.body.clone(),
-                        attributes,
-                        group: if fifo { group } else { None },
-                        // The dumped id: loading the same dump twice within SQS's
-                        // five-minute window does not double it.
-                        dedup: fifo.then(|| r.id.clone()),
-                        delay: None,
-                    })
-                })
-                .collect::<Outcome<Vec<_>>>()?;
-            if !refused.is_empty() {
-                refused.sort();
-                let n = refused.len();
-                refused.dedup();
-                not_kept = format!(
-                    "; {n} message attribute(s) left out, as SQS refuses their name or type: {}",
-                    refused.join(", ")
-                );
-            }
-            let size = |m: &Outgoing| m.body.len() + attrs::size(&m.attributes);
-            let mut result = Ok(());
-            let mut batch: Vec<Outgoing> = Vec::new();
-            let mut iter = outgoing.into_iter().peekable();
-            while iter.peek().is_some() || !batch.is_empty() {
-                let bytes: usize = batch.iter().map(size).sum();
-                let fits = iter
-                    .peek()
-                    .is_some_and(|m| batch.is_empty() || bytes + size(m) <= MAX_PAYLOAD);
-                if fits && batch.len() < MAX_BATCH {
-                    batch.push(iter.next().expect("peeked"));
-                    continue;
-                }
-                if progress::interrupted() {
-                    break;
-                }
-                let sent = s
-                    .sqs
-                    .send_batch(&s.url, &batch)
-                    .map_err(Fail::Failed)
-                    .and_then(|results| {
-                        let ok = results.iter().filter(|r| r.is_ok()).count();
-                        loaded += ok;
-                        bar.inc(ok as u64);
-                        match results.into_iter().find_map(Result::err) {
-                            Some(e) => Err(Fail::Failed(format!("SQS refused a message: {e}"))),
-                            None => Ok(()),
-                        }
-                    });
-                batch.clear();
-                if let Err(e) = sent {
-                    result = Err(e);
-                    break;
-                }
-            }
-            result
+            // Every record is checked before anything is sent.
+            let outgoing = to_send(s, &records, group, &mut loaded)?;
+            send_sqs(s, outgoing, &bar, &mut loaded)
         }
     };
+    let (loaded, not_kept) = (loaded.count, loaded.not_kept);
     bar.finish();
     let of = records.len();
     let line = if progress::interrupted() {
@@ -300,4 +193,194 @@ pub fn load(ctx: &mut Ctx, queue: &str, file: Option<&Path>, group: Option<&str>
     };
     crate::logging::stderr_line(&line);
     result
+}
+
+/// What a load put into its queue, and what the queue could not keep, for the summary.
+#[derive(Default)]
+struct Loaded {
+    count: usize,
+    /// `; …` for the summary line, or empty.
+    not_kept: String,
+}
+
+fn open_fs(ctx: &Ctx, f: &place::FsPlace) -> Outcome<FilesystemQueue> {
+    let root = f.dir.parent().unwrap_or(Path::new("/"));
+    FilesystemQueue::open(
+        root,
+        &f.name,
+        Some(f.timeout),
+        f.timeout,
+        f.lease,
+        ctx.config.consumer_sleep_interval,
+    )
+    .map_err(|e| Fail::Failed(e.to_string()))
+}
+
+/// Publish each record's body (its class from the dump, or read from the body).
+fn publish_fs(
+    q: &FilesystemQueue,
+    records: &[Record],
+    bar: &Progress,
+    loaded: &mut Loaded,
+) -> Outcome {
+    let attributes: usize = records.iter().map(attrs::count).sum();
+    if attributes > 0 {
+        loaded.not_kept = format!(
+            "; {attributes} SQS message attribute(s) not kept: a filesystem queue keeps only the body"
+        );
+    }
+    for r in records {
+        if progress::interrupted() {
+            break;
+        }
+        let class = match r.attr("class") {
+            Some(c) => Some(c.to_string()),
+            None => crate::consumer::classify(&r.body).ok().flatten(),
+        };
+        q.publish(class.as_deref(), &r.body)
+            .map_err(|e| Fail::Failed(e.to_string()))?;
+        loaded.count += 1;
+        bar.inc(1);
+    }
+    Ok(())
+}
+
+/// The records as SQS messages: a FIFO queue needs a group for each; attributes SQS
+/// refuses are left out and named.
+fn to_send(
+    s: &place::SqsPlace,
+    records: &[Record],
+    group: Option<&str>,
+    loaded: &mut Loaded,
+) -> Outcome<Vec<Outgoing>> {
+    let fifo = s.url.ends_with(".fifo");
+    let mut refused: Vec<String> = Vec::new();
+    let outgoing = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let group = r.attr("group").or(group).map(str::to_string);
+            if fifo && group.is_none() {
+                return Err(Fail::Usage(format!(
+                    "message {} (id {}) has no group and the queue is FIFO: give --group-id; nothing was loaded",
+                    i + 1,
+                    r.id
+                )));
+            }
+            let (attributes, left_out) = attrs::to_send(r).map_err(|e| {
+                Fail::Usage(format!(
+                    "message {} (id {}): {e}; nothing was loaded",
+                    i + 1,
+                    r.id
+                ))
+            })?;
+            refused.extend(left_out);
+            Ok(Outgoing {
+                body: r.body.clone(),
+                attributes,
+                group: if fifo { group } else { None },
+                // The dumped id: loading the same dump twice within SQS's five-minute
+                // window does not double it.
+                dedup: fifo.then(|| r.id.clone()),
+                delay: None,
+            })
+        })
+        .collect::<Outcome<Vec<_>>>()?;
+    if !refused.is_empty() {
+        refused.sort();
+        let n = refused.len();
+        refused.dedup();
+        loaded.not_kept = format!(
+            "; {n} message attribute(s) left out, as SQS refuses their name or type: {}",
+            refused.join(", ")
+        );
+    }
+    Ok(outgoing)
+}
+
+/// Send in batches as large as SQS takes, stopping at the first refusal.
+fn send_sqs(
+    s: &place::SqsPlace,
+    outgoing: Vec<Outgoing>,
+    bar: &Progress,
+    loaded: &mut Loaded,
+) -> Outcome {
+    for batch in batches_by_size(outgoing) {
+        if progress::interrupted() {
+            break;
+        }
+        let results = s.sqs.send_batch(&s.url, &batch).map_err(Fail::Failed)?;
+        let ok = results.iter().filter(|r| r.is_ok()).count();
+        loaded.count += ok;
+        bar.inc(ok as u64);
+        if let Some(e) = results.into_iter().find_map(Result::err) {
+            return Err(Fail::Failed(format!("SQS refused a message: {e}")));
+        }
+    }
+    Ok(())
+}
+
+/// Pure: `outgoing` in order, cut into batches of at most `MAX_BATCH` messages and
+/// `MAX_PAYLOAD` bytes (bodies and attributes); a message larger than that alone goes alone,
+/// for SQS to refuse by name.
+fn batches_by_size(outgoing: Vec<Outgoing>) -> Vec<Vec<Outgoing>> {
+    let size = |m: &Outgoing| m.body.len() + attrs::size(&m.attributes);
+    let mut batches: Vec<Vec<Outgoing>> = Vec::new();
+    let mut bytes = 0;
+    for m in outgoing {
+        let n = size(&m);
+        match batches.last_mut() {
+            Some(b) if b.len() < MAX_BATCH && bytes + n <= MAX_PAYLOAD => {
+                bytes += n;
+                b.push(m);
+            }
+            _ => {
+                bytes = n;
+                batches.push(vec![m]);
+            }
+        }
+    }
+    batches
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sized(bytes: usize) -> Outgoing {
+        Outgoing {
+            body: "x".repeat(bytes),
+            group: None,
+            dedup: None,
+            delay: None,
+            attributes: Vec::new(),
+        }
+    }
+
+    fn shape(batches: &[Vec<Outgoing>]) -> Vec<Vec<usize>> {
+        batches
+            .iter()
+            .map(|b| b.iter().map(|m| m.body.len()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn batches_hold_at_most_ten_messages_and_the_payload_limit_in_order() {
+        assert!(batches_by_size(Vec::new()).is_empty());
+        let small = batches_by_size((0..23).map(|_| sized(1)).collect());
+        assert_eq!(small.iter().map(Vec::len).collect::<Vec<_>>(), [10, 10, 3]);
+        let half = MAX_PAYLOAD / 2;
+        let big = batches_by_size(vec![
+            sized(half),
+            sized(half),
+            sized(1),
+            sized(MAX_PAYLOAD + 1),
+            sized(2),
+        ]);
+        // Two halves fill a batch; one too large for any goes alone, for SQS to refuse.
+        assert_eq!(
+            shape(&big),
+            [vec![half, half], vec![1], vec![MAX_PAYLOAD + 1], vec![2]]
+        );
+    }
 }
