@@ -77,11 +77,7 @@ pub fn start(config: Config, log: LogHandle, flags: Flags) -> Result<Master, Sta
     let _ = nix::sys::prctl::set_name(c"chore-master");
     protect_secrets();
     if let Some(addr) = config.metrics_listen {
-        let handle = crate::observe::metrics::install().map_err(StartError::System)?;
-        crate::observe::exporter::serve(addr, handle).map_err(|e| {
-            StartError::System(format!("metrics-listen: cannot listen on {addr}: {e}"))
-        })?;
-        tracing::info!(address = %addr, "metrics served at http://{addr}/metrics");
+        serve_metrics(addr)?;
     }
     let qconfigs: Vec<_> = config.selected_queues().cloned().collect();
     if qconfigs.is_empty() {
@@ -94,30 +90,13 @@ pub fn start(config: Config, log: LogHandle, flags: Flags) -> Result<Master, Sta
     // bind sets the umask for a moment; the SQS client's threads write none).
     let control = bind_control(&config)?;
 
-    // Credits: the running batches plus one batch ahead, so a worker that finishes finds
-    // its next batch ready, and nothing waits long in the buffer; for HTTP handlers, their
-    // connections plus a receive ahead, so no message waits long for its post.
     let targets = http_targets(&qconfigs);
-    let runs_commands = qconfigs
-        .iter()
-        .any(|q| q.handler.is_some() || !q.classes.is_empty());
-    let http_credits = targets
-        .iter()
-        .map(|t| t.connections + t.connections.min(10))
-        .sum::<usize>();
-    let capacity = if runs_commands {
-        (config.concurrency + 1) * config.batch_size
-    } else {
-        0
-    } + http_credits;
+    let Credits {
+        capacity,
+        http: http_credits,
+        polling_size,
+    } = credits(&config, &qconfigs, &targets);
     let gate = Gate::new(capacity);
-    // Each consumer thread waits for a whole receive's worth of credits; keep that within
-    // its share (counting one share for what is running), so an idle thread can never sit
-    // on credits another queue needs, and a small pool still receives a batch ahead.
-    let consumer_threads = queues.len() * config.threads_per_queue;
-    let polling_size = config
-        .queue_polling_size
-        .min((capacity / (consumer_threads + 1)).max(1));
     let stop = Arc::new(Stop::new().map_err(|e| StartError::System(e.to_string()))?);
     let (signal_tx, signal_rx) = unbounded();
     signals::spawn(signal_tx)
@@ -274,6 +253,61 @@ fn bind_control(config: &Config) -> Result<Option<crate::control::server::Bound>
 }
 
 /// Every HTTP handler of the consumed queues, once each.
+fn serve_metrics(addr: std::net::SocketAddr) -> Result<(), StartError> {
+    let handle = crate::observe::metrics::install().map_err(StartError::System)?;
+    crate::observe::exporter::serve(addr, handle)
+        .map_err(|e| StartError::System(format!("metrics-listen: cannot listen on {addr}: {e}")))?;
+    tracing::info!(address = %addr, "metrics served at http://{addr}/metrics");
+    Ok(())
+}
+
+/// How many messages the master may hold, and how many a consumer asks for at once.
+#[derive(Debug, PartialEq)]
+pub(super) struct Credits {
+    /// The gate's credits in all.
+    pub capacity: usize,
+    /// The part of them HTTP handlers hold.
+    pub http: usize,
+    /// The most one receive asks for.
+    pub polling_size: usize,
+}
+
+/// Pure: the running batches plus one batch ahead, so a worker that finishes finds its
+/// next batch ready and nothing waits long in the buffer; for HTTP handlers, their
+/// connections plus a receive ahead, so no message waits long for its post.
+///
+/// Each consumer thread waits for a whole receive's worth of credits; that stays within
+/// its share (counting one share for what is running), so an idle thread can never sit on
+/// credits another queue needs, and a small pool still receives a batch ahead.
+pub(super) fn credits(
+    config: &Config,
+    qconfigs: &[QueueConfig],
+    targets: &[Arc<HttpTarget>],
+) -> Credits {
+    let runs_commands = qconfigs
+        .iter()
+        .any(|q| q.handler.is_some() || !q.classes.is_empty());
+    let http = targets
+        .iter()
+        .map(|t| t.connections + t.connections.min(10))
+        .sum::<usize>();
+    let batches = if runs_commands {
+        (config.concurrency + 1) * config.batch_size
+    } else {
+        0
+    };
+    let capacity = batches + http;
+    let consumer_threads = qconfigs.len() * config.threads_per_queue;
+    let polling_size = config
+        .queue_polling_size
+        .min((capacity / (consumer_threads + 1)).max(1));
+    Credits {
+        capacity,
+        http,
+        polling_size,
+    }
+}
+
 fn http_targets(qconfigs: &[QueueConfig]) -> Vec<Arc<HttpTarget>> {
     let mut targets: Vec<Arc<HttpTarget>> = Vec::new();
     let all = qconfigs

@@ -618,3 +618,47 @@ fn the_status_snapshot_and_the_liveness_verdict_follow_the_master() {
         (1, vec!["b".to_string()])
     );
 }
+
+#[test]
+fn credits_cover_the_running_batches_one_batch_ahead_and_each_http_connection() {
+    use super::startup::{Credits, credits};
+    let commands = QueueConfig {
+        handler: Some(crate::config::Handler {
+            command: vec!["true".into()],
+            mode: crate::config::HandlerMode::Batch,
+            env: Default::default(),
+            dir: None,
+            preload: None,
+        }),
+        ..queue_config()
+    };
+    let c = config(2, 50, commands.clone());
+    let want = |capacity, http, polling_size| Credits {
+        capacity,
+        http,
+        polling_size,
+    };
+    // Two running batches of 50 and one ahead; a receive asks for the configured 10.
+    assert_eq!(
+        credits(&c, std::slice::from_ref(&commands), &[]),
+        want(150, 0, 10)
+    );
+    // A small pool: one batch of one running, one ahead, so a receive asks for one.
+    let small = config(1, 1, commands.clone());
+    assert_eq!(
+        credits(&small, std::slice::from_ref(&commands), &[]),
+        want(2, 0, 1)
+    );
+    // An HTTP handler of 50 connections adds them and a receive of 10 ahead; a queue with
+    // only HTTP handlers holds no batches.
+    let (_, target, _) = http_rig(50);
+    let web = QueueConfig {
+        http: Some(target.clone()),
+        ..queue_config()
+    };
+    assert_eq!(
+        credits(&c, &[web.clone()], &[target.clone()]),
+        want(60, 60, 10)
+    );
+    assert_eq!(credits(&c, &[commands, web], &[target]), want(210, 60, 10));
+}
