@@ -657,7 +657,11 @@ fn credits_cover_the_running_batches_one_batch_ahead_and_each_http_connection() 
         ..queue_config()
     };
     assert_eq!(
-        credits(&c, &[web.clone()], &[target.clone()]),
+        credits(
+            &c,
+            std::slice::from_ref(&web),
+            std::slice::from_ref(&target)
+        ),
         want(60, 60, 10)
     );
     assert_eq!(credits(&c, &[commands, web], &[target]), want(210, 60, 10));
