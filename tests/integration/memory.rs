@@ -55,3 +55,35 @@ fn a_handler_past_its_memory_limit_fails_and_says_so() {
     assert!(reason.contains("memory-limit (64 MiB)"), "{reason}");
     assert_eq!(master.stop().code(), Some(0));
 }
+
+#[test]
+fn the_master_gives_back_the_memory_of_large_messages_once_they_are_done() {
+    let sb = Sandbox::new("memory-given-back");
+    sb.chorefile(
+        "concurrency = 2\nbatch-size = 4\nbatch-timeout = 0.2\n\
+         [queues.jobs]\nhandler = [\"sh\", \"-c\", \"cat >/dev/null\"]\n",
+    );
+    let jobs = sb.queue("jobs");
+    let mut master = sb.start(&[]);
+    let filler = "a".repeat(16 << 20);
+    for i in 0..16 {
+        let body = format!(r#"{{"class":"Big","args":["{filler}"]}}"#);
+        jobs.put(
+            "new",
+            &format!("{}-{i}.0.job", 1_700_000_000 + i),
+            body.as_bytes(),
+        );
+    }
+    master.wait("every large message done", || jobs.is_idle());
+    let peak = crate::support::procs::peak_rss_kb(master.pid);
+    assert!(
+        peak > 100 << 10,
+        "the master held the bodies at once: peak {peak} KiB"
+    );
+    // Freed buffers of this size go back to the system at once; the margin is for the
+    // allocator's own bookkeeping.
+    master.wait("the master's memory given back", || {
+        crate::support::procs::rss_kb(master.pid) < 64 << 10
+    });
+    assert_eq!(master.stop().code(), Some(0));
+}

@@ -100,10 +100,19 @@ fn parent_of(pid: i32) -> Option<i32> {
 
 /// Peak resident memory of a live process (VmHWM), in KiB; 0 when it is gone.
 pub fn peak_rss_kb(pid: i32) -> u64 {
+    status_kb(pid, "VmHWM:")
+}
+
+/// Resident memory of a live process now (VmRSS), in KiB; 0 when it is gone.
+pub fn rss_kb(pid: i32) -> u64 {
+    status_kb(pid, "VmRSS:")
+}
+
+fn status_kb(pid: i32, field: &str) -> u64 {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
