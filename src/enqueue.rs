@@ -168,7 +168,7 @@ impl Target {
         // A queue that does not exist is a mistake; SQS out of reach is a failure, which a
         // producer may retry.
         let url = sqs
-            .queue_url(&lookup, options.create)
+            .queue_url(&lookup, Some(&options))
             .map_err(|e| match e {
                 OpenError::Missing(m) => NotOpened::usage(m),
                 OpenError::Failed(m) => NotOpened {

@@ -81,33 +81,21 @@ fn create_sqs(sqs: &Sqs, q: &QueueConfig) -> Outcome {
         );
         return Ok(());
     }
-    let fifo = q.full_name.ends_with(".fifo");
-    let mut attrs = HashMap::new();
-    if fifo {
-        attrs.insert(QueueAttributeName::FifoQueue, "true".to_string());
-    }
-    if let Some(t) = q.timeout {
-        attrs.insert(
-            QueueAttributeName::VisibilityTimeout,
-            t.as_secs().to_string(),
-        );
-    }
-    if let Some(dlq) = &q.sqs.dead_letter_queue {
-        let dlq_url = if dlq.starts_with("http") {
-            dlq.clone()
-        } else {
-            let mut dattrs = HashMap::new();
+    let dlq_url = match &q.sqs.dead_letter_queue {
+        Some(dlq) if dlq.starts_with("http") => Some(dlq.clone()),
+        Some(dlq) => {
+            let mut attrs = HashMap::new();
             if dlq.ends_with(".fifo") {
-                dattrs.insert(QueueAttributeName::FifoQueue, "true".to_string());
+                attrs.insert(QueueAttributeName::FifoQueue, "true".to_string());
             }
-            create_one(sqs, dlq, dattrs)?
-        };
-        if let Some(max) = q.max_attempts {
-            let arn = queue_arn(sqs, &dlq_url)?;
-            let policy = serde_json::json!({"deadLetterTargetArn": arn, "maxReceiveCount": max});
-            attrs.insert(QueueAttributeName::RedrivePolicy, policy.to_string());
+            Some(create_one(sqs, dlq, attrs)?)
         }
-    }
+        None => None,
+    };
+    // The same attributes as the master gives a queue it creates (`create = true`).
+    let attrs = sqs
+        .declared_attributes(&q.full_name, &q.sqs, dlq_url.as_deref())
+        .map_err(Fail::Failed)?;
     create_one(sqs, &q.full_name, attrs)?;
     Ok(())
 }
@@ -117,39 +105,9 @@ fn create_one(
     name: &str,
     attrs: HashMap<QueueAttributeName, String>,
 ) -> Outcome<String> {
-    let out = sqs
-        .block_on(
-            sqs.client
-                .create_queue()
-                .queue_name(name)
-                .set_attributes(Some(attrs))
-                .send(),
-        )
-        .map_err(|e| Fail::Failed(format!("CreateQueue {name}: {}", DisplayErrorContext(&e))))?;
-    let url = out.queue_url().unwrap_or_default().to_string();
+    let url = sqs.create_queue(name, attrs).map_err(Fail::Failed)?;
     println!("created: {url}");
     Ok(url)
-}
-
-fn queue_arn(sqs: &Sqs, url: &str) -> Outcome<String> {
-    let out = sqs
-        .block_on(
-            sqs.client
-                .get_queue_attributes()
-                .queue_url(url)
-                .attribute_names(QueueAttributeName::QueueArn)
-                .send(),
-        )
-        .map_err(|e| {
-            Fail::Failed(format!(
-                "GetQueueAttributes {url}: {}",
-                DisplayErrorContext(&e)
-            ))
-        })?;
-    out.attributes()
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn))
-        .cloned()
-        .ok_or_else(|| Fail::Failed(format!("{url}: SQS did not give its ARN")))
 }
 
 pub fn delete(ctx: &mut Ctx, queue: &str, yes: bool) -> Outcome {

@@ -92,7 +92,7 @@ pub fn resolve(ctx: &mut Ctx, text: &str) -> Outcome<Place> {
 /// The URL of a declared SQS queue, which must exist.
 pub fn sqs_url(sqs: &Sqs, q: &QueueConfig) -> Outcome<String> {
     let lookup = q.url.as_deref().unwrap_or(&q.full_name);
-    sqs.queue_url(lookup, false).map_err(|e| match e {
+    sqs.queue_url(lookup, None).map_err(|e| match e {
         OpenError::Missing(m) => Fail::Usage(m),
         OpenError::Failed(m) => Fail::Failed(m),
     })
@@ -175,7 +175,7 @@ pub fn dead_letter_url(p: &SqsPlace) -> Outcome<String> {
         .as_ref()
         .and_then(|q| q.sqs.dead_letter_queue.as_deref())
     {
-        return p.sqs.queue_url(dlq, false).map_err(|e| match e {
+        return p.sqs.queue_url(dlq, None).map_err(|e| match e {
             OpenError::Missing(m) => Fail::Usage(format!("dead-letter queue: {m}")),
             OpenError::Failed(m) => Fail::Failed(m),
         });
@@ -206,7 +206,7 @@ pub fn dead_letter_url(p: &SqsPlace) -> Outcome<String> {
         )));
     };
     let name = arn.rsplit(':').next().unwrap_or(&arn);
-    p.sqs.queue_url(name, false).map_err(|e| match e {
+    p.sqs.queue_url(name, None).map_err(|e| match e {
         OpenError::Missing(m) => Fail::Usage(format!("dead-letter queue: {m}")),
         OpenError::Failed(m) => Fail::Failed(m),
     })

@@ -24,6 +24,21 @@ pub struct SqsQueueOptions {
     pub wait: Option<Duration>,
     /// Dead-letter queue name or URL.
     pub dead_letter_queue: Option<String>,
+    /// A queue chore creates gets this visibility timeout (the queue's `timeout`)...
+    pub visibility_timeout: Option<Duration>,
+    /// ...and, with a dead-letter queue, a redrive policy after this many receives
+    /// (`max-attempts`).
+    pub max_receive_count: Option<u32>,
+}
+
+impl SqsQueueOptions {
+    /// A queue created with SQS's defaults (and FIFO by its name): a dead-letter queue.
+    pub fn plain() -> SqsQueueOptions {
+        SqsQueueOptions {
+            create: true,
+            ..SqsQueueOptions::default()
+        }
+    }
 }
 
 /// Dedupe settings from the Chorefile.

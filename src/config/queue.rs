@@ -138,6 +138,8 @@ pub fn resolve(t: &QueueTable, d: &QueueDefaults) -> Result<QueueConfig, Vec<Con
             create: create.unwrap_or(false),
             wait,
             dead_letter_queue: dlq,
+            visibility_timeout: timeout,
+            max_receive_count: max_attempts.or(d.max_attempts),
         },
         pass_aws_credentials: pass.unwrap_or(false),
         memory_limit,

@@ -5,7 +5,7 @@
 //! messages are pure functions, tested here.
 
 use super::MAX_WAIT;
-use crate::config::SqsSettings;
+use crate::config::{SqsQueueOptions, SqsSettings};
 use crate::queue::Periodic;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::DisplayErrorContext;
@@ -13,6 +13,7 @@ use aws_sdk_sqs::types::{
     BatchResultErrorEntry, MessageAttributeValue, QueueAttributeName, SendMessageBatchRequestEntry,
     SendMessageBatchResultEntry,
 };
+use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
@@ -140,7 +141,13 @@ impl Sqs {
     }
 
     /// Resolve a queue name (or URL) to its URL, creating it when asked.
-    pub fn queue_url(&self, name_or_url: &str, create: bool) -> Result<String, OpenError> {
+    /// The URL of `name_or_url`. One that does not exist is created as declared when
+    /// `create` is given (`SqsQueueOptions::create`), else `Missing`.
+    pub fn queue_url(
+        &self,
+        name_or_url: &str,
+        create: Option<&SqsQueueOptions>,
+    ) -> Result<String, OpenError> {
         if is_url(name_or_url) {
             return Ok(name_or_url.to_string());
         }
@@ -151,29 +158,96 @@ impl Sqs {
                 if e.as_service_error()
                     .is_some_and(|s| s.is_queue_does_not_exist()) =>
             {
-                if !create {
+                let Some(options) = create.filter(|o| o.create) else {
                     return Err(OpenError::Missing(format!(
                         "SQS queue `{name_or_url}` does not exist (create it, or set `create = true` on the queue)"
                     )));
-                }
-                let mut req = self.client.create_queue().queue_name(name_or_url);
-                if is_fifo_name(name_or_url) {
-                    req = req.attributes(QueueAttributeName::FifoQueue, "true");
-                }
-                let out = self.block_on(req.send()).map_err(|e| {
-                    OpenError::Failed(format!(
-                        "cannot create SQS queue `{name_or_url}`: {}",
-                        DisplayErrorContext(&e)
-                    ))
-                })?;
+                };
+                let dlq = match &options.dead_letter_queue {
+                    Some(dlq) => Some(self.queue_url(dlq, Some(&SqsQueueOptions::plain()))?),
+                    None => None,
+                };
+                let attributes = self
+                    .declared_attributes(name_or_url, options, dlq.as_deref())
+                    .map_err(OpenError::Failed)?;
+                let url = self
+                    .create_queue(name_or_url, attributes)
+                    .map_err(OpenError::Failed)?;
                 tracing::info!(queue = name_or_url, "created SQS queue");
-                Ok(out.queue_url().unwrap_or_default().to_string())
+                Ok(url)
             }
             Err(e) => Err(OpenError::Failed(format!(
                 "cannot look up SQS queue `{name_or_url}`: {}",
                 DisplayErrorContext(&e)
             ))),
         }
+    }
+
+    /// The attributes chore creates a declared queue with, whoever creates it (the master
+    /// or `chore enqueue` with `create = true`, `chore queue create`): FIFO by its name,
+    /// the queue's `timeout` as its visibility timeout, and with a dead-letter queue
+    /// (`dlq_url`) and `max-attempts`, a redrive policy to it after that many receives.
+    pub fn declared_attributes(
+        &self,
+        name: &str,
+        options: &SqsQueueOptions,
+        dlq_url: Option<&str>,
+    ) -> Result<HashMap<QueueAttributeName, String>, String> {
+        let mut attrs = HashMap::new();
+        if is_fifo_name(name) {
+            attrs.insert(QueueAttributeName::FifoQueue, "true".to_string());
+        }
+        if let Some(t) = options.visibility_timeout {
+            attrs.insert(
+                QueueAttributeName::VisibilityTimeout,
+                t.as_secs().to_string(),
+            );
+        }
+        if let (Some(url), Some(max)) = (dlq_url, options.max_receive_count) {
+            let arn = self.queue_arn(url)?;
+            let policy = serde_json::json!({"deadLetterTargetArn": arn, "maxReceiveCount": max});
+            attrs.insert(QueueAttributeName::RedrivePolicy, policy.to_string());
+        }
+        Ok(attrs)
+    }
+
+    /// `CreateQueue` with `attributes`; its URL.
+    pub fn create_queue(
+        &self,
+        name: &str,
+        attributes: HashMap<QueueAttributeName, String>,
+    ) -> Result<String, String> {
+        let out = self
+            .block_on(
+                self.client
+                    .create_queue()
+                    .queue_name(name)
+                    .set_attributes(Some(attributes))
+                    .send(),
+            )
+            .map_err(|e| {
+                format!(
+                    "cannot create SQS queue `{name}`: {}",
+                    DisplayErrorContext(&e)
+                )
+            })?;
+        Ok(out.queue_url().unwrap_or_default().to_string())
+    }
+
+    fn queue_arn(&self, url: &str) -> Result<String, String> {
+        let out = self
+            .block_on(
+                self.client
+                    .get_queue_attributes()
+                    .queue_url(url)
+                    .attribute_names(QueueAttributeName::QueueArn)
+                    .send(),
+            )
+            .map_err(|e| format!("cannot read the ARN of {url}: {}", DisplayErrorContext(&e)))?;
+        out.attributes()
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn))
+            .cloned()
+            .ok_or_else(|| format!("{url}: SQS did not give its ARN"))
     }
 
     /// Publish up to ten messages in one `SendMessageBatch`; one result per message, in

@@ -47,7 +47,7 @@ impl SqsQueue {
     /// Open `name` (or a URL): look it up once, read its visibility timeout, start its
     /// settler.
     pub fn open(sqs: &Sqs, name: &str, options: &SqsQueueOptions) -> Result<SqsQueue, OpenError> {
-        let url = sqs.queue_url(name, options.create)?;
+        let url = sqs.queue_url(name, Some(options))?;
         let attrs = sqs
             .block_on(
                 sqs.client
@@ -65,7 +65,13 @@ impl SqsQueue {
             })?;
         let (visibility, fifo) = read_attributes(attrs.attributes(), &url);
         let dlq_url = match &options.dead_letter_queue {
-            Some(dlq) => Some(sqs.queue_url(dlq, options.create)?),
+            Some(dlq) => {
+                let plain = SqsQueueOptions {
+                    create: options.create,
+                    ..SqsQueueOptions::default()
+                };
+                Some(sqs.queue_url(dlq, Some(&plain))?)
+            }
             None => None,
         };
         let (settle, settler) = settler::start(sqs, name, &url, fifo, visibility, dlq_url)?;

@@ -327,3 +327,56 @@ fn sqs_fifo_a_batch_handler_gets_one_message_per_group_and_a_failure_holds_the_g
     );
     assert_eq!(master.stop().code(), Some(0));
 }
+
+/// A queue chore creates (`create = true`) gets what its declaration says, whether the
+/// master or `chore enqueue` finds it missing, as `chore queue create` makes it: the
+/// queue's `timeout` as its visibility timeout, and a redrive policy to its dead-letter
+/// queue after `max-attempts` receives (for what chore could not settle).
+#[test]
+fn sqs_a_queue_chore_creates_has_its_declared_timeout_and_redrive() {
+    let moto = Moto::start();
+    let sb = Sandbox::new("sqs-create-declared");
+    let h = sb.recorder("job.sh", "runs.txt", "exit 0");
+    sqs_chorefile(
+        &sb,
+        &moto,
+        &format!(
+            "[queues.made]\nbackend = \"sqs\"\ncreate = true\nwait-time = 1\ntimeout = 45\n\
+             dead-letter-queue = \"made-dead\"\nmax-attempts = 3\nhandler = [{h:?}]\n\
+             [queues.pushed]\nbackend = \"sqs\"\ncreate = true\ntimeout = 20\n\
+             handler = [{h:?}]\n"
+        ),
+    );
+    let attribute = |url: &str, name: &str| {
+        let out = moto.call(
+            "GetQueueAttributes",
+            json!({"QueueUrl": url, "AttributeNames": [name]}),
+        );
+        out["Attributes"][name]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    // `chore enqueue` into a queue nobody made yet.
+    enqueue(&sb, &["pushed", r#"{"n":1}"#], None);
+    let pushed = moto.queue_url("pushed").expect("enqueue created the queue");
+    assert_eq!(attribute(&pushed, "VisibilityTimeout"), "20");
+    let mut master = start(&sb);
+    master.wait_log("chore master started");
+    let made = moto
+        .queue_url("made")
+        .expect("the master created the queue");
+    assert_eq!(attribute(&made, "VisibilityTimeout"), "45");
+    let policy: serde_json::Value =
+        serde_json::from_str(&attribute(&made, "RedrivePolicy")).expect("a redrive policy");
+    assert_eq!(policy["maxReceiveCount"].to_string().trim_matches('"'), "3");
+    assert!(
+        policy["deadLetterTargetArn"]
+            .as_str()
+            .unwrap()
+            .ends_with(":made-dead"),
+        "{policy}"
+    );
+    master.wait("the enqueued job", || sb.runs("runs.txt").len() == 1);
+    assert_eq!(master.stop().code(), Some(0));
+}
