@@ -126,7 +126,10 @@ fn queue(old: &QueueConfig, new: &QueueConfig, d: &mut Diff) {
     if old.backend != new.backend || old.full_name != new.full_name || old.url != new.url {
         restart("where it lives (backend, name or url)");
     }
-    if !same(&old.sqs, &new.sqs) {
+    // What the Chorefile says of the SQS queue itself; the attributes a queue is created
+    // with follow `timeout` and `max-attempts`, which have rules of their own.
+    let sqs = |q: &QueueConfig| (q.sqs.create, q.sqs.wait, q.sqs.dead_letter_queue.clone());
+    if sqs(old) != sqs(new) {
         restart("sqs options");
     }
     if !same(&old.http, &new.http) || !same(&old.http_classes, &new.http_classes) {
