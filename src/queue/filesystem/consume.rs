@@ -1,5 +1,6 @@
-//! Receiving from a filesystem queue: one consumer thread's cached listing of `new/`, its
-//! inotify watch, and its share of the expiry recovery.
+//! Receiving from a filesystem queue: one consumer thread's cached listing of `new/` (read
+//! again only when the directory may have changed), its inotify watch, and its share of
+//! the expiry recovery.
 
 use super::claim::Claimed;
 use super::recover::Recovery;
@@ -9,7 +10,9 @@ use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs;
 use std::io;
-use std::time::Instant;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
 
 /// How many names one directory listing keeps for later receives.
 const LISTING_BATCH: usize = 4096;
@@ -17,11 +20,68 @@ const LISTING_BATCH: usize = 4096;
 /// How many files this process may not open are remembered, so each is logged once.
 const FORBIDDEN_REMEMBERED: usize = 1024;
 
+/// A listing taken less than this after `new/` last changed is not trusted to be the
+/// last word: a change right after it may carry the same (coarse) timestamp.
+const SETTLED: Duration = Duration::from_secs(2);
+
+/// However unchanged `new/` looks, it is listed again this often (a filesystem whose
+/// timestamps lag, such as NFS's cached attributes).
+const RELIST_AT_LEAST_EVERY: Duration = Duration::from_secs(30);
+
+/// What `new/` looked like: a listing of it finds nothing new while it still looks so.
+///
+/// Reading a directory costs its size, which on ext4 never shrinks: after a backlog of
+/// 80,000 files an empty `new/` is 7 MB, and listing it at every idle interval kept an
+/// idle master busy. A `stat` tells whether anything was added or removed since.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Look {
+    ino: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Look {
+    fn of(dir: &Path) -> Option<Look> {
+        let m = fs::metadata(dir).ok()?;
+        Some(Look {
+            ino: m.ino(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
+}
+
+/// The last complete listing of `new/`: how the directory looked just before it, and when.
+#[derive(Clone, Copy, Debug)]
+struct Listed {
+    look: Look,
+    at: SystemTime,
+    started: Instant,
+}
+
+impl Listed {
+    /// Pure: may a listing now find names this one did not, given how `new/` looks now?
+    fn outdated(&self, now_look: Option<Look>, now: Instant) -> bool {
+        let changed_at = SystemTime::UNIX_EPOCH
+            + Duration::new(self.look.mtime.0.max(0) as u64, self.look.mtime.1 as u32);
+        let settled = self
+            .at
+            .duration_since(changed_at)
+            .is_ok_and(|quiet| quiet >= SETTLED);
+        now_look != Some(self.look)
+            || !settled
+            || now.duration_since(self.started) >= RELIST_AT_LEAST_EVERY
+    }
+}
+
 /// One consumer thread's view: a cached listing of `new/`, an inotify watch to wake on
 /// new files, and its own recovery clock.
 pub(super) struct FilesystemConsumer {
     queue: FilesystemQueue,
     listing: Vec<OsString>,
+    /// The last complete listing, while nothing says `new/` holds more than it did: None
+    /// after an inotify event, a listing cut at `LISTING_BATCH`, or names left unclaimed.
+    listed: Option<Listed>,
     watch: Option<nix::sys::inotify::Inotify>,
     recovery: Recovery,
     /// Files of `new/` this process may not open, already logged: they are skipped at
@@ -49,6 +109,7 @@ impl FilesystemConsumer {
         Ok(FilesystemConsumer {
             queue: q.clone(),
             listing: Vec::new(),
+            listed: None,
             watch,
             recovery: Recovery::default(),
             forbidden: HashSet::new(),
@@ -57,18 +118,25 @@ impl FilesystemConsumer {
 
     fn refill(&mut self) -> io::Result<()> {
         let q = &self.queue;
+        let look = Look::of(&q.new_dir);
+        let (at, started) = (SystemTime::now(), Instant::now());
         let mut entries = fs::read_dir(&q.new_dir);
         if matches!(&entries, Err(e) if e.kind() == io::ErrorKind::NotFound) && q.recreate_dirs() {
             entries = fs::read_dir(&q.new_dir);
         }
         let entries = entries.map_err(|e| annotate(e, &q.new_dir))?;
         self.listing.clear();
+        let mut seen = 0;
         for entry in entries.take(LISTING_BATCH) {
+            seen += 1;
             let name = entry?.file_name();
             if !name.as_encoded_bytes().starts_with(b".") {
                 self.listing.push(name);
             }
         }
+        self.listed = look
+            .filter(|_| seen < LISTING_BATCH)
+            .map(|look| Listed { look, at, started });
         // Take from the end of the Vec, so reverse to keep directory order.
         self.listing.reverse();
         Ok(())
@@ -84,7 +152,8 @@ impl FilesystemConsumer {
     }
 
     fn claim_some(&mut self, max: usize, now: Instant, out: &mut Received) -> io::Result<()> {
-        if self.listing.is_empty() {
+        let outdated = |l: &Listed| l.outdated(Look::of(&self.queue.new_dir), now);
+        if self.listing.is_empty() && self.listed.as_ref().is_none_or(outdated) {
             self.refill()?;
         }
         let mut looked = 0;
@@ -101,8 +170,13 @@ impl FilesystemConsumer {
             match self.queue.claim(name, now) {
                 Ok(Some(Claimed::Body(d))) => out.deliveries.push(d),
                 Ok(Some(Claimed::Unreadable(d, why))) => out.unreadable.push((d, why)),
-                Ok(Some(Claimed::Forbidden(e))) => self.forbidden(name, e),
-                Ok(None) => {}
+                // Still there: looked at again after the next wait.
+                Ok(Some(Claimed::Forbidden(e))) => {
+                    self.listed = None;
+                    self.forbidden(name, e);
+                }
+                // Being written, or taken by someone else: looked at again too.
+                Ok(None) => self.listed = None,
                 // What was claimed before the error is kept (it is renewed and run).
                 Err(e) if !out.deliveries.is_empty() || !out.unreadable.is_empty() => {
                     tracing::error!(queue = %self.queue.name, error = %e, "claim failed; keeping what this pass claimed");
@@ -149,6 +223,7 @@ impl FilesystemConsumer {
                     if events.is_empty() {
                         break;
                     }
+                    self.listed = None;
                 }
             }
             None => {
@@ -170,11 +245,80 @@ impl Consume for FilesystemConsumer {
         {
             self.wait(stop);
             if !stop.fired() {
-                self.refill()?;
+                // Lists `new/` again only if something may have come.
                 self.pass(max, &mut out)?;
             }
         }
         out.short = out.deliveries.len() < max && self.listing.is_empty();
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::filesystem::tests::queue;
+
+    fn look() -> Look {
+        Look {
+            ino: 7,
+            mtime: (1_000, 0),
+            ctime: (1_000, 0),
+        }
+    }
+
+    #[test]
+    fn a_listing_is_outdated_once_the_directory_changed_or_had_just_changed() {
+        let changed = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let t0 = Instant::now();
+        let listed = |secs_after_change| Listed {
+            look: look(),
+            at: changed + Duration::from_secs(secs_after_change),
+            started: t0,
+        };
+        let later = t0 + Duration::from_secs(5);
+        assert!(!listed(60).outdated(Some(look()), later), "nothing changed");
+        let touched = Look {
+            mtime: (1_001, 5),
+            ..look()
+        };
+        assert!(listed(60).outdated(Some(touched), later), "a name came or went");
+        assert!(listed(60).outdated(None, later), "new/ is gone");
+        assert!(
+            listed(1).outdated(Some(look()), later),
+            "listed within a tick of a change: a later one may share its timestamp"
+        );
+        assert!(
+            listed(60).outdated(Some(look()), t0 + RELIST_AT_LEAST_EVERY),
+            "listed again at least this often"
+        );
+    }
+
+    /// Make `new/` look as if it last changed an hour ago.
+    fn age(dir: &Path) {
+        let past = SystemTime::now() - Duration::from_secs(3600);
+        fs::File::open(dir).unwrap().set_modified(past).unwrap();
+    }
+
+    #[test]
+    fn an_idle_consumer_lists_new_again_only_when_it_changed() {
+        let (_dir, q) = queue(60, 60);
+        let stop = Stop::new().unwrap();
+        let mut c = FilesystemConsumer::new(&q).unwrap();
+        age(&q.new_dir);
+        assert!(c.receive(10, &stop).unwrap().deliveries.is_empty());
+        let first = c.listed.expect("listed").started;
+        assert!(c.receive(10, &stop).unwrap().deliveries.is_empty());
+        assert_eq!(
+            c.listed.expect("listed").started,
+            first,
+            "an unchanged, settled new/ is not read again"
+        );
+        // A hard link raises no event inotify is asked for; the directory's change shows.
+        let outside = q.new_dir.parent().unwrap().join("outside.job");
+        fs::write(&outside, r#"{"class":"Linked","args":[]}"#).unwrap();
+        fs::hard_link(&outside, q.new_dir.join("1700000000-1.0.job")).unwrap();
+        let got = c.receive(10, &stop).unwrap().deliveries;
+        assert_eq!(got.len(), 1, "the linked file is found");
     }
 }
