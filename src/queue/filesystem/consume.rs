@@ -134,9 +134,9 @@ impl FilesystemConsumer {
                 self.listing.push(name);
             }
         }
-        self.listed = look
-            .filter(|_| seen < LISTING_BATCH)
-            .map(|look| Listed { look, at, started });
+        self.listed =
+            look.filter(|_| seen < LISTING_BATCH)
+                .map(|look| Listed { look, at, started });
         // Take from the end of the Vec, so reverse to keep directory order.
         self.listing.reverse();
         Ok(())
@@ -282,7 +282,10 @@ mod tests {
             mtime: (1_001, 5),
             ..look()
         };
-        assert!(listed(60).outdated(Some(touched), later), "a name came or went");
+        assert!(
+            listed(60).outdated(Some(touched), later),
+            "a name came or went"
+        );
         assert!(listed(60).outdated(None, later), "new/ is gone");
         assert!(
             listed(1).outdated(Some(look()), later),
