@@ -60,9 +60,11 @@ impl Master {
                     .unwrap_or((w.queue, Vec::new()));
                 let name = &self.qconfigs[q].full_name;
                 let how = describe_exit(&status);
-                let mut reason = match w.killed {
-                    Some(why) => format!("worker killed: {why}"),
-                    None => format!("worker {how} before reporting a result"),
+                let mut reason = match (w.killed, w.unfinished) {
+                    (Some(why), _) => format!("worker killed: {why}"),
+                    // The worker ended well; its batch handler did not.
+                    (None, Some(why)) => why,
+                    (None, None) => format!("worker {how} before reporting a result"),
                 };
                 if let Some(limit) = self.qconfigs[q].memory_limit
                     && w.killed.is_none()
@@ -104,6 +106,7 @@ impl Master {
                 error = r.error.as_deref().unwrap_or(""),
                 "unfinished in its batch"
             );
+            self.pool.note_unfinished(id, r.error);
             return;
         }
         if let Some(w) = self.pool.get(id) {

@@ -43,6 +43,9 @@ pub struct Worker {
     pub deadline: Instant,
     /// Why it was killed, when it was.
     pub killed: Option<&'static str>,
+    /// What the worker said of the messages its batch left without a result (a batch
+    /// handler that ended early): the reason they are run again, or fail.
+    pub unfinished: Option<String>,
 }
 
 pub struct Pool {
@@ -74,6 +77,13 @@ impl Pool {
 
     pub fn get(&self, id: WorkerId) -> Option<&Worker> {
         self.workers.iter().find(|w| w.id == id)
+    }
+
+    /// Note why a worker's batch left messages without a result.
+    pub fn note_unfinished(&mut self, id: WorkerId, why: Option<String>) {
+        if let Some(w) = self.workers.iter_mut().find(|w| w.id == id) {
+            w.unfinished = why.or(w.unfinished.take());
+        }
     }
 
     /// Forget a reaped worker, returning its record. A worker that did not end by itself
@@ -116,6 +126,7 @@ impl Pool {
                 .checked_add(budget)
                 .unwrap_or(now + Duration::from_secs(crate::config::MAX_SECONDS as u64)),
             killed: None,
+            unfinished: None,
         });
         Ok(id)
     }

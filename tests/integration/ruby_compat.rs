@@ -81,7 +81,7 @@ fn an_expired_ruby_claim_is_recovered_with_its_attempts() {
     assert!(
         master
             .log_text()
-            .contains("claim lapsed; message offered again")
+            .contains("claim expired; message offered again")
     );
     assert_eq!(master.stop().code(), Some(0));
 }

@@ -82,10 +82,10 @@ impl FilesystemQueue {
         let next = job.previous_attempts.saturating_add(1);
         let from = self.inprogress_dir.join(name);
         match self.move_unique(&from, &self.new_dir, job.base, &format!(".{next}.job")) {
-            // Either a retry whose backoff has passed, or a claim whose holder is gone (a
-            // crashed master): the claim alone cannot tell which.
+            // Either a retry whose backoff has passed (the common case) or a claim whose
+            // holder is gone (a crashed master): the claim alone cannot tell which.
             Ok(_) => {
-                tracing::info!(queue = %self.name, id = job.base, next_attempt = next.saturating_add(1), "claim lapsed; message offered again")
+                tracing::info!(queue = %self.name, id = %job.base, next_attempt = next.saturating_add(1), "claim expired; message offered again (a retry's backoff is over, or its holder stopped renewing it)")
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => {
