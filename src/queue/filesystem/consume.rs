@@ -3,6 +3,7 @@
 //! the expiry recovery.
 
 use super::claim::Claimed;
+use super::look::{Look, Seen};
 use super::recover::Recovery;
 use super::{FilesystemQueue, annotate};
 use crate::queue::{Consume, Received, Stop};
@@ -10,69 +11,13 @@ use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs;
 use std::io;
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Instant;
 
 /// How many names one directory listing keeps for later receives.
 const LISTING_BATCH: usize = 4096;
 
 /// How many files this process may not open are remembered, so each is logged once.
 const FORBIDDEN_REMEMBERED: usize = 1024;
-
-/// A listing taken less than this after `new/` last changed is not trusted to be the
-/// last word: a change right after it may carry the same (coarse) timestamp.
-const SETTLED: Duration = Duration::from_secs(2);
-
-/// However unchanged `new/` looks, it is listed again this often (a filesystem whose
-/// timestamps lag, such as NFS's cached attributes).
-const RELIST_AT_LEAST_EVERY: Duration = Duration::from_secs(30);
-
-/// What `new/` looked like: a listing of it finds nothing new while it still looks so.
-///
-/// Reading a directory costs its size, which on ext4 never shrinks: after a backlog of
-/// 80,000 files an empty `new/` is 7 MB, and listing it at every idle interval kept an
-/// idle master busy. A `stat` tells whether anything was added or removed since.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-struct Look {
-    ino: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-}
-
-impl Look {
-    fn of(dir: &Path) -> Option<Look> {
-        let m = fs::metadata(dir).ok()?;
-        Some(Look {
-            ino: m.ino(),
-            mtime: (m.mtime(), m.mtime_nsec()),
-            ctime: (m.ctime(), m.ctime_nsec()),
-        })
-    }
-}
-
-/// The last complete listing of `new/`: how the directory looked just before it, and when.
-#[derive(Clone, Copy, Debug)]
-struct Listed {
-    look: Look,
-    at: SystemTime,
-    started: Instant,
-}
-
-impl Listed {
-    /// Pure: may a listing now find names this one did not, given how `new/` looks now?
-    fn outdated(&self, now_look: Option<Look>, now: Instant) -> bool {
-        let changed_at = SystemTime::UNIX_EPOCH
-            + Duration::new(self.look.mtime.0.max(0) as u64, self.look.mtime.1 as u32);
-        let settled = self
-            .at
-            .duration_since(changed_at)
-            .is_ok_and(|quiet| quiet >= SETTLED);
-        now_look != Some(self.look)
-            || !settled
-            || now.duration_since(self.started) >= RELIST_AT_LEAST_EVERY
-    }
-}
 
 /// One consumer thread's view: a cached listing of `new/`, an inotify watch to wake on
 /// new files, and its own recovery clock.
@@ -81,7 +26,7 @@ pub(super) struct FilesystemConsumer {
     listing: Vec<OsString>,
     /// The last complete listing, while nothing says `new/` holds more than it did: None
     /// after an inotify event, a listing cut at `LISTING_BATCH`, or names left unclaimed.
-    listed: Option<Listed>,
+    listed: Option<Seen>,
     watch: Option<nix::sys::inotify::Inotify>,
     recovery: Recovery,
     /// Files of `new/` this process may not open, already logged: they are skipped at
@@ -118,8 +63,7 @@ impl FilesystemConsumer {
 
     fn refill(&mut self) -> io::Result<()> {
         let q = &self.queue;
-        let look = Look::of(&q.new_dir);
-        let (at, started) = (SystemTime::now(), Instant::now());
+        let look = Seen::before_reading(&q.new_dir);
         let mut entries = fs::read_dir(&q.new_dir);
         if matches!(&entries, Err(e) if e.kind() == io::ErrorKind::NotFound) && q.recreate_dirs() {
             entries = fs::read_dir(&q.new_dir);
@@ -134,9 +78,7 @@ impl FilesystemConsumer {
                 self.listing.push(name);
             }
         }
-        self.listed =
-            look.filter(|_| seen < LISTING_BATCH)
-                .map(|look| Listed { look, at, started });
+        self.listed = look.filter(|_| seen < LISTING_BATCH);
         // Take from the end of the Vec, so reverse to keep directory order.
         self.listing.reverse();
         Ok(())
@@ -152,7 +94,7 @@ impl FilesystemConsumer {
     }
 
     fn claim_some(&mut self, max: usize, now: Instant, out: &mut Received) -> io::Result<()> {
-        let outdated = |l: &Listed| l.outdated(Look::of(&self.queue.new_dir), now);
+        let outdated = |l: &Seen| l.outdated(Look::of(&self.queue.new_dir), now);
         if self.listing.is_empty() && self.listed.as_ref().is_none_or(outdated) {
             self.refill()?;
         }
@@ -258,44 +200,8 @@ impl Consume for FilesystemConsumer {
 mod tests {
     use super::*;
     use crate::queue::filesystem::tests::queue;
-
-    fn look() -> Look {
-        Look {
-            ino: 7,
-            mtime: (1_000, 0),
-            ctime: (1_000, 0),
-        }
-    }
-
-    #[test]
-    fn a_listing_is_outdated_once_the_directory_changed_or_had_just_changed() {
-        let changed = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
-        let t0 = Instant::now();
-        let listed = |secs_after_change| Listed {
-            look: look(),
-            at: changed + Duration::from_secs(secs_after_change),
-            started: t0,
-        };
-        let later = t0 + Duration::from_secs(5);
-        assert!(!listed(60).outdated(Some(look()), later), "nothing changed");
-        let touched = Look {
-            mtime: (1_001, 5),
-            ..look()
-        };
-        assert!(
-            listed(60).outdated(Some(touched), later),
-            "a name came or went"
-        );
-        assert!(listed(60).outdated(None, later), "new/ is gone");
-        assert!(
-            listed(1).outdated(Some(look()), later),
-            "listed within a tick of a change: a later one may share its timestamp"
-        );
-        assert!(
-            listed(60).outdated(Some(look()), t0 + RELIST_AT_LEAST_EVERY),
-            "listed again at least this often"
-        );
-    }
+    use std::path::Path;
+    use std::time::{Duration, SystemTime};
 
     /// Make `new/` look as if it last changed an hour ago.
     fn age(dir: &Path) {

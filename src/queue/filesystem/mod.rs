@@ -27,6 +27,7 @@
 mod claim;
 mod consume;
 pub(crate) mod files;
+mod look;
 mod names;
 mod periodic;
 mod publish;

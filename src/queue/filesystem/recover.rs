@@ -6,8 +6,13 @@
 //!
 //! Claims this process holds are never taken, whatever the wall clock says (a step of the
 //! clock): see docs/decisions/0021-leases-survive-clock-steps.md.
+//!
+//! After a complete sweep, the next one waits until `inprogress/` has changed or the
+//! earliest claim it left is due to expire (`look`): a parked backlog of retries is not
+//! read every second while nothing in it can be taken.
 
 use super::FilesystemQueue;
+use super::look::{Look, Seen};
 use super::names::{self, JobName, epoch_now, secs_ceil};
 use std::fs;
 use std::io;
@@ -23,6 +28,12 @@ const STEP: usize = 512;
 pub(super) struct Recovery {
     listing: Option<fs::ReadDir>,
     started: Option<Instant>,
+    /// The sweep under way: how `inprogress/` looked as it began, and the earliest time
+    /// (unix seconds) a claim it left expires.
+    sweep: Option<(Option<Seen>, Option<i64>)>,
+    /// The last complete sweep, and when the first claim it left expires: no sweep finds
+    /// anything to take before then unless `inprogress/` changes.
+    quiet: Option<(Seen, Option<i64>)>,
 }
 
 impl Recovery {
@@ -41,11 +52,19 @@ impl Recovery {
                 return;
             }
             self.started = Some(now);
+            if let Some((seen, expiry)) = &self.quiet
+                && !seen.outdated(Look::of(&q.inprogress_dir), now)
+                && expiry.is_none_or(|e| epoch_now() < e)
+            {
+                return;
+            }
             q.prune_tmp(SystemTime::now());
+            let seen = Seen::before_reading(&q.inprogress_dir);
             match fs::read_dir(&q.inprogress_dir) {
                 Ok(rd) => self.listing = Some(rd),
                 Err(_) => return,
             }
+            self.sweep = Some((seen, None));
         }
         let Some(listing) = self.listing.as_mut() else {
             return;
@@ -54,13 +73,21 @@ impl Recovery {
         for _ in 0..STEP {
             match listing.next() {
                 Some(Ok(entry)) => {
-                    if let Some(name) = entry.file_name().to_str() {
-                        q.recover(name, wall);
+                    let expires = entry
+                        .file_name()
+                        .to_str()
+                        .and_then(|name| q.recover(name, wall));
+                    if let (Some(e), Some((_, first))) = (expires, self.sweep.as_mut()) {
+                        *first = Some(first.map_or(e, |f| f.min(e)));
                     }
                 }
                 Some(Err(_)) => {}
                 None => {
                     self.listing = None;
+                    self.quiet = self
+                        .sweep
+                        .take()
+                        .and_then(|(seen, first)| Some((seen?, first)));
                     return;
                 }
             }
@@ -70,14 +97,17 @@ impl Recovery {
 
 impl FilesystemQueue {
     /// Move claim `name` back to `new/` if it has expired at `wall` (unix seconds) and
-    /// this process does not hold it. Races with other consumers are harmless.
-    pub(super) fn recover(&self, name: &str, wall: i64) {
+    /// this process does not hold it. Races with other consumers are harmless. Returns
+    /// when a claim left in place expires (unix seconds), if it is another's or a parked
+    /// retry; a claim this process holds is renewed (renamed) before it could.
+    pub(super) fn recover(&self, name: &str, wall: i64) -> Option<i64> {
         if name.starts_with('.') || self.holds(name) {
-            return;
+            return None;
         }
         let job = JobName::parse(name);
-        if !names::expired(job.claimed_at, wall, secs_ceil(self.timeout)) {
-            return;
+        let timeout = secs_ceil(self.timeout);
+        if !names::expired(job.claimed_at, wall, timeout) {
+            return job.claimed_at.map(|t| t.saturating_add(timeout));
         }
         let next = job.previous_attempts.saturating_add(1);
         let from = self.inprogress_dir.join(name);
@@ -85,11 +115,14 @@ impl FilesystemQueue {
             // Either a retry whose backoff has passed (the common case) or a claim whose
             // holder is gone (a crashed master): the claim alone cannot tell which.
             Ok(_) => {
-                tracing::info!(queue = %self.name, id = %job.base, next_attempt = next.saturating_add(1), "claim expired; message offered again (a retry's backoff is over, or its holder stopped renewing it)")
+                tracing::info!(queue = %self.name, id = %job.base, next_attempt = next.saturating_add(1), "claim expired; message offered again (a retry's backoff is over, or its holder stopped renewing it)");
+                None
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => {
-                tracing::warn!(queue = %self.name, id = job.base, error = %e, "could not recover expired claim")
+                tracing::warn!(queue = %self.name, id = %job.base, error = %e, "could not recover expired claim");
+                // Still there and due: the next sweep tries again.
+                Some(wall)
             }
         }
     }
@@ -105,5 +138,59 @@ impl Recovery {
         while r.listing.is_some() {
             r.step(q, now);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::filesystem::tests::queue;
+
+    /// The reading the last complete sweep began with.
+    fn last_sweep(r: &Recovery) -> Instant {
+        r.quiet.expect("a complete sweep").0.started
+    }
+
+    #[test]
+    fn a_quiet_inprogress_is_swept_again_only_when_it_changed_or_a_claim_comes_due() {
+        let (_dir, q) = queue(60, 60);
+        let wall = epoch_now();
+        // A retry parked for an hour: nothing to take until then.
+        let parked = format!("1700000000-1.1.{}.job", wall + 3600);
+        fs::write(q.inprogress_dir.join(&parked), "{}").unwrap();
+        let past = SystemTime::now() - Duration::from_secs(3600);
+        fs::File::open(&q.inprogress_dir)
+            .unwrap()
+            .set_modified(past)
+            .unwrap();
+        let mut r = Recovery::default();
+        let t0 = Instant::now();
+        r.step(&q, t0);
+        assert!(!r.sweeping(), "one entry: swept in one step");
+        let first = last_sweep(&r);
+        assert_eq!(
+            r.quiet.unwrap().1,
+            Some(wall + 3600 + 60),
+            "due when it expires"
+        );
+        r.step(&q, t0 + 2 * INTERVAL);
+        assert_eq!(
+            last_sweep(&r),
+            first,
+            "nothing changed, nothing due: not read again"
+        );
+        // A claim of a master that stopped, long expired: the directory changed.
+        let lapsed = "1700000000-2.0.1.job";
+        fs::write(q.inprogress_dir.join(lapsed), "{}").unwrap();
+        r.step(&q, t0 + 4 * INTERVAL);
+        assert_ne!(last_sweep(&r), first, "read again");
+        assert!(
+            !q.inprogress_dir.join(lapsed).exists(),
+            "and the lapsed claim taken"
+        );
+        assert!(
+            q.inprogress_dir.join(&parked).exists(),
+            "the parked one left"
+        );
     }
 }
