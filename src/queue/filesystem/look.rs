@@ -38,6 +38,26 @@ impl Look {
     }
 }
 
+/// Whether `dir` is on a local filesystem whose directory times a `stat` sees at once.
+/// Elsewhere (NFS caches attributes for up to a minute, while opening a directory to read
+/// it revalidates them; FUSE and network filesystems vary) a directory is read every time.
+pub(super) fn looks_can_be_trusted(dir: &Path) -> bool {
+    use nix::sys::statfs::{
+        BTRFS_SUPER_MAGIC, EXT4_SUPER_MAGIC, F2FS_SUPER_MAGIC, OVERLAYFS_SUPER_MAGIC, TMPFS_MAGIC,
+        XFS_SUPER_MAGIC, statfs,
+    };
+    // EXT4_SUPER_MAGIC is ext2's and ext3's too.
+    let local = [
+        EXT4_SUPER_MAGIC,
+        XFS_SUPER_MAGIC,
+        BTRFS_SUPER_MAGIC,
+        TMPFS_MAGIC,
+        OVERLAYFS_SUPER_MAGIC,
+        F2FS_SUPER_MAGIC,
+    ];
+    statfs(dir).is_ok_and(|s| local.contains(&s.filesystem_type()))
+}
+
 /// A complete reading of a directory: how it looked just before, and when.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Seen {
@@ -81,6 +101,12 @@ mod tests {
             mtime: (1_000, 0),
             ctime: (1_000, 0),
         }
+    }
+
+    #[test]
+    fn only_local_filesystems_are_trusted_to_show_a_change() {
+        assert!(!looks_can_be_trusted(Path::new("/proc")));
+        assert!(!looks_can_be_trusted(Path::new("/no/such/directory")));
     }
 
     #[test]
