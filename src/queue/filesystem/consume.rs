@@ -126,11 +126,16 @@ impl FilesystemConsumer {
                 // Being written, or taken by someone else: looked at again too.
                 Ok(None) => self.listed = None,
                 // What was claimed before the error is kept (it is renewed and run).
+                // The file is still there, to be tried again after the next wait.
                 Err(e) if !out.deliveries.is_empty() || !out.unreadable.is_empty() => {
+                    self.listed = None;
                     tracing::error!(queue = %self.queue.name, error = %e, "claim failed; keeping what this pass claimed");
                     break;
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    self.listed = None;
+                    return Err(e);
+                }
             }
         }
         Ok(())
