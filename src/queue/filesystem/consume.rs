@@ -25,7 +25,8 @@ pub(super) struct FilesystemConsumer {
     queue: FilesystemQueue,
     listing: Vec<OsString>,
     /// The last complete listing, while nothing says `new/` holds more than it did: None
-    /// after an inotify event, a listing cut at `LISTING_BATCH`, or names left unclaimed.
+    /// after an inotify event, a listing cut at `LISTING_BATCH`, names left unclaimed or a
+    /// failed claim, and always where looks are not trusted.
     listed: Option<Seen>,
     /// Whether `new/`'s `stat` can say it has not changed (`look::looks_can_be_trusted`).
     trust_looks: bool,
