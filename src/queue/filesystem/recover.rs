@@ -111,16 +111,20 @@ impl Recovery {
 impl FilesystemQueue {
     /// Move claim `name` back to `new/` if it has expired at `wall` (unix seconds) and
     /// this process does not hold it. Races with other consumers are harmless. Returns
-    /// when a claim left in place expires (unix seconds), if it is another's or a parked
-    /// retry; a claim this process holds is renewed (renamed) before it could.
+    /// when a claim left in place expires (unix seconds).
+    ///
+    /// A claim this process holds counts too: it is usually renamed (renewed) before then,
+    /// which a sweep notices, but a retry parked under the very name its claim already had
+    /// is not renamed, and must still come back when due.
     pub(super) fn recover(&self, name: &str, wall: i64) -> Option<i64> {
-        if name.starts_with('.') || self.holds(name) {
+        if name.starts_with('.') {
             return None;
         }
         let job = JobName::parse(name);
         let timeout = secs_ceil(self.timeout);
-        if !names::expired(job.claimed_at, wall, timeout) {
-            return job.claimed_at.map(|t| t.saturating_add(timeout));
+        let expires = job.claimed_at.map(|t| t.saturating_add(timeout));
+        if self.holds(name) || !names::expired(job.claimed_at, wall, timeout) {
+            return expires;
         }
         let next = job.previous_attempts.saturating_add(1);
         let from = self.inprogress_dir.join(name);
@@ -205,5 +209,42 @@ mod tests {
             q.inprogress_dir.join(&parked).exists(),
             "the parked one left"
         );
+    }
+
+    #[test]
+    fn a_claim_let_go_under_its_own_name_still_comes_back_when_due() {
+        use crate::queue::Queue;
+        // A one-second timeout and lease: the claim expires a second or two from now.
+        let (_dir, q) = queue(1, 1);
+        q.publish(Some("Job"), "{}").unwrap();
+        let stop = crate::queue::Stop::new().unwrap();
+        let mut c = q.consumer().unwrap();
+        let d = c.receive(1, &stop).unwrap().deliveries.remove(0);
+        let past = SystemTime::now() - Duration::from_secs(3600);
+        fs::File::open(&q.inprogress_dir)
+            .unwrap()
+            .set_modified(past)
+            .unwrap();
+        let mut r = Recovery::new(true);
+        let t0 = Instant::now();
+        r.step(&q, t0);
+        let due = JobName::parse(&d.receipt).claimed_at.unwrap() + 1;
+        assert_eq!(
+            r.quiet.unwrap().1,
+            Some(due),
+            "a held claim's expiry counts"
+        );
+        // As a retry parked under the very name its claim had: let go, not renamed, so
+        // inprogress/ does not change.
+        q.release(&d.receipt);
+        while epoch_now() < due {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        r.step(&q, t0 + 2 * INTERVAL);
+        assert!(
+            !q.inprogress_dir.join(&d.receipt).exists(),
+            "swept when due and offered again"
+        );
+        assert_eq!(fs::read_dir(&q.new_dir).unwrap().count(), 1);
     }
 }
