@@ -277,6 +277,18 @@ impl Moto {
     }
 
     /// (visible, in flight, delayed) messages.
+    /// One attribute of a queue, as SQS gives it ("" when it has none).
+    pub fn attribute(&self, url: &str, name: &str) -> String {
+        let out = self.call(
+            "GetQueueAttributes",
+            json!({"QueueUrl": url, "AttributeNames": [name]}),
+        );
+        out["Attributes"][name]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
     pub fn counts(&self, url: &str) -> (u64, u64, u64) {
         let out = self.call(
             "GetQueueAttributes",

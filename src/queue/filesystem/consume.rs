@@ -211,15 +211,7 @@ impl Consume for FilesystemConsumer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::filesystem::tests::queue;
-    use std::path::Path;
-    use std::time::{Duration, SystemTime};
-
-    /// Make `new/` look as if it last changed an hour ago.
-    fn age(dir: &Path) {
-        let past = SystemTime::now() - Duration::from_secs(3600);
-        fs::File::open(dir).unwrap().set_modified(past).unwrap();
-    }
+    use crate::queue::filesystem::tests::{age, queue};
 
     #[test]
     fn an_idle_consumer_lists_new_again_only_when_it_changed() {

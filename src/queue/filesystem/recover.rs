@@ -161,7 +161,7 @@ impl Recovery {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::filesystem::tests::queue;
+    use crate::queue::filesystem::tests::{age, queue};
 
     /// The reading the last complete sweep began with.
     fn last_sweep(r: &Recovery) -> Instant {
@@ -175,11 +175,7 @@ mod tests {
         // A retry parked for an hour: nothing to take until then.
         let parked = format!("1700000000-1.1.{}.job", wall + 3600);
         fs::write(q.inprogress_dir.join(&parked), "{}").unwrap();
-        let past = SystemTime::now() - Duration::from_secs(3600);
-        fs::File::open(&q.inprogress_dir)
-            .unwrap()
-            .set_modified(past)
-            .unwrap();
+        age(&q.inprogress_dir);
         let mut r = Recovery::new(true);
         let t0 = Instant::now();
         r.step(&q, t0);
@@ -220,11 +216,7 @@ mod tests {
         let stop = crate::queue::Stop::new().unwrap();
         let mut c = q.consumer().unwrap();
         let d = c.receive(1, &stop).unwrap().deliveries.remove(0);
-        let past = SystemTime::now() - Duration::from_secs(3600);
-        fs::File::open(&q.inprogress_dir)
-            .unwrap()
-            .set_modified(past)
-            .unwrap();
+        age(&q.inprogress_dir);
         let mut r = Recovery::new(true);
         let t0 = Instant::now();
         r.step(&q, t0);

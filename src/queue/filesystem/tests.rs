@@ -18,6 +18,12 @@ pub(super) fn queue(timeout: u64, lease: u64) -> (tempdir::Dir, FilesystemQueue)
     (dir, q)
 }
 
+/// Make directory `dir` look as if it last changed an hour ago.
+pub(super) fn age(dir: &Path) {
+    let past = std::time::SystemTime::now() - Duration::from_secs(3600);
+    File::open(dir).unwrap().set_modified(past).unwrap();
+}
+
 pub(super) mod tempdir {
     pub struct Dir(std::path::PathBuf);
     impl Dir {

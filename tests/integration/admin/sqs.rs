@@ -25,26 +25,15 @@ fn sandbox(name: &str, moto: &Moto) -> Sandbox {
     sb
 }
 
-fn attribute(moto: &Moto, url: &str, name: &str) -> String {
-    let out = moto.call(
-        "GetQueueAttributes",
-        json!({"QueueUrl": url, "AttributeNames": [name]}),
-    );
-    out["Attributes"][name]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
 #[test]
 fn sqs_create_stats_peek_dump_and_load_across_backends() {
     let moto = Moto::start();
     let sb = sandbox("admin-sqs-look", &moto);
     let url = moto.queue_url("jobs").unwrap();
     let dlq = moto.queue_url("jobs-dead").unwrap();
-    assert_eq!(attribute(&moto, &url, "VisibilityTimeout"), "45");
+    assert_eq!(moto.attribute(&url, "VisibilityTimeout"), "45");
     let policy: serde_json::Value =
-        serde_json::from_str(&attribute(&moto, &url, "RedrivePolicy")).unwrap();
+        serde_json::from_str(&moto.attribute(&url, "RedrivePolicy")).unwrap();
     assert_eq!(policy["maxReceiveCount"].to_string().trim_matches('"'), "4");
     assert!(
         policy["deadLetterTargetArn"]
@@ -53,7 +42,7 @@ fn sqs_create_stats_peek_dump_and_load_across_backends() {
             .ends_with(":jobs-dead")
     );
     let fifo = moto.queue_url("orders.fifo").unwrap();
-    assert_eq!(attribute(&moto, &fifo, "FifoQueue"), "true");
+    assert_eq!(moto.attribute(&fifo, "FifoQueue"), "true");
 
     let sent = [
         r#"{"class":"Mail","args":["é"]}"#,

@@ -347,16 +347,7 @@ fn sqs_a_queue_chore_creates_has_its_declared_timeout_and_redrive() {
              handler = [{h:?}]\n"
         ),
     );
-    let attribute = |url: &str, name: &str| {
-        let out = moto.call(
-            "GetQueueAttributes",
-            json!({"QueueUrl": url, "AttributeNames": [name]}),
-        );
-        out["Attributes"][name]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-    };
+    let attribute = |url: &str, name: &str| moto.attribute(url, name);
     // `chore enqueue` into a queue nobody made yet.
     enqueue(&sb, &["pushed", r#"{"n":1}"#], None);
     let pushed = moto.queue_url("pushed").expect("enqueue created the queue");
