@@ -127,7 +127,12 @@ impl Settler {
                 // The reason may quote the message (its class): fit for one log line, an
                 // environment variable and a small file, whatever the message holds.
                 let reason = &fit_reason(reason);
-                tracing::error!(target: FATE, queue = %name, id = %d.id, attempt = d.attempt, outcome = "dead-letter", secs, body_bytes = d.body.len(), reason = %reason, "dead-lettered");
+                let body_bytes = d
+                    .meta
+                    .as_ref()
+                    .and_then(|m| m.unread_bytes)
+                    .unwrap_or(d.body.len() as u64);
+                tracing::error!(target: FATE, queue = %name, id = %d.id, attempt = d.attempt, outcome = "dead-letter", secs, body_bytes, reason = %reason, "dead-lettered");
                 if let Some(command) = self.on_permanent_failure.as_ref().filter(|_| hook) {
                     self.hooks.permanent_failure(command, name, d, reason);
                 }

@@ -52,6 +52,7 @@ pub fn with_meta(mut d: Delivery, attributes: Vec<Attribute>) -> Delivery {
         first_received_at: Some(at(1_692_107_874)),
         sender_id: Some("AROA4IQUC33B3Q35DSTBL:i-0879d7966a857453a".into()),
         attributes,
+        unread_bytes: None,
     }));
     d
 }

@@ -63,6 +63,9 @@ pub struct Meta {
     pub sender_id: Option<String>,
     /// Message attributes in the order received.
     pub attributes: Vec<Attribute>,
+    /// The size of a body that is not in `body` (too large to read, or not text), for the
+    /// dead-letter line.
+    pub unread_bytes: Option<u64>,
 }
 
 /// One message attribute.

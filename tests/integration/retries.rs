@@ -162,6 +162,16 @@ fn bad_bodies_are_dead_lettered_and_the_master_keeps_running() {
     let reason = q.read("dead", &format!("{not_utf8}.1.job.reason"));
     assert!(reason.contains("UTF-8"), "{reason}");
     let log = master.log_text();
+    let dead_line = log
+        .lines()
+        .find(|l| l.contains(not_utf8) && l.contains("dead-lettered"))
+        .expect("the dead letter is logged");
+    // The size of the body as it was, though it was never taken in as text.
+    let size = b"{\"x\":\"\xff\xfe\"}".len();
+    assert!(
+        dead_line.contains(&format!("body_bytes={size} ")),
+        "{dead_line}"
+    );
     assert!(
         log.lines()
             .any(|l| l.contains(not_json) && l.contains("jobs")),

@@ -133,7 +133,10 @@ impl FilesystemQueue {
                 "body of {} bytes is larger than the 64 MiB limit",
                 meta.len()
             );
-            return Ok(Some(Claimed::Unreadable(delivery, reason)));
+            return Ok(Some(Claimed::Unreadable(
+                unread(delivery, meta.len()),
+                reason,
+            )));
         }
         let bytes = match read_body(&mut file, meta.len() as usize) {
             Ok(bytes) => bytes,
@@ -146,8 +149,8 @@ impl FilesystemQueue {
         drop(file);
         match String::from_utf8(bytes) {
             Ok(body) => Ok(Some(Claimed::Body(Delivery { body, ..delivery }))),
-            Err(_) => Ok(Some(Claimed::Unreadable(
-                delivery,
+            Err(e) => Ok(Some(Claimed::Unreadable(
+                unread(delivery, e.as_bytes().len() as u64),
                 "body is not UTF-8 text (a message body must be text: JSON, or anything for an HTTP handler)".into(),
             ))),
         }
@@ -178,6 +181,12 @@ impl FilesystemQueue {
             }
         }
     }
+}
+
+/// `d`, noting the size of the body it does not carry.
+fn unread(mut d: Delivery, bytes: u64) -> Delivery {
+    d.meta.get_or_insert_default().unread_bytes = Some(bytes);
+    d
 }
 
 /// Open a file of `new/` for reading, without following a link or blocking on a FIFO.

@@ -158,6 +158,7 @@ fn meta(m: &Message) -> Meta {
         first_received_at: time(MessageSystemAttributeName::ApproximateFirstReceiveTimestamp),
         sender_id: attr(MessageSystemAttributeName::SenderId).cloned(),
         attributes,
+        unread_bytes: None,
     }
 }
 
