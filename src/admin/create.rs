@@ -12,7 +12,7 @@
 use super::confirm::confirm;
 use super::place::{self, Place};
 use super::{Ctx, Fail, Outcome, fs};
-use crate::config::{Backend, QueueConfig};
+use crate::config::{Backend, QueueConfig, SqsQueueOptions};
 use crate::queue::sqs::Sqs;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::QueueAttributeName;
@@ -84,10 +84,9 @@ fn create_sqs(sqs: &Sqs, q: &QueueConfig) -> Outcome {
     let dlq_url = match &q.sqs.dead_letter_queue {
         Some(dlq) if dlq.starts_with("http") => Some(dlq.clone()),
         Some(dlq) => {
-            let mut attrs = HashMap::new();
-            if dlq.ends_with(".fifo") {
-                attrs.insert(QueueAttributeName::FifoQueue, "true".to_string());
-            }
+            let attrs = sqs
+                .declared_attributes(dlq, &SqsQueueOptions::plain(), None)
+                .map_err(Fail::Failed)?;
             Some(create_one(sqs, dlq, attrs)?)
         }
         None => None,

@@ -66,11 +66,8 @@ impl SqsQueue {
         let (visibility, fifo) = read_attributes(attrs.attributes(), &url);
         let dlq_url = match &options.dead_letter_queue {
             Some(dlq) => {
-                let plain = SqsQueueOptions {
-                    create: options.create,
-                    ..SqsQueueOptions::default()
-                };
-                Some(sqs.queue_url(dlq, Some(&plain))?)
+                let plain = SqsQueueOptions::plain();
+                Some(sqs.queue_url(dlq, options.create.then_some(&plain))?)
             }
             None => None,
         };
