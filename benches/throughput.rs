@@ -13,9 +13,12 @@
 //!    and of the file protocol alone (rename, read, unlink per message), the floor under
 //!    the master on a filesystem queue (`throughput/cpu.rs`).
 //!
-//! The no-op handler is this very binary, re-executed with `--noop-handler`: it answers
-//! `ok` for every line of its batch, and with `CHORE_BENCH_STAMPS` set it appends the
-//! wall-clock time it started to that file (the latency probe).
+//! The no-op batch handler answers `ok` for every line of its batch, and with
+//! `CHORE_BENCH_STAMPS` set it appends the wall-clock time it started to that file (the
+//! latency probe). On the filesystem figures it is a minimal C program built at the start
+//! (`throughput/noop.rs`), so that the handlers' share is what a minimal program costs;
+//! elsewhere, and without a C compiler, it is this very binary re-executed with
+//! `--noop-handler`.
 //!
 //! With `-- sqs` (`cargo bench --bench throughput -- sqs`), it measures the SQS backend
 //! against moto on loopback instead (`CHORE_TEST_MOTO_SERVER` or `./.venv/bin/moto_server`,
@@ -119,7 +122,9 @@ fn filesystem_figures(chore: &Path, me: &Path) {
     );
 
     let probe = cpu::spawn_probe(per_message_jobs);
-    let batch = throughput(chore, me, jobs, true, &probe);
+    let noop = noop::Noop::new(me);
+    println!("the no-op batch handler: {}", noop.what);
+    let batch = throughput(chore, &noop, jobs, true, &probe);
     println!(
         "throughput, batch handler:       {:>8.0} jobs/s  ({} jobs in {:.2} s; master peak RSS {:.1} MB)",
         batch.jobs as f64 / batch.elapsed.as_secs_f64(),
@@ -137,7 +142,7 @@ fn filesystem_figures(chore: &Path, me: &Path) {
         batch.cpu.master as f64 / batch.jobs as f64 - floor,
         batch.cpu.workers as f64 / batch.jobs as f64
     );
-    let single = throughput(chore, me, per_message_jobs, false, &probe);
+    let single = throughput(chore, &noop, per_message_jobs, false, &probe);
     println!(
         "throughput, per-message handler: {:>8.0} jobs/s  ({} jobs in {:.2} s; one /bin/true per job)",
         single.jobs as f64 / single.elapsed.as_secs_f64(),
@@ -150,11 +155,11 @@ fn filesystem_figures(chore: &Path, me: &Path) {
         "posix_spawn of /bin/true alone:  {:>8.0} spawns/s, {:.0} µs CPU per spawn (parent and child); chore adds {:.0} µs CPU per job above it",
         probe.per_second, probe.cpu_us, chore_us
     );
-    let (p50, p99, max) = latency(chore, me, runs);
+    let (p50, p99, max) = latency(chore, &noop, runs);
     println!(
         "lone-job latency, enqueue→start: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms ({runs} runs)"
     );
-    let worker_kb = worker_rss(chore, me);
+    let worker_kb = worker_rss(chore, &noop);
     println!(
         "worker peak RSS:                 {:.1} MB (a chore-worker running a 50-message batch)",
         worker_kb as f64 / 1024.0
@@ -300,13 +305,19 @@ struct Run {
     cpu: cpu::Split,
 }
 
-fn throughput(chore: &Path, me: &Path, jobs: usize, batch_mode: bool, probe: &cpu::Probe) -> Run {
+fn throughput(
+    chore: &Path,
+    noop: &noop::Noop,
+    jobs: usize,
+    batch_mode: bool,
+    probe: &cpu::Probe,
+) -> Run {
     let scratch = Scratch::new(if batch_mode { "batch" } else { "single" });
     let handler_cpu = scratch.0.join("handler-cpu");
     let handler = if batch_mode {
         format!(
-            "{{ command = [{:?}, \"--noop-handler\"], mode = \"batch\", env = {{ CHORE_BENCH_CPU = {:?} }} }}",
-            me.display().to_string(),
+            "{{ command = {}, mode = \"batch\", env = {{ CHORE_BENCH_CPU = {:?} }} }}",
+            noop.command(&[]),
             handler_cpu.display().to_string()
         )
     } else {
@@ -369,12 +380,12 @@ fn throughput(chore: &Path, me: &Path, jobs: usize, batch_mode: bool, probe: &cp
     }
 }
 
-fn latency(chore: &Path, me: &Path, runs: usize) -> (f64, f64, f64) {
+fn latency(chore: &Path, noop: &noop::Noop, runs: usize) -> (f64, f64, f64) {
     let scratch = Scratch::new("latency");
     let stamps = scratch.0.join("stamps");
     let handler = format!(
-        "{{ command = [{:?}, \"--noop-handler\"], mode = \"batch\", env = {{ CHORE_BENCH_STAMPS = {:?} }} }}",
-        me.display().to_string(),
+        "{{ command = {}, mode = \"batch\", env = {{ CHORE_BENCH_STAMPS = {:?} }} }}",
+        noop.command(&[]),
         stamps.display().to_string()
     );
     let file = chorefile(&scratch.0, &handler, "");
@@ -431,11 +442,11 @@ fn idle_master(pid: i32) -> impl Fn() {
 }
 
 /// Peak RSS of a worker, caught while its (slow) batch runs.
-fn worker_rss(chore: &Path, me: &Path) -> u64 {
+fn worker_rss(chore: &Path, noop: &noop::Noop) -> u64 {
     let scratch = Scratch::new("rss");
     let handler = format!(
-        "{{ command = [{:?}, \"--noop-handler\", \"--hold-ms\", \"20\"], mode = \"batch\" }}",
-        me.display().to_string()
+        "{{ command = {}, mode = \"batch\" }}",
+        noop.command(&["--hold-ms", "20"])
     );
     let file = chorefile(&scratch.0, &handler, "");
     let queue = open_queue(&scratch.0);
@@ -467,6 +478,9 @@ fn worker_rss(chore: &Path, me: &Path) -> u64 {
 
 #[path = "throughput/cpu.rs"]
 mod cpu;
+
+#[path = "throughput/noop.rs"]
+mod noop;
 
 #[path = "throughput/sqs.rs"]
 mod sqs;

@@ -11,7 +11,7 @@
 //! `chore-worker-<version>:Started:<unix time>`, `work`), and runs the batch as a
 //! re-executed worker would.
 
-use crate::spawner::{REQUEST_FDS, REQUEST_LEN, worker_title};
+use crate::spawner::{BIND_NOW_MARK, REQUEST_FDS, REQUEST_LEN, worker_title};
 use nix::libc;
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
 use std::io::{self, IoSliceMut};
@@ -30,6 +30,14 @@ pub fn serve() -> i32 {
         .and_then(|p| p.parse::<i32>().ok());
     if master != Some(nix::unistd::getppid().as_raw()) {
         return 1;
+    }
+    if std::env::var_os(BIND_NOW_MARK).is_some() {
+        // SAFETY: this process has one thread, so nothing reads the environment meanwhile.
+        // The linker has done its binding; the handlers get the master's environment.
+        unsafe {
+            std::env::remove_var("LD_BIND_NOW");
+            std::env::remove_var(BIND_NOW_MARK);
+        }
     }
     let _ = nix::sys::prctl::set_name(c"chore-spawner");
     let area = argument_area();

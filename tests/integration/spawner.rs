@@ -100,6 +100,37 @@ fn one_spawner_forks_every_worker_as_a_child_of_the_master() {
 }
 
 #[test]
+fn the_spawners_eager_binding_stays_out_of_handlers() {
+    // The spawner has the dynamic linker bind every symbol at its start, so that the
+    // workers it forks need not; a handler still gets chore's own environment.
+    for (label, env, seen) in [
+        ("unset", &[][..], "unset unset"),
+        ("set", &[("LD_BIND_NOW", "yes")][..], "yes unset"),
+    ] {
+        let sb = Sandbox::new(&format!("spawner-bind-now-{label}"));
+        setup(
+            &sb,
+            "echo \"${LD_BIND_NOW-unset} ${CHORE_SPAWNER_BIND_NOW-unset}\" >> env.txt",
+        );
+        let mut master = sb.start_with_env("master", &[], env);
+        master.wait("the spawner", || spawners_of(master.pid).len() == 1);
+        let spawner = spawners_of(master.pid)[0];
+        let environ = std::fs::read(format!("/proc/{spawner}/environ")).unwrap();
+        let bind_now = environ
+            .split(|&b| b == 0)
+            .find_map(|v| v.strip_prefix(b"LD_BIND_NOW="))
+            .map(|v| String::from_utf8_lossy(v).into_owned());
+        let expected = if label == "set" { "yes" } else { "1" };
+        assert_eq!(bind_now.as_deref(), Some(expected), "{label}");
+        sb.enqueue("jobs", "{}");
+        master.wait("the job to run", || sb.runs("runs.txt").len() == 1);
+        master.wait("its environment", || !sb.lines("env.txt").is_empty());
+        assert_eq!(sb.lines("env.txt"), [seen], "{label}");
+        assert_eq!(master.stop().code(), Some(0));
+    }
+}
+
+#[test]
 fn without_its_spawner_the_master_re_executes_workers() {
     let sb = Sandbox::new("spawner-gone");
     setup(&sb, "");
