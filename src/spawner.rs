@@ -98,6 +98,8 @@ impl Spawner {
         // symbol lookups, and the copies of the pages their addresses are written to).
         if std::env::var_os("LD_BIND_NOW").is_none() {
             cmd.env("LD_BIND_NOW", "1").env(BIND_NOW_MARK, "1");
+        } else {
+            cmd.env_remove(BIND_NOW_MARK);
         }
         for k in strip_env {
             cmd.env_remove(k);

@@ -62,10 +62,15 @@ pub struct Split {
 }
 
 impl Split {
+    /// The whole run's CPU, in µs.
+    pub fn total(&self) -> u64 {
+        self.master + self.workers + self.handlers
+    }
+
     /// One line: CPU per 1,000 jobs by part, and in all per job.
     pub fn line(&self, jobs: usize) -> String {
         let per_k = |us: u64| us as f64 / jobs as f64;
-        let total = self.master + self.workers + self.handlers;
+        let total = self.total();
         format!(
             "CPU per 1,000 jobs: master {:.1} ms, workers {:.1} ms (with the spawner), handlers {:.1} ms{}; {:.1} µs per job in all",
             per_k(self.master),
