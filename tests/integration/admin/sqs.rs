@@ -191,8 +191,22 @@ fn sqs_a_requeue_killed_half_way_loses_and_doubles_nothing() {
     assert_eq!(moto.counts(&dlq), (0, 0, 0), "dead letters left behind");
     let got: Vec<String> = moto.drain(&url).into_iter().map(|m| m.body).collect();
     let distinct: BTreeSet<&String> = got.iter().collect();
-    assert_eq!(got.len(), n, "lost or doubled");
-    assert_eq!(distinct, sent.iter().collect::<BTreeSet<_>>());
+    assert_eq!(distinct, sent.iter().collect::<BTreeSet<_>>(), "lost");
+    // The one window the journal cannot close: the kill landed after SQS took a send
+    // batch and before its `sent` lines were synced. The second run sends those again and
+    // names each; nothing else may come twice.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let named = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("warning: an earlier run was stopped while sending "))
+        .map_or(0, |rest| {
+            rest.split(';').next().unwrap_or("").split(", ").count()
+        });
+    assert!(
+        got.len() <= n + named,
+        "doubled beyond the {named} named: {} for {n}; {stderr}",
+        got.len()
+    );
 }
 
 #[test]
