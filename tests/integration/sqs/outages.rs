@@ -36,8 +36,10 @@ fn sqs_sigterm_abandons_a_parked_long_poll() {
     let status = master.wait_exit(PATIENCE);
     let took = t.elapsed();
     assert_eq!(status.code(), Some(0));
+    // Half the poll: a master that waited it out would take 20 s; a busy machine's
+    // slowness must not fail this.
     assert!(
-        took < Duration::from_millis(2500),
+        took < Duration::from_secs(10),
         "SIGTERM during a 20 s long poll took {took:?} to exit"
     );
     assert_eq!(moto.counts(&url), (0, 0, 0));
