@@ -6,6 +6,7 @@
 //! checks) and walks one message through them:
 //!
 //! * `backoff` — pure: the delay after attempt N; `calendar` — pure: UTC dates;
+//!   `title` — process titles, as Ruby Chore writes them;
 //! * `config` — the option table, the command line, Chorefiles, one validated `Config`;
 //! * `logging` — tracing set-up; `protocol` — the master↔worker lines; `secrets` — the
 //!   AWS credentials, read once and hidden from the environment;
@@ -45,6 +46,7 @@ mod queue;
 mod secrets;
 mod settle;
 mod spawner;
+mod title;
 mod unit;
 mod worker;
 
@@ -74,15 +76,15 @@ pub fn run_cli() -> i32 {
         Some(config::cli::Command::CheckConfig(args)) => config::check_config(args.flags),
         Some(config::cli::Command::Queue(args)) => admin::run(args),
         Some(config::cli::Command::Status(args)) => match config::load_or_say(args.flags.0) {
-            Some(c) => control::client::run(
-                &control::path(c.control_socket.as_ref(), &c.fs_queue_root),
-                args.json,
-            ),
+            Some(c) => control::client::run(&c.control_path(), args.json),
             None => 2,
         },
         Some(config::cli::Command::SystemdUnit(args)) => unit::run(args),
         Some(config::cli::Command::Generate(what)) => generate::run(what),
         None => {
+            // Before anything is read or printed: the title comes by executing this binary
+            // again, which then does all of this once.
+            title::become_master();
             let flags = cli.flags.clone();
             let Some(config) = config::load_or_say(cli.flags) else {
                 return 2;

@@ -3,9 +3,9 @@
 //! (docs/decisions/0024-workers-are-forked-by-a-spawner.md).
 //!
 //! `Spawner::start` runs this binary once, as `chore work` titled
-//! `chore-spawner-<version>:Started:<unix time>`, in a process group of its own, without AWS
-//! credentials, with one end of a `SOCK_SEQPACKET` socket pair as its stdin. Each
-//! `Spawner::fork_worker` sends one request, the start time for the worker's title and, as
+//! `chore-spawner-<version>:Started:<time>` (`crate::title`), in a process group of its
+//! own, without AWS credentials, with one end of a `SOCK_SEQPACKET` socket pair as its
+//! stdin. Each `Spawner::fork_worker` sends one request, the start time for the worker's title and, as
 //! `SCM_RIGHTS`, the worker's stdin, stdout and stderr; the worker itself answers with its
 //! pid once it leads its own process group (or the spawner with `-errno`). The worker is
 //! forked with `CLONE_PARENT`, so it is the master's child: the master reaps it, and its
@@ -22,9 +22,6 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 
-/// argv[0] of the spawner: how `worker::main` knows it is to serve, not run a batch.
-pub const TITLE_PREFIX: &str = "chore-spawner-";
-
 /// The bytes of a request: the worker's start time (Unix seconds, little-endian).
 pub const REQUEST_LEN: usize = 8;
 
@@ -33,31 +30,6 @@ pub const REQUEST_FDS: usize = 3;
 
 /// How long the master waits for a worker's pid before it gives the spawner up.
 const REPLY_TIMEOUT: i64 = 10;
-
-/// A worker's argv[0], as Ruby Chore titles its workers.
-pub fn worker_title(started_unix: u64) -> String {
-    format!(
-        "chore-worker-{}:Started:{started_unix}",
-        env!("CARGO_PKG_VERSION")
-    )
-}
-
-/// The spawner's argv[0]. It is one byte longer than any worker's title of the same
-/// century, so the argument area a worker inherits always holds its own title and `work`.
-pub fn spawner_title(started_unix: u64) -> String {
-    format!(
-        "{TITLE_PREFIX}{}:Started:{started_unix:010}",
-        env!("CARGO_PKG_VERSION")
-    )
-}
-
-/// Now, in Unix seconds (for titles).
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
 
 /// Set, with `LD_BIND_NOW=1`, in the spawner's environment when the master's own has no
 /// `LD_BIND_NOW`; the spawner then removes both before it forks anything, so neither
@@ -86,7 +58,7 @@ impl Spawner {
             &TimeVal::new(REPLY_TIMEOUT, 0),
         )?;
         let mut cmd = Command::new("/proc/self/exe");
-        cmd.arg0(spawner_title(unix_now()))
+        cmd.arg0(crate::title::spawner(crate::title::now()))
             .arg("work")
             .stdin(Stdio::from(theirs))
             .stdout(Stdio::null())
@@ -172,23 +144,5 @@ impl Drop for Spawner {
         // stuck, and reap it.
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_worker_title_fits_in_the_area_the_spawner_title_leaves() {
-        for t in [0, 1_764_400_000, 9_999_999_999] {
-            let worker = worker_title(t);
-            assert!(worker.starts_with("chore-worker-"));
-            assert!(worker.ends_with(&format!(":Started:{t}")));
-            // The worker writes its title, a NUL, `work` and a NUL over the spawner's.
-            assert!(worker.len() < spawner_title(t).len(), "{worker}");
-        }
-        assert!(spawner_title(5).starts_with(TITLE_PREFIX));
-        assert!(!spawner_title(5).contains("chore-worker"));
     }
 }

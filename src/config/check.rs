@@ -5,8 +5,10 @@
 //! refuses is refused here, with the same line). Then what only the machine can tell is
 //! looked at, without changing anything (`probe`): that there is a queue to consume, that
 //! the queue directories and the log file can be written by this user, that each queue's
-//! `config/timeout` reads, and that every handler program can be started, found the way its
-//! worker will find it. Each mistake is one line, `chore: FILE:LINE: key `KEY`: …`, and the
+//! `config/timeout` reads, that every handler program can be started, found the way its
+//! worker will find it, and that the master can listen where it is to (its control socket
+//! and `metrics-listen`: bound and closed at once, or, where a master already answers,
+//! noted in the printout). Each mistake is one line, `chore: FILE:LINE: key `KEY`: …`, and the
 //! status is 2; nothing goes to standard output then. An SQS queue is not looked up: its
 //! existence and credentials are checked when the master starts.
 
@@ -27,7 +29,9 @@ pub fn check_config(flags: Flags) -> i32 {
         }
     };
     let path_var = std::env::var_os("PATH");
-    let errors = environment(&loaded, path_var.as_deref());
+    let mut errors = environment(&loaded, path_var.as_deref());
+    let (wrong, notes) = listeners(&loaded);
+    errors.extend(wrong);
     if !errors.is_empty() {
         let files = &loaded.config.files;
         eprintln!("chore: {}", ConfigErrors::in_order(errors, files));
@@ -35,7 +39,10 @@ pub fn check_config(flags: Flags) -> i32 {
     }
     // `chore check-config | head`: a reader that goes away ends the printout, not in a panic.
     let mut out = std::io::stdout().lock();
-    for line in printout::lines(&loaded, path_var.as_deref()) {
+    for line in printout::lines(&loaded, path_var.as_deref())
+        .into_iter()
+        .chain(notes)
+    {
         if writeln!(out, "{line}").is_err() {
             break;
         }
@@ -84,6 +91,63 @@ fn environment(l: &Loaded, path_var: Option<&OsStr>) -> Vec<ConfigError> {
         }
     }
     errors
+}
+
+/// What the master will find where it listens: its control socket (one named by
+/// `control-socket` must bind, the default one only warns) and `metrics-listen`. A master
+/// answering on the socket now is not a mistake (the check may be for its reload); it is
+/// a note in the printout, and so is an address in use while it runs. Returns the
+/// mistakes and the notes.
+fn listeners(l: &Loaded) -> (Vec<ConfigError>, Vec<String>) {
+    let c = &l.config;
+    let (mut errors, mut notes) = (Vec::new(), Vec::new());
+    let path = c.control_path();
+    let explicit = c.control_socket.is_some();
+    let running = match probe::control_socket(&path, !explicit) {
+        Ok(probe::Socket::Free) => false,
+        Ok(probe::Socket::Answered) => {
+            notes.push(format!(
+                "# control-socket {}: a master answers on it now; a second master with this configuration {}",
+                path.display(),
+                match explicit {
+                    true => "would not start",
+                    false => "would start without one (`chore status` would not reach it)",
+                }
+            ));
+            true
+        }
+        Err(m) if explicit => {
+            errors.push(ConfigError::at(
+                &origin(l, "control-socket"),
+                "control-socket",
+                m,
+            ));
+            false
+        }
+        Err(m) => {
+            notes.push(format!(
+                "# control-socket (default): {m}; the master would start without one (`chore status` would not reach it; set control-socket)"
+            ));
+            false
+        }
+    };
+    if let Some(addr) = c.metrics_listen
+        && let Err(e) = probe::listenable(addr)
+    {
+        let message = format!("cannot listen on {addr}: {e}");
+        if running && e.kind() == std::io::ErrorKind::AddrInUse {
+            notes.push(format!(
+                "# metrics-listen {addr}: in use now, by the running master most likely"
+            ));
+        } else {
+            errors.push(ConfigError::at(
+                &origin(l, "metrics-listen"),
+                "metrics-listen",
+                message,
+            ));
+        }
+    }
+    (errors, notes)
 }
 
 /// What the master will find when it opens a filesystem queue's directory.

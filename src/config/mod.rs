@@ -228,7 +228,7 @@ pub struct Config {
     pub stall_timeout: Duration,
     /// Where Prometheus metrics are served; None: off.
     pub metrics_listen: Option<std::net::SocketAddr>,
-    /// The control socket `chore status` asks, when given (else `control::default_path`).
+    /// The control socket `chore status` asks, when given (else `control_path` chooses).
     pub control_socket: Option<PathBuf>,
     pub sqs: crate::config::SqsSettings,
     pub dedupe: crate::config::DedupeSettings,
@@ -257,6 +257,22 @@ impl Config {
     }
     pub fn queue(&self, name: &str) -> Option<&QueueConfig> {
         self.declared.iter().find(|q| q.name == name)
+    }
+    /// The control socket's path: `control-socket` when given, else
+    /// `$RUNTIME_DIRECTORY/chore.sock` when systemd sets it (the first, when it names
+    /// several), else `chore.sock` in the queue root.
+    pub fn control_path(&self) -> PathBuf {
+        if let Some(p) = &self.control_socket {
+            return p.clone();
+        }
+        let runtime = std::env::var_os("RUNTIME_DIRECTORY");
+        match runtime
+            .as_ref()
+            .and_then(|r| std::env::split_paths(r).next())
+        {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.join("chore.sock"),
+            _ => self.fs_queue_root.join("chore.sock"),
+        }
     }
 }
 

@@ -2,8 +2,10 @@
 //!
 //! `check-config` uses these to fail where the master would fail at start (a queue directory
 //! or log file this user cannot write, an unreadable `config/timeout`) and where every
-//! message would fail (a handler program that cannot be started). Nothing here creates,
-//! opens for writing or runs anything: `access(2)` answers for the current user.
+//! message would fail (a handler program that cannot be started), and where the master
+//! could not listen. Nothing here creates, opens for writing or runs anything: `access(2)`
+//! answers for the current user; a control socket is only connected to, and a TCP address
+//! bound and closed at once.
 
 use super::Handler;
 use nix::unistd::{AccessFlags, access};
@@ -131,6 +133,11 @@ pub fn writable_file(file: &Path) -> Result<(), String> {
             false => Ok(()),
         };
     }
+    creatable(file)
+}
+
+/// Can this user create `file` in its directory (which must be there)?
+fn creatable(file: &Path) -> Result<(), String> {
     let parent = match file.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -154,6 +161,58 @@ pub fn writable_file(file: &Path) -> Result<(), String> {
         )),
         true => Ok(()),
     }
+}
+
+/// The longest path a Unix socket may have (`sun_path` holds 108 bytes, its NUL included).
+const SOCKET_PATH_MAX: usize = 107;
+
+/// What the master will find where its control socket goes.
+#[derive(Debug, PartialEq)]
+pub enum Socket {
+    /// It can bind the socket there (replacing a stale one).
+    Free,
+    /// A master answers there (or another user's socket is there, which may be one's): a
+    /// second master would not bind it.
+    Answered,
+}
+
+/// Can the master bind its control socket at `path`? `make_dir`: the master creates the
+/// directory when it is missing (it does for the default path only). A socket is only
+/// connected to, and closed at once.
+pub fn control_socket(path: &Path, make_dir: bool) -> Result<Socket, String> {
+    use std::os::unix::fs::FileTypeExt;
+    let len = path.as_os_str().len();
+    if len > SOCKET_PATH_MAX {
+        return Err(format!(
+            "{} is {len} bytes long; a Unix socket's path has at most {SOCKET_PATH_MAX}",
+            path.display()
+        ));
+    }
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(format!("{} exists and is not a socket", path.display()));
+        }
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => return Ok(Socket::Answered),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Ok(Socket::Answered);
+            }
+            // Stale: the master removes it and binds anew, in the same directory.
+            Err(_) => {}
+        }
+    }
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    match make_dir {
+        true => writable_dir(parent),
+        false => creatable(path),
+    }
+    .map(|()| Socket::Free)
+}
+
+/// Could the master listen on `addr` (for its metrics page)? Bound as the master binds it,
+/// and closed at once.
+pub fn listenable(addr: std::net::SocketAddr) -> std::io::Result<()> {
+    std::net::TcpListener::bind(addr).map(drop)
 }
 
 /// A filesystem queue's `config/timeout` (Ruby Chore's per-queue timeout file), read as the

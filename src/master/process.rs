@@ -2,7 +2,7 @@
 //! kills a worker (docs/decisions/0024-workers-are-forked-by-a-spawner.md, which amends
 //! docs/decisions/0004-workers-are-re-executed.md).
 //!
-//! Each batch runs in a fresh child titled `chore-worker-<version>:Started:<unix time>` so
+//! Each batch runs in a fresh child titled `chore-worker-<version>:Started:<time>` so
 //! that `pgrep -f chore-worker` finds it, in a process group of its own so that a kill
 //! takes its handlers too, and without AWS credentials unless its queue passes them on.
 //! The child is forked by the spawner (`crate::spawner`), started once, credential-free;
@@ -14,7 +14,8 @@
 use super::pool::{Launch, WorkerEvent, WorkerId};
 use super::watchers::Watchers;
 use crate::protocol::Report;
-use crate::spawner::{Spawner, unix_now, worker_title};
+use crate::spawner::Spawner;
+use crate::title;
 use crossbeam_channel::Sender;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
@@ -94,7 +95,7 @@ impl Processes {
     /// Re-execute this binary as `chore work`.
     fn exec(&mut self, id: WorkerId, spec: Vec<u8>, keep_credentials: bool) -> io::Result<u32> {
         let mut cmd = Command::new("/proc/self/exe");
-        cmd.arg0(worker_title(unix_now()))
+        cmd.arg0(title::worker(title::now()))
             .arg("work")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -142,7 +143,7 @@ impl Launch for Processes {
         if keep_credentials || self.spawner.is_none() {
             return self.exec(id, spec, keep_credentials);
         }
-        let (pid, stdin, stdout) = match self.fork(unix_now()) {
+        let (pid, stdin, stdout) = match self.fork(title::now()) {
             Ok(forked) => forked,
             Err(e) => {
                 let gone = self.spawner.take().map(|s| s.pid());

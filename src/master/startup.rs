@@ -218,7 +218,7 @@ pub fn start(config: Config, log: LogHandle, flags: Flags) -> Result<Master, Sta
 /// the default one (its directory created when missing) is skipped with a warning when it
 /// cannot be (another master answering on it: masters sharing a queue root).
 fn bind_control(config: &Config) -> Result<Option<crate::control::server::Bound>, StartError> {
-    let path = crate::control::path(config.control_socket.as_ref(), &config.fs_queue_root);
+    let path = config.control_path();
     let explicit = config.control_socket.is_some();
     if !explicit && let Some(dir) = path.parent() {
         // The default's directory is the queue root, which a master of SQS queues alone

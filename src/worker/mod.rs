@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 pub fn main() -> i32 {
     let spawner = std::env::args_os().next().is_some_and(|a| {
         a.to_string_lossy()
-            .starts_with(crate::spawner::TITLE_PREFIX)
+            .starts_with(crate::title::SPAWNER_PREFIX)
     });
     if spawner {
         return spawner::serve();

@@ -8,10 +8,10 @@
 //! `CLONE_PARENT` (the master's child, not the spawner's), leads a new process group, sends
 //! its pid back, takes the request's descriptors as its stdin, stdout and stderr, writes
 //! its worker title over the spawner's argument area (so `/proc/<pid>/cmdline` reads
-//! `chore-worker-<version>:Started:<unix time>`, `work`), and runs the batch as a
+//! `chore-worker-<version>:Started:<time>`, `work`), and runs the batch as a
 //! re-executed worker would.
 
-use crate::spawner::{BIND_NOW_MARK, REQUEST_FDS, REQUEST_LEN, worker_title};
+use crate::spawner::{BIND_NOW_MARK, REQUEST_FDS, REQUEST_LEN};
 use nix::libc;
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
 use std::io::{self, IoSliceMut};
@@ -40,6 +40,8 @@ pub fn serve() -> i32 {
         }
     }
     let _ = nix::sys::prctl::set_name(c"chore-spawner");
+    // Read the time zone now, once: workers inherit it for their titles' local time.
+    let _ = crate::title::stamp(crate::title::now());
     let area = argument_area();
     loop {
         let mut request = [0u8; REQUEST_LEN];
@@ -124,7 +126,7 @@ fn child(fds: &[RawFd], started: u64, area: Option<(usize, usize)>) -> i32 {
     }
     close_all(fds);
     if let Some(area) = area {
-        retitle(area, &worker_title(started));
+        retitle(area, &crate::title::worker(started));
     }
     super::run()
 }

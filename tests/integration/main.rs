@@ -9,6 +9,7 @@
 mod admin;
 mod batching;
 mod chaos;
+mod check_config;
 mod clock;
 mod config_errors;
 mod crash;

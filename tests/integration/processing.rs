@@ -42,30 +42,64 @@ fn a_handful_of_jobs_all_complete() {
     assert_eq!(status.code(), Some(0), "a drained master exits 0");
 }
 
+/// The Unix time of a title's `Started:` stamp, `YYYY-MM-DD HH:MM:SS +ZZZZ` (Ruby's
+/// `Time#to_s`), or None if it is not one.
+fn started_at(title: &str, prefix: &str) -> Option<i64> {
+    let stamp = title.strip_prefix(&format!("{prefix}{}:Started:", env!("CARGO_PKG_VERSION")))?;
+    let b = stamp.as_bytes();
+    let shape = "dddd-dd-dd dd:dd:dd sdddd";
+    if b.len() != shape.len()
+        || !shape.bytes().zip(b).all(|(s, &c)| match s {
+            b'd' => c.is_ascii_digit(),
+            b's' => c == b'+' || c == b'-',
+            _ => s == c,
+        })
+    {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| stamp[r].parse::<i64>().unwrap();
+    let (y, m, d) = (n(0..4), n(5..7), n(8..10));
+    // Days since 1970-01-01 (H. Hinnant's days_from_civil).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    let sign = if b[20] == b'-' { -1 } else { 1 };
+    let offset = sign * (n(21..23) * 3600 + n(23..25) * 60);
+    Some(days * 86_400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19) - offset)
+}
+
 #[test]
-fn workers_are_titled_and_in_their_own_process_group() {
+fn the_master_and_workers_carry_ruby_chores_titles_and_workers_lead_their_groups() {
     let sb = Sandbox::new("titles");
     let h = sb.recorder("job.sh", "runs.txt", "sleep 30");
     sb.chorefile(&format!("[queues.jobs]\nhandler = [{h:?}]\n"));
-    let mut master = sb.start(&[]);
-    let before = unix_now() as u64;
+    let before = unix_now() as i64;
+    // Local time, as Ruby prints `Time.now`: a zone half an hour off, given as a POSIX TZ
+    // string (no time zone files needed).
+    let mut master = sb.start_with_env("master", &[], &[("TZ", "IST-5:30")]);
     sb.enqueue("jobs", "{}");
     master.wait("the job to start", || !sb.runs("runs.txt").is_empty());
+    let after = unix_now() as i64 + 1;
+    // The master: the same process, titled, its arguments kept after the title, so that
+    // `pgrep -f '^chore-master'` finds it as it found Ruby Chore's.
+    let argv = cmdline(master.pid);
+    let started =
+        started_at(&argv[0], "chore-master-").unwrap_or_else(|| panic!("master title {argv:?}"));
+    assert!(before - 1 <= started && started <= after, "{argv:?}");
+    assert!(argv[0].ends_with(" +0530"), "{argv:?}");
+    let chorefile = sb.chorefile_path();
+    assert_eq!(argv[1..], ["-c", chorefile.to_str().unwrap()]);
+    // The worker.
     let workers = master.workers();
     assert_eq!(workers.len(), 1, "one worker for one job");
     let w = workers[0];
-    let argv0 = cmdline(w)[0].clone();
-    let rest = argv0
-        .strip_prefix(&format!(
-            "chore-worker-{}:Started:",
-            env!("CARGO_PKG_VERSION")
-        ))
-        .unwrap_or_else(|| panic!("worker title {argv0:?}"));
-    let started: u64 = rest.parse().unwrap_or_else(|_| panic!("{argv0:?}"));
-    assert!(
-        started + 2 >= before && started <= unix_now() as u64 + 1,
-        "{argv0:?}"
-    );
+    let argv = cmdline(w);
+    let started =
+        started_at(&argv[0], "chore-worker-").unwrap_or_else(|| panic!("worker title {argv:?}"));
+    assert!(before - 1 <= started && started <= after, "{argv:?}");
+    assert!(argv[0].ends_with(" +0530"), "{argv:?}");
     assert_eq!(pgrp(w), Some(w), "the worker leads its own process group");
     assert_ne!(pgrp(master.pid), Some(w));
     // Drain, then a second TERM kills the sleeping handler.
