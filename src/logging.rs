@@ -1,11 +1,12 @@
-//! Logging through `tracing`: one line per event, text by default or JSON, to standard
-//! error or to a log file that SIGUSR1 reopens (for logrotate).
+//! Logging through `tracing`: one line per event, text by default, JSON, or Ruby Chore's
+//! line (`ruby`), to standard error or to a log file that SIGUSR1 reopens (for logrotate).
 //!
 //! A log that cannot be written (a closed pipe, a full disk) never ends the process: the
 //! line is dropped. Nothing here panics on a write error, and tracing's own fallback (an
 //! `eprintln!` of the failure, which panics when standard error is the broken thing) is off.
 
 pub mod capture;
+mod ruby;
 
 use crate::config::LogFormat;
 use std::fs::{File, OpenOptions};
@@ -152,12 +153,20 @@ pub fn init_with(
             match format {
                 LogFormat::Text => base.with_writer(writer).boxed(),
                 LogFormat::Json => base.json().flatten_event(true).with_writer(writer).boxed(),
+                LogFormat::Ruby => base
+                    .event_format(ruby::RubyLine::new())
+                    .with_writer(writer)
+                    .boxed(),
             }
         }
         (None, LogFormat::Text) => base.with_writer(|| Stderr).boxed(),
         (None, LogFormat::Json) => base
             .json()
             .flatten_event(true)
+            .with_writer(|| Stderr)
+            .boxed(),
+        (None, LogFormat::Ruby) => base
+            .event_format(ruby::RubyLine::new())
             .with_writer(|| Stderr)
             .boxed(),
     };

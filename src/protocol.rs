@@ -22,7 +22,7 @@ pub struct BatchSpec<'a> {
     pub classes: BTreeMap<String, Handler>,
     /// Append worker (and handler) stderr here instead of the master's stderr.
     pub log_file: Option<PathBuf>,
-    pub log_json: bool,
+    pub log_format: crate::config::LogFormat,
     pub log_level: String,
     /// The queue's `memory-limit` in bytes: the worker's data limit, which its handlers
     /// inherit.

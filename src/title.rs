@@ -24,7 +24,7 @@ pub fn master(started_unix: u64) -> String {
     format!(
         "{MASTER_PREFIX}{}:Started:{}",
         env!("CARGO_PKG_VERSION"),
-        stamp(started_unix)
+        ruby_time(started_unix)
     )
 }
 
@@ -33,7 +33,7 @@ pub fn worker(started_unix: u64) -> String {
     format!(
         "chore-worker-{}:Started:{}",
         env!("CARGO_PKG_VERSION"),
-        stamp(started_unix)
+        ruby_time(started_unix)
     )
 }
 
@@ -44,7 +44,7 @@ pub fn spawner(started_unix: u64) -> String {
     format!(
         "{SPAWNER_PREFIX}{}:Started:{}",
         env!("CARGO_PKG_VERSION"),
-        stamp(started_unix)
+        ruby_time(started_unix)
     )
 }
 
@@ -56,9 +56,10 @@ pub fn now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Ruby's `Time#to_s` of `unix`, as Ruby Chore writes it in titles and log lines:
 /// `YYYY-MM-DD HH:MM:SS +ZZZZ` in local time (UTC, `+0000`, where the local time cannot be
-/// had): always 25 bytes for years 1000 to 9999.
-pub fn stamp(unix: u64) -> String {
+/// had); always 25 bytes for years 1000 to 9999.
+pub fn ruby_time(unix: u64) -> String {
     let t = libc::time_t::try_from(unix).unwrap_or(libc::time_t::MAX);
     // SAFETY: localtime_r writes only the `tm` we own; it is thread-safe. The time zone is
     // read once per process (glibc caches it), so a forked worker does not read it again.
@@ -133,7 +134,7 @@ mod tests {
     #[test]
     fn titles_read_as_ruby_chores_do() {
         let t = 1_764_502_805; // 2025-11-30 11:40:05 UTC
-        let stamp = stamp(t);
+        let stamp = ruby_time(t);
         assert_eq!(stamp.len(), 25, "{stamp}");
         let (date_time, offset) = stamp.rsplit_once(' ').unwrap();
         assert!(offset.starts_with(['+', '-']) && offset[1..].bytes().all(|b| b.is_ascii_digit()));
@@ -150,7 +151,7 @@ mod tests {
     #[test]
     fn the_stamp_is_local_time_with_its_offset() {
         let t: u64 = 1_764_502_805;
-        let stamp = stamp(t);
+        let stamp = ruby_time(t);
         let (date_time, offset) = stamp.rsplit_once(' ').unwrap();
         let sign = if offset.starts_with('-') { -1 } else { 1 };
         let off = sign

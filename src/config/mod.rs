@@ -62,11 +62,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How a log line is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a log line is written (workers are told it by name in their batch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
     Json,
+    /// Ruby Chore's line: `[<time> (<pid>)] <SEVERITY> : <message>`.
+    Ruby,
 }
 
 /// Where a queue lives.

@@ -208,7 +208,7 @@ pub const OPTIONS: &[Opt] = &[
         "Prefix joined before every dedupe key"),
     opt("log-file", Kind::Text("path"), Default::Otherwise("standard error"), "FILE",
         "Log to this file (appended; reopened on SIGUSR1) instead of standard error"),
-    opt("log-format", Kind::Choice { values: &["text", "json"], synonyms: &[] }, Default::Is("text"), "FORMAT",
+    opt("log-format", Kind::Choice { values: &["text", "json", "ruby"], synonyms: &[] }, Default::Is("text"), "FORMAT",
         "Log line format"),
     opt("log-level", Kind::Choice { values: &["error", "warn", "info", "debug", "trace"], synonyms: &["warning"] },
         Default::Is("info"), "LEVEL", "Least severe level logged"),

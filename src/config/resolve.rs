@@ -176,6 +176,7 @@ pub fn resolve(
             .as_deref()
         {
             Some("json") => LogFormat::Json,
+            Some("ruby") => LogFormat::Ruby,
             _ => LogFormat::Text,
         },
         log_level: log_level(&s),

@@ -233,7 +233,7 @@ mod tests {
         assert!(check("log-level", "WARNING").is_ok());
         assert_eq!(
             check("log-format", "xml"),
-            Err("`xml` is not text or json".into())
+            Err("`xml` is not text, json or ruby".into())
         );
         assert!(check("dedupe-servers", " , ").is_err());
         assert!(check("max-attempts", "-1").is_err());
@@ -269,7 +269,7 @@ mod tests {
         );
         assert_eq!(
             option("log-format").help_line(),
-            "Log line format: text or json [default: text]"
+            "Log line format: text, json or ruby [default: text]"
         );
         assert!(
             option("queue-prefix")

@@ -43,7 +43,7 @@ mod watchers;
 
 use crate::batcher::Batcher;
 use crate::config::HttpTarget;
-use crate::config::{Config, LogFormat, QueueConfig};
+use crate::config::{Config, QueueConfig};
 use crate::consumer::{Batchlet, Gate, Held};
 use crate::dedupe::Dedupe;
 use crate::logging::LogHandle;
@@ -372,7 +372,7 @@ impl Master {
             handler: qc.handler.clone(),
             classes: qc.classes.clone(),
             log_file: self.config.log_file.clone(),
-            log_json: self.config.log_format == LogFormat::Json,
+            log_format: self.config.log_format,
             log_level: self.config.log_level.to_string(),
             memory_limit: qc.memory_limit,
             messages,

@@ -395,10 +395,5 @@ fn redirect_stderr(path: &std::path::Path) {
 
 fn init_logging(spec: &BatchSpec) {
     let level = spec.log_level.parse().unwrap_or(tracing::Level::INFO);
-    let format = if spec.log_json {
-        crate::config::LogFormat::Json
-    } else {
-        crate::config::LogFormat::Text
-    };
-    let _ = crate::logging::init(level, format, None);
+    let _ = crate::logging::init(level, spec.log_format, None);
 }

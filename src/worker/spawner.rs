@@ -41,7 +41,7 @@ pub fn serve() -> i32 {
     }
     let _ = nix::sys::prctl::set_name(c"chore-spawner");
     // Read the time zone now, once: workers inherit it for their titles' local time.
-    let _ = crate::title::stamp(crate::title::now());
+    let _ = crate::title::ruby_time(crate::title::now());
     let area = argument_area();
     loop {
         let mut request = [0u8; REQUEST_LEN];

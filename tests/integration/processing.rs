@@ -170,6 +170,59 @@ fn handler_gets_its_env_and_runs_in_the_chorefile_directory() {
 }
 
 #[test]
+fn ruby_format_logs_read_as_ruby_chores_lines() {
+    let sb = Sandbox::new("ruby-logs");
+    let h = sb.script("job.sh", "cat > /dev/null; echo from the handler; exit 65");
+    sb.chorefile(&format!(
+        "log-format = \"ruby\"\n[queues.jobs]\nhandler = [{h:?}]\n"
+    ));
+    let mut master = sb.start(&[]);
+    let q = sb.queue("jobs");
+    sb.enqueue("jobs", "{\"x\":1}");
+    master.wait("the message to be dead-lettered", || q.dead_letters() == 1);
+    master.wait_log("dead-lettered");
+    assert_eq!(master.stop().code(), Some(0));
+    // `[YYYY-MM-DD HH:MM:SS +ZZZZ (pid)] SEVERITY : message`, each line; its pid and severity.
+    let shape = "[dddd-dd-dd dd:dd:dd sdddd (";
+    let mut lines = Vec::new();
+    for line in master.log_text().lines().filter(|l| !l.trim().is_empty()) {
+        let ok = line.len() > shape.len()
+            && shape.bytes().zip(line.bytes()).all(|(s, c)| match s {
+                b'd' => c.is_ascii_digit(),
+                b's' => c == b'+' || c == b'-',
+                _ => s == c,
+            });
+        assert!(ok, "not Ruby Chore's line: {line}");
+        let (pid, rest) = line[shape.len()..].split_once(")] ").unwrap();
+        let (severity, message) = rest.split_once(" : ").unwrap();
+        assert!(
+            ["DEBUG", "INFO", "WARN", "ERROR"].contains(&severity),
+            "{line}"
+        );
+        lines.push((
+            pid.parse::<i32>().unwrap(),
+            severity.to_string(),
+            message.to_string(),
+        ));
+    }
+    let find = |start: &str| {
+        lines
+            .iter()
+            .find(|(_, _, m)| m.starts_with(start))
+            .unwrap_or_else(|| panic!("no `{start}` line in {lines:?}"))
+            .clone()
+    };
+    let (pid, severity, _) = find("dead-lettered");
+    assert_eq!((pid, severity.as_str()), (master.pid, "ERROR"));
+    let (pid, severity, _) = find("chore master started");
+    assert_eq!((pid, severity.as_str()), (master.pid, "INFO"));
+    // What the handler printed is logged by its worker, under the worker's pid.
+    let (pid, _, message) = find("from the handler");
+    assert_ne!(pid, master.pid, "{message}");
+    assert!(message.contains("queue=\"jobs\""), "{message}");
+}
+
+#[test]
 fn json_logs_carry_queue_and_message_id() {
     let sb = Sandbox::new("json-logs");
     let h = sb.script("job.sh", "cat > /dev/null; exit 65");
