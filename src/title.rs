@@ -19,6 +19,9 @@ pub const MASTER_PREFIX: &str = "chore-master-";
 /// The spawner's argv[0] starts so: how `worker::main` knows it is to serve.
 pub const SPAWNER_PREFIX: &str = "chore-spawner-";
 
+/// A worker's argv[0] starts so.
+pub const WORKER_PREFIX: &str = "chore-worker-";
+
 /// The master's argv[0].
 pub fn master(started_unix: u64) -> String {
     format!(
@@ -31,7 +34,7 @@ pub fn master(started_unix: u64) -> String {
 /// A worker's argv[0].
 pub fn worker(started_unix: u64) -> String {
     format!(
-        "chore-worker-{}:Started:{}",
+        "{WORKER_PREFIX}{}:Started:{}",
         env!("CARGO_PKG_VERSION"),
         ruby_time(started_unix)
     )
@@ -58,7 +61,7 @@ pub fn now() -> u64 {
 
 /// Ruby's `Time#to_s` of `unix`, as Ruby Chore writes it in titles and log lines:
 /// `YYYY-MM-DD HH:MM:SS +ZZZZ` in local time (UTC, `+0000`, where the local time cannot be
-/// had); always 25 bytes for years 1000 to 9999.
+/// had, or its year is not 1000 to 9999); always 25 bytes (the year is clamped to 9999).
 pub fn ruby_time(unix: u64) -> String {
     let t = libc::time_t::try_from(unix).unwrap_or(libc::time_t::MAX);
     // SAFETY: localtime_r writes only the `tm` we own; it is thread-safe. The time zone is
@@ -103,28 +106,27 @@ pub fn ruby_time(unix: u64) -> String {
 }
 
 /// Give the master its title: execute this binary again, as the same process, with the
-/// same arguments and environment and `master(now)` as argv[0]. Returns only where that
-/// is not needed (argv[0] is already a master's title) or cannot be done; the master then
-/// runs with the command line it was started with.
+/// same arguments and environment and `master(now)` as argv[0]. Returns once argv[0] is a
+/// master's title, or where the exec cannot be done (the master then runs with the
+/// command line it was started with), having named the process `chore-master`.
 pub fn become_master() {
     let args: Vec<OsString> = std::env::args_os().collect();
-    if args
+    let titled = args
         .first()
-        .is_some_and(|a| a.as_bytes().starts_with(MASTER_PREFIX.as_bytes()))
-    {
-        return;
-    }
-    let Ok(argv) = std::iter::once(OsString::from(master(now())))
+        .is_some_and(|a| a.as_bytes().starts_with(MASTER_PREFIX.as_bytes()));
+    let argv = std::iter::once(OsString::from(master(now())))
         .chain(args.into_iter().skip(1))
         .map(|a| CString::new(a.as_bytes()))
-        .collect::<Result<Vec<_>, _>>()
-    else {
-        return;
-    };
-    // execv keeps the pid (so systemd's main pid and a supervisor's child stay this
-    // process), the environment, the descriptors without close-on-exec, and the signal
-    // dispositions and mask. Nothing has started yet: no thread, no file, no log.
-    let _ = nix::unistd::execv(c"/proc/self/exe", &argv);
+        .collect::<Result<Vec<_>, _>>();
+    if let (false, Ok(argv)) = (titled, argv) {
+        // execv keeps the pid (so systemd's main pid and a supervisor's child stay this
+        // process), the environment, the descriptors without close-on-exec, and the signal
+        // dispositions and mask. Nothing has started yet: no thread, no file, no log.
+        let _ = nix::unistd::execv(c"/proc/self/exe", &argv);
+    }
+    // `ps`, `top` and `pgrep -x chore-master` know the master by this name from here on;
+    // the kernel named it after the file the exec ran (`exe`).
+    let _ = nix::sys::prctl::set_name(c"chore-master");
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@
 //! it completed or never was there. Which worker runs it is in the log: the last `worker
 //! started` line naming it gives the worker's pid, whose parent is the master. SQS cannot
 //! find a message by id without receiving the whole queue, so there the log is the answer.
-//! Log lines are found by the id, in the text or the JSON format.
+//! Log lines are found by the id, in the text, ruby or JSON format (the ruby format's
+//! fields are the text format's).
 
 use super::place::{self, Place};
 use super::stats::age;

@@ -96,8 +96,9 @@ fn environment(l: &Loaded, path_var: Option<&OsStr>) -> Vec<ConfigError> {
 /// What the master will find where it listens: its control socket (one named by
 /// `control-socket` must bind, the default one only warns) and `metrics-listen`. A master
 /// answering on the socket now is not a mistake (the check may be for its reload); it is
-/// a note in the printout, and so is an address in use while it runs. Returns the
-/// mistakes and the notes.
+/// a note in the printout, and so is a metrics address in use by a chore master (its page
+/// says so: under systemd the master's socket is in its `RuntimeDirectory`, which an
+/// operator's shell does not name). Returns the mistakes and the notes.
 fn listeners(l: &Loaded) -> (Vec<ConfigError>, Vec<String>) {
     let c = &l.config;
     let (mut errors, mut notes) = (Vec::new(), Vec::new());
@@ -107,7 +108,7 @@ fn listeners(l: &Loaded) -> (Vec<ConfigError>, Vec<String>) {
         Ok(probe::Socket::Free) => false,
         Ok(probe::Socket::Answered) => {
             notes.push(format!(
-                "# control-socket {}: a master answers on it now; a second master with this configuration {}",
+                "# control-socket {}: a master answers on it now (or it is another user's socket); a second master with this configuration {}",
                 path.display(),
                 match explicit {
                     true => "would not start",
@@ -135,7 +136,12 @@ fn listeners(l: &Loaded) -> (Vec<ConfigError>, Vec<String>) {
         && let Err(e) = probe::listenable(addr)
     {
         let message = format!("cannot listen on {addr}: {e}");
-        if running && e.kind() == std::io::ErrorKind::AddrInUse {
+        let in_use = e.kind() == std::io::ErrorKind::AddrInUse;
+        if in_use && probe::serves_chore_metrics(addr) {
+            notes.push(format!(
+                "# metrics-listen {addr}: in use now, by a running chore master (it serves chore's metrics there)"
+            ));
+        } else if in_use && running {
             notes.push(format!(
                 "# metrics-listen {addr}: in use now, by the running master most likely"
             ));

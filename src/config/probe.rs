@@ -4,8 +4,8 @@
 //! or log file this user cannot write, an unreadable `config/timeout`) and where every
 //! message would fail (a handler program that cannot be started), and where the master
 //! could not listen. Nothing here creates, opens for writing or runs anything: `access(2)`
-//! answers for the current user; a control socket is only connected to, and a TCP address
-//! bound and closed at once.
+//! answers for the current user; a control socket is only connected to, a TCP address
+//! bound and closed at once, and a metrics page in the way asked for once.
 
 use super::Handler;
 use nix::unistd::{AccessFlags, access};
@@ -213,6 +213,35 @@ pub fn control_socket(path: &Path, make_dir: bool) -> Result<Socket, String> {
 /// and closed at once.
 pub fn listenable(addr: std::net::SocketAddr) -> std::io::Result<()> {
     std::net::TcpListener::bind(addr).map(drop)
+}
+
+/// Does a chore master serve its metrics at `addr` (an unspecified address is asked on
+/// loopback)? One `GET /metrics`, given a second or two; chore's page names `chore_`
+/// metrics once its master has run a second.
+pub fn serves_chore_metrics(addr: std::net::SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let mut target = addr;
+    if target.ip().is_unspecified() {
+        target.set_ip(match target.ip() {
+            IpAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+            IpAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let wait = std::time::Duration::from_secs(2);
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&target, wait) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(wait));
+    if stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: chore\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut page = Vec::new();
+    let _ = stream.take(4 << 20).read_to_end(&mut page);
+    page.starts_with(b"HTTP/1.") && page.windows(6).any(|w| w == b"chore_")
 }
 
 /// A filesystem queue's `config/timeout` (Ruby Chore's per-queue timeout file), read as the

@@ -74,7 +74,6 @@ fn protect_secrets() {
 
 /// Open the queues and start the consumers and the signal thread.
 pub fn start(config: Config, log: LogHandle, flags: Flags) -> Result<Master, StartError> {
-    let _ = nix::sys::prctl::set_name(c"chore-master");
     give_large_buffers_back();
     protect_secrets();
     if let Some(addr) = config.metrics_listen {

@@ -217,20 +217,36 @@ fn check_config_notes_a_running_master_where_it_listens() {
     let out = check_ok(&sb, &["-c", cf]);
     assert!(
         out.contains(&format!(
-            "# control-socket {}: a master answers on it now; a second master with this configuration would not start",
+            "# control-socket {}: a master answers on it now (or it is another user's socket); a second master with this configuration would not start",
             sock.display()
         )),
         "{out}"
     );
     assert!(
+        out.contains(&format!("# metrics-listen {addr}: in use now, by ")),
+        "{out}"
+    );
+    // A check that does not find the master's socket (under systemd it is in the
+    // master's RuntimeDirectory, which an operator's shell does not name) still knows
+    // the metrics address for a chore master's by what it serves there.
+    master.wait("chore's metrics on the page", || {
+        crate::observe::scrape(&addr).contains("chore_")
+    });
+    let elsewhere = sb.file("elsewhere.sock");
+    let out = check_ok(
+        &sb,
+        &["-c", cf, "--control-socket", elsewhere.to_str().unwrap()],
+    );
+    assert!(
         out.contains(&format!(
-            "# metrics-listen {addr}: in use now, by the running master most likely"
+            "# metrics-listen {addr}: in use now, by a running chore master (it serves chore's metrics there)"
         )),
         "{out}"
     );
+    assert!(!out.contains("# control-socket"), "{out}");
     assert!(
         master.running(),
-        "the check's connection did the master no harm"
+        "the check's connections did the master no harm"
     );
     master.stop();
 }

@@ -91,6 +91,8 @@ fn the_master_and_workers_carry_ruby_chores_titles_and_workers_lead_their_groups
     assert!(argv[0].ends_with(" +0530"), "{argv:?}");
     let chorefile = sb.chorefile_path();
     assert_eq!(argv[1..], ["-c", chorefile.to_str().unwrap()]);
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", master.pid)).unwrap();
+    assert_eq!(comm.trim_end(), "chore-master");
     // The worker.
     let workers = master.workers();
     assert_eq!(workers.len(), 1, "one worker for one job");
