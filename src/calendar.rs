@@ -1,5 +1,14 @@
 //! The proleptic Gregorian calendar in UTC, pure and by hand (no date crate): day numbers
-//! to dates and back, for the timestamps HTTP handlers send and periodic tasks schedule.
+//! to dates and back, for the timestamps HTTP handlers send and periodic tasks schedule;
+//! and `Utc`, an instant in whole Unix seconds, which croner searches over when a
+//! schedule is evaluated, so that no `TZ` is ever involved.
+
+use croner::errors::CronError;
+use croner::{CivilDate, CivilDateTime, CivilTime, CronDateTime, Resolution, Weekday};
+use std::cmp::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const DAY: i64 = 86_400;
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
 pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
@@ -26,6 +35,72 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
+/// A UTC instant, in whole Unix seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Utc(pub i64);
+
+impl Utc {
+    /// Year, month, day, hour, minute, second.
+    pub fn parts(self) -> (i64, u32, u32, u32, u32, u32) {
+        let (y, m, d) = civil_from_days(self.0.div_euclid(DAY));
+        let s = self.0.rem_euclid(DAY);
+        (
+            y,
+            m,
+            d,
+            (s / 3600) as u32,
+            (s % 3600 / 60) as u32,
+            (s % 60) as u32,
+        )
+    }
+
+    pub fn from_system(t: SystemTime) -> Utc {
+        Utc(match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => d.as_secs() as i64,
+            // Before 1970, rounded down.
+            Err(e) => -(e.duration().as_secs_f64().ceil() as i64),
+        })
+    }
+
+    pub fn to_system(self) -> SystemTime {
+        if self.0 >= 0 {
+            UNIX_EPOCH + std::time::Duration::from_secs(self.0 as u64)
+        } else {
+            UNIX_EPOCH - std::time::Duration::from_secs(self.0.unsigned_abs())
+        }
+    }
+}
+
+impl CronDateTime for Utc {
+    fn to_civil(&self) -> CivilDateTime {
+        let (y, mo, d, h, mi, s) = self.parts();
+        CivilDateTime::new(
+            CivilDate::from_parts_unchecked(y as i32, mo, d),
+            CivilTime::from_parts_unchecked(h, mi, s),
+        )
+    }
+
+    fn civil_weekday(&self) -> Weekday {
+        // 1970-01-01 was a Thursday.
+        Weekday::from_days_from_sunday((self.0.div_euclid(DAY) + 4).rem_euclid(7) as u32)
+    }
+
+    fn resolve_civil(&self, c: CivilDateTime) -> Result<Resolution<Self>, CronError> {
+        // UTC has no gaps and no folds.
+        let days = days_from_civil(i64::from(c.year()), c.month(), c.day());
+        let secs = i64::from(c.hour() * 3600 + c.minute() * 60 + c.second());
+        Ok(Resolution::Single(Utc(days * DAY + secs)))
+    }
+
+    fn checked_add_seconds(&self, seconds: i64) -> Option<Self> {
+        self.0.checked_add(seconds).map(Utc)
+    }
+
+    fn cmp_instant(&self, other: &Self) -> Ordering {
+        self.0.cmp(&other.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,5 +118,24 @@ mod tests {
             let (y, m, day) = civil_from_days(d);
             assert_eq!(days_from_civil(y, m, day), d);
         }
+    }
+
+    #[test]
+    fn utc_knows_its_weekdays_and_converts_by_whole_seconds() {
+        // 2026-11-29 17:00:00 UTC, a Sunday.
+        let t0 = 1_795_971_600;
+        assert_eq!(Utc(t0).civil_weekday(), Weekday::Sunday);
+        assert_eq!(Utc(0).civil_weekday(), Weekday::Thursday);
+        assert_eq!(Utc(t0).parts(), (2026, 11, 29, 17, 0, 0));
+        let t = UNIX_EPOCH + std::time::Duration::from_millis(1_500);
+        assert_eq!(Utc::from_system(t), Utc(1));
+        assert_eq!(
+            Utc(t0).to_system(),
+            UNIX_EPOCH + std::time::Duration::from_secs(t0 as u64)
+        );
+        assert_eq!(
+            Utc::from_system(UNIX_EPOCH - std::time::Duration::from_millis(500)),
+            Utc(-1)
+        );
     }
 }

@@ -9,6 +9,7 @@
 //! entry (its position, name and line), in one line for the caller to wrap.
 
 use super::suggest;
+use crate::calendar::Utc;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
 use saphyr::{LoadableYamlNode, MarkedYaml};
@@ -34,6 +35,25 @@ pub struct CronTask {
     pub cron: Cron,
     /// The entry's line in the file.
     pub line: Option<usize>,
+}
+
+/// Schedules are evaluated over `calendar::Utc`: in UTC, whatever the host's zone.
+impl CronTask {
+    /// The first tick strictly after `t`; None if it never fires again.
+    pub fn next_after(&self, t: i64) -> Option<i64> {
+        self.cron
+            .find_next_occurrence(&Utc(t), false)
+            .ok()
+            .map(|u| u.0)
+    }
+
+    /// The latest tick at or before `t`.
+    pub fn latest_at(&self, t: i64) -> Option<i64> {
+        self.cron
+            .find_previous_occurrence(&Utc(t), true)
+            .ok()
+            .map(|u| u.0)
+    }
 }
 
 #[cfg(test)]

@@ -192,12 +192,22 @@ fn handler_lines(q: &QueueConfig, path_var: Option<&OsStr>, p: &mut QueuePrint) 
     if let Some(cron) = &q.cron {
         let names: Vec<&str> = cron.tasks.iter().map(|t| t.name.as_str()).collect();
         let what = format!("{:?}", cron.path.display().to_string());
-        let note = format!(
+        let mut note = format!(
             "{}; {} task(s): {}",
             p.from("cron-file"),
             names.len(),
             names.join(", ")
         );
+        // Not a mistake (a day that never comes is a way to switch a task off), but worth
+        // seeing before the master's warning.
+        let now = crate::calendar::Utc::from_system(std::time::SystemTime::now()).0;
+        let never: Vec<&str> = (cron.tasks.iter())
+            .filter(|t| t.next_after(now).is_none())
+            .map(|t| t.name.as_str())
+            .collect();
+        if !never.is_empty() {
+            note += &format!("; never due: {}", never.join(", "));
+        }
         p.line("cron-file", what, note);
     }
 }

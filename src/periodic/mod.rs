@@ -43,9 +43,9 @@ pub fn spawn(
             table.tasks.len(),
             table.path.display()
         );
-        let now = schedule::Utc::from_system(SystemTime::now()).0;
+        let now = crate::calendar::Utc::from_system(SystemTime::now()).0;
         for task in &table.tasks {
-            if schedule::next_after(task, now).is_none() {
+            if task.next_after(now).is_none() {
                 tracing::warn!(queue = %qc.full_name, task = %task.name, schedule = %task.schedule, "this schedule never fires");
             }
         }

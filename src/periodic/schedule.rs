@@ -1,6 +1,7 @@
 //! Pure: when each periodic task is due. Schedules are evaluated in UTC whatever the host's
-//! time zone (docs/decisions/0018-cron-dialect.md): croner searches over `Utc`, a Unix
-//! second, with the calendar worked out here, so no date library and no `TZ` is involved.
+//! time zone (docs/decisions/0018-cron-dialect.md): a task's ticks (`CronTask::next_after`,
+//! `latest_at`) are searched over `calendar::Utc`, a Unix second, so no date library and
+//! no `TZ` is involved.
 //!
 //! `Plan` is the scheduler's memory: the last tick it handled per task. `due(now)` gives,
 //! per task, the latest tick at or before `now` not yet handled, if it is less than
@@ -8,106 +9,18 @@
 //! claim stops a second master sending it again), after a long stall only the latest
 //! missed tick is, and older gaps are never filled, as Elastic Beanstalk's daemon does.
 
-use crate::calendar::{civil_from_days, days_from_civil};
+use crate::calendar::Utc;
 use crate::config::CronTask;
-use croner::errors::CronError;
-use croner::{CivilDate, CivilDateTime, CivilTime, CronDateTime, Resolution, Weekday};
-use std::cmp::Ordering;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A missed tick younger than this is still sent (the daemon's catch-up window; also within
 /// SQS FIFO's five-minute deduplication interval, so a FIFO catch-up cannot double).
 pub const CATCH_UP: i64 = 300;
-
-const DAY: i64 = 86_400;
-
-/// A UTC instant, in whole Unix seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Utc(pub i64);
-
-impl Utc {
-    /// Year, month, day, hour, minute, second.
-    pub fn parts(self) -> (i64, u32, u32, u32, u32, u32) {
-        let (y, m, d) = civil_from_days(self.0.div_euclid(DAY));
-        let s = self.0.rem_euclid(DAY);
-        (
-            y,
-            m,
-            d,
-            (s / 3600) as u32,
-            (s % 3600 / 60) as u32,
-            (s % 60) as u32,
-        )
-    }
-
-    pub fn from_system(t: SystemTime) -> Utc {
-        Utc(match t.duration_since(UNIX_EPOCH) {
-            Ok(d) => d.as_secs() as i64,
-            // Before 1970, rounded down.
-            Err(e) => -(e.duration().as_secs_f64().ceil() as i64),
-        })
-    }
-
-    pub fn to_system(self) -> SystemTime {
-        if self.0 >= 0 {
-            UNIX_EPOCH + std::time::Duration::from_secs(self.0 as u64)
-        } else {
-            UNIX_EPOCH - std::time::Duration::from_secs(self.0.unsigned_abs())
-        }
-    }
-}
 
 /// A tick as Elastic Beanstalk writes `beanstalk.sqsd.scheduled_time`:
 /// `YYYY-MM-DD HH:MM:SS UTC`.
 pub fn scheduled_time(tick: i64) -> String {
     let (y, mo, d, h, mi, s) = Utc(tick).parts();
     format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02} UTC")
-}
-
-impl CronDateTime for Utc {
-    fn to_civil(&self) -> CivilDateTime {
-        let (y, mo, d, h, mi, s) = self.parts();
-        CivilDateTime::new(
-            CivilDate::from_parts_unchecked(y as i32, mo, d),
-            CivilTime::from_parts_unchecked(h, mi, s),
-        )
-    }
-
-    fn civil_weekday(&self) -> Weekday {
-        // 1970-01-01 was a Thursday.
-        Weekday::from_days_from_sunday((self.0.div_euclid(DAY) + 4).rem_euclid(7) as u32)
-    }
-
-    fn resolve_civil(&self, c: CivilDateTime) -> Result<Resolution<Self>, CronError> {
-        // UTC has no gaps and no folds.
-        let days = days_from_civil(i64::from(c.year()), c.month(), c.day());
-        let secs = i64::from(c.hour() * 3600 + c.minute() * 60 + c.second());
-        Ok(Resolution::Single(Utc(days * DAY + secs)))
-    }
-
-    fn checked_add_seconds(&self, seconds: i64) -> Option<Self> {
-        self.0.checked_add(seconds).map(Utc)
-    }
-
-    fn cmp_instant(&self, other: &Self) -> Ordering {
-        self.0.cmp(&other.0)
-    }
-}
-
-/// The first tick of `task` strictly after `t`; None if it never fires again.
-pub fn next_after(task: &CronTask, t: i64) -> Option<i64> {
-    task.cron
-        .find_next_occurrence(&Utc(t), false)
-        .ok()
-        .map(|u| u.0)
-}
-
-/// The latest tick of `task` at or before `t`.
-pub fn latest_at(task: &CronTask, t: i64) -> Option<i64> {
-    task.cron
-        .find_previous_occurrence(&Utc(t), true)
-        .ok()
-        .map(|u| u.0)
 }
 
 /// One message to send: task `task` (an index into the table) at `tick` (Unix seconds).
@@ -135,7 +48,7 @@ impl Plan {
     pub fn due(&mut self, tasks: &[CronTask], now: i64) -> Vec<Due> {
         let mut due = Vec::new();
         for (i, task) in tasks.iter().enumerate() {
-            let Some(tick) = latest_at(task, now) else {
+            let Some(tick) = task.latest_at(now) else {
                 continue;
             };
             if now - tick < CATCH_UP && self.last[i].is_none_or(|l| tick > l) {
@@ -150,7 +63,7 @@ impl Plan {
     /// When to look again: the soonest tick of any task after `now`; None if none fires
     /// again.
     pub fn next_wake(&self, tasks: &[CronTask], now: i64) -> Option<i64> {
-        tasks.iter().filter_map(|t| next_after(t, now)).min()
+        tasks.iter().filter_map(|t| t.next_after(now)).min()
     }
 }
 
@@ -166,33 +79,10 @@ mod tests {
     const T0: i64 = 1_795_971_600;
 
     #[test]
-    fn the_calendar_round_trips_and_knows_its_epochs() {
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
-        assert_eq!(civil_from_days(-1), (1969, 12, 31));
-        for days in (-800_000..800_000).step_by(997) {
-            let (y, m, d) = civil_from_days(days);
-            assert_eq!(days_from_civil(y, m, d), days);
-        }
+    fn ticks_read_as_elastic_beanstalk_writes_them() {
         assert_eq!(scheduled_time(T0), "2026-11-29 17:00:00 UTC");
         assert_eq!(scheduled_time(951_782_400), "2000-02-29 00:00:00 UTC");
         assert_eq!(scheduled_time(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(Utc(T0).civil_weekday(), Weekday::Sunday);
-        assert_eq!(Utc(0).civil_weekday(), Weekday::Thursday);
-    }
-
-    #[test]
-    fn system_time_converts_by_whole_seconds() {
-        let t = UNIX_EPOCH + std::time::Duration::from_millis(1_500);
-        assert_eq!(Utc::from_system(t), Utc(1));
-        assert_eq!(
-            Utc(T0).to_system(),
-            UNIX_EPOCH + std::time::Duration::from_secs(T0 as u64)
-        );
-        assert_eq!(
-            Utc::from_system(UNIX_EPOCH - std::time::Duration::from_millis(500)),
-            Utc(-1)
-        );
     }
 
     #[test]
@@ -201,11 +91,11 @@ mod tests {
         // calendar is computed from Unix seconds, so 23:00 is 23:00 UTC on every host.
         let t = task("nightly", "0 23 * * *", false);
         assert_eq!(
-            scheduled_time(next_after(&t, T0).unwrap()),
+            scheduled_time(t.next_after(T0).unwrap()),
             "2026-11-29 23:00:00 UTC"
         );
         assert_eq!(
-            scheduled_time(latest_at(&t, T0).unwrap()),
+            scheduled_time(t.latest_at(T0).unwrap()),
             "2026-11-28 23:00:00 UTC"
         );
     }
@@ -213,18 +103,18 @@ mod tests {
     #[test]
     fn the_next_tick_is_strictly_after_now() {
         let t = task("m", "*/15 * * * *", false);
-        assert_eq!(next_after(&t, T0), Some(T0 + 900));
-        assert_eq!(next_after(&t, T0 - 1), Some(T0));
-        assert_eq!(latest_at(&t, T0), Some(T0));
+        assert_eq!(t.next_after(T0), Some(T0 + 900));
+        assert_eq!(t.next_after(T0 - 1), Some(T0));
+        assert_eq!(t.latest_at(T0), Some(T0));
         let s = task("s", "*/5 * * * * *", true);
-        assert_eq!(next_after(&s, T0 + 2), Some(T0 + 5));
+        assert_eq!(s.next_after(T0 + 2), Some(T0 + 5));
     }
 
     #[test]
     fn a_schedule_that_never_fires_has_no_next_tick() {
         let t = task("never", "0 0 30 2 *", false);
-        assert_eq!(next_after(&t, T0), None);
-        assert_eq!(latest_at(&t, T0), None);
+        assert_eq!(t.next_after(T0), None);
+        assert_eq!(t.latest_at(T0), None);
         let mut plan = Plan::new(1);
         assert!(plan.due(std::slice::from_ref(&t), T0).is_empty());
         assert_eq!(plan.next_wake(&[t], T0), None);

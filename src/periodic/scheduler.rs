@@ -8,7 +8,8 @@
 //! wait is on the `Stop`, and a queue that keeps failing costs three sends per tick.
 
 use super::claim::{Claim, Claimed};
-use super::schedule::{Due, Plan, Utc, scheduled_time};
+use super::schedule::{Due, Plan, scheduled_time};
+use crate::calendar::Utc;
 use crate::config::CronTable;
 use crate::queue::{Periodic, Queue, Stop};
 use std::sync::Arc;

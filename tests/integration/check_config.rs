@@ -252,6 +252,28 @@ fn check_config_notes_a_running_master_where_it_listens() {
 }
 
 #[test]
+fn check_config_names_the_periodic_tasks_that_are_never_due() {
+    let sb = Sandbox::new("cfg-cron-never");
+    sb.write(
+        "cron.yaml",
+        "version: 1\ncron:\n  - name: nightly\n    url: /tasks/nightly\n    schedule: \"0 3 * * *\"\n  \
+         - name: switched-off\n    url: /tasks/off\n    schedule: \"0 0 31 2 *\"\n",
+    );
+    let cf = sb
+        .chorefile("[queues.app]\nhandler = \"http://127.0.0.1:9/\"\ncron-file = \"cron.yaml\"\n");
+    // A day that never comes is a way to switch a task off, not a mistake: noted.
+    let out = check_ok(&sb, &["-c", cf.to_str().unwrap()]);
+    let line = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("cron-file = "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        line.ends_with("2 task(s): nightly, switched-off; never due: switched-off"),
+        "{line}"
+    );
+}
+
+#[test]
 fn check_config_fails_where_a_handler_cannot_be_started() {
     use std::os::unix::fs::PermissionsExt;
     let sb = Sandbox::new("cfg-handler");

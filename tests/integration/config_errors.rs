@@ -348,7 +348,6 @@ fn good_backoffs_are_accepted() {
     }
 }
 
-// ---------------------------------------------------------------------------------------
 #[test]
 fn enqueue_to_an_undeclared_queue_needs_force() {
     let sb = Sandbox::new("cfg-enqueue-force");

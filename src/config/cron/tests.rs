@@ -1,7 +1,8 @@
 //! `cron.yaml` loading: a good file, each kind of mistake and its message, and the dialect.
 
 use super::*;
-use crate::periodic::schedule::{Utc, next_after, scheduled_time};
+use crate::calendar::Utc;
+use crate::periodic::schedule::scheduled_time;
 
 /// `text` written to a file of its own, then loaded (its mistakes one per line).
 fn load_text(text: &str, seconds: bool) -> Result<CronTable, String> {
@@ -28,7 +29,7 @@ fn ticks(schedule: &str, seconds: bool, n: usize) -> Vec<String> {
     let mut t = T0;
     (0..n)
         .map(|_| {
-            t = next_after(&task, t).unwrap();
+            t = task.next_after(t).unwrap();
             scheduled_time(t)
         })
         .collect()
@@ -63,7 +64,7 @@ fn a_good_file_gives_its_tasks_in_order_with_their_lines() {
         ]
     );
     assert_eq!(
-        scheduled_time(next_after(&table.tasks[1], T0).unwrap()),
+        scheduled_time(table.tasks[1].next_after(T0).unwrap()),
         "2026-11-29 23:00:00 UTC"
     );
 }
