@@ -8,7 +8,7 @@
 
 use crate::config::Handler;
 use nix::sys::signal::Signal;
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus};
 
@@ -16,15 +16,27 @@ use std::process::{Command, ExitStatus};
 /// `CHORE_QUEUE`.
 pub fn command(h: &Handler, queue: &str) -> Command {
     let dir = h.dir.clone().unwrap_or_else(|| PathBuf::from("."));
-    // A relative program path with a slash is relative to the handler's directory, whatever
-    // the platform would otherwise choose.
-    let program = PathBuf::from(&h.command[0]);
-    let program = if program.is_relative() && h.command[0].contains('/') {
-        dir.join(program)
+    let argv0 = &h.command[0];
+    let program = PathBuf::from(argv0);
+    let mut cmd = if program.is_relative() && argv0.contains('/') {
+        // Relative to the handler's directory, whatever the platform would otherwise choose.
+        Command::new(dir.join(program))
+    } else if !argv0.contains('/') && h.env.contains_key("PATH") {
+        // A bare name under the handler's own PATH is looked up here, as check-config
+        // looks. Left to it, the standard library would fork the worker and `execvp`,
+        // which runs a script without `#!` under /bin/sh where every other start refuses
+        // it (docs/handlers.md: a script needs its `#!` line).
+        match crate::config::find_program(h, None) {
+            Ok(found) => {
+                let mut cmd = Command::new(found);
+                cmd.arg0(argv0);
+                cmd
+            }
+            Err(_) => Command::new(program),
+        }
     } else {
-        program
+        Command::new(program)
     };
-    let mut cmd = Command::new(program);
     cmd.args(&h.command[1..])
         .current_dir(dir)
         .envs(&h.env)

@@ -28,11 +28,13 @@ fn can(path: &Path, how: AccessFlags) -> bool {
     access(path, how).is_ok()
 }
 
-/// The program a handler starts, found as `worker::handler::command` and the standard
-/// library will find it: a relative path with a `/` is taken from the handler's directory,
-/// an absolute path as is, and a bare name is looked up in `PATH` — the handler's own `env`
-/// PATH if it sets one, else `path_var` (the master's, which workers inherit), with empty
-/// and relative entries taken from the handler's directory, where the program starts.
+/// The program a handler starts, found as its worker finds it (`launch::command` uses this
+/// for a bare name under the handler's own PATH; otherwise the standard library's
+/// `posix_spawnp` searches the same way): a relative path with a `/` is taken from the
+/// handler's directory, an absolute path as is, and a bare name is looked up in `PATH` —
+/// the handler's own `env` PATH if it sets one, else `path_var` (the master's, which
+/// workers inherit), with empty and relative entries taken from the handler's directory,
+/// where the program starts.
 pub fn program(h: &Handler, path_var: Option<&OsStr>) -> Result<PathBuf, String> {
     let dir = h.dir.clone().unwrap_or_else(|| PathBuf::from("."));
     if !dir.is_dir() {

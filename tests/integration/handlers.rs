@@ -228,6 +228,38 @@ fn a_handler_that_cannot_start_fails_and_is_dead_lettered_at_max_attempts() {
 }
 
 #[test]
+fn a_script_without_its_hash_bang_line_is_refused_however_it_is_found() {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new("no-hash-bang");
+    let script = sb.write("bin/plain", "echo ran >> ran.txt\n");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Found through the handler's own PATH, and named by a path: the same refusal (the
+    // standard library, left to look the first up, would have run it under /bin/sh).
+    let path = format!("{}:/usr/bin:/bin", sb.file("bin").display());
+    sb.chorefile(&format!(
+        "[queues.found]\nhandler = {{ command = [\"plain\"], env = {{ PATH = {path:?} }} }}\n\
+         [queues.named]\nhandler = [\"bin/plain\"]\n"
+    ));
+    let mut master = sb.start(&[]);
+    sb.enqueue("found", "{}");
+    sb.enqueue("named", "{}");
+    master.wait("both to fail", || {
+        master.log_text().matches("Exec format error").count() >= 2
+    });
+    let log = master.log_text();
+    for queue in ["found", "named"] {
+        assert!(
+            log.lines().any(|l| l.contains("will retry")
+                && l.contains(&format!("queue={queue} "))
+                && l.contains("cannot start handler")),
+            "{queue}: {log}"
+        );
+    }
+    assert_eq!(sb.read("ran.txt"), "", "it never ran");
+    assert_eq!(master.stop().code(), Some(0));
+}
+
+#[test]
 fn a_handler_killed_by_a_signal_is_a_failure() {
     let sb = Sandbox::new("handler-signal");
     let h = sb.recorder(
