@@ -135,40 +135,18 @@ pub fn init_with(
     format: LogFormat,
     file: Option<&Path>,
 ) -> io::Result<LogHandle> {
-    use tracing_subscriber::fmt;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let mut handle = LogHandle::default();
     let (filter_layer, reloader) = reload::Layer::new(filter(level, settlements));
     handle.filter = Some(reloader);
-    let base = fmt::layer()
-        .with_target(false)
-        .with_ansi(false)
-        .log_internal_errors(false);
-    let layer: Box<dyn Layer<Layered<Filter, Registry>> + Send + Sync> = match (file, format) {
-        (Some(path), format) => {
+    let layer = match file {
+        Some(path) => {
             let shared = Arc::new(Mutex::new(open_append(path)?));
             handle.file = Some((path.to_path_buf(), shared.clone()));
-            let writer = move || SharedFile(shared.clone());
-            match format {
-                LogFormat::Text => base.with_writer(writer).boxed(),
-                LogFormat::Json => base.json().flatten_event(true).with_writer(writer).boxed(),
-                LogFormat::Ruby => base
-                    .event_format(ruby::RubyLine::new())
-                    .with_writer(writer)
-                    .boxed(),
-            }
+            lines(format, move || SharedFile(shared.clone()))
         }
-        (None, LogFormat::Text) => base.with_writer(|| Stderr).boxed(),
-        (None, LogFormat::Json) => base
-            .json()
-            .flatten_event(true)
-            .with_writer(|| Stderr)
-            .boxed(),
-        (None, LogFormat::Ruby) => base
-            .event_format(ruby::RubyLine::new())
-            .with_writer(|| Stderr)
-            .boxed(),
+        None => lines(format, || Stderr),
     };
     // A second init (tests) keeps the first subscriber; nothing to report.
     if tracing_subscriber::registry()
@@ -180,6 +158,23 @@ pub fn init_with(
         log_panics();
     }
     Ok(handle)
+}
+
+/// The layer that writes each event as a `format` line through `writer`.
+fn lines<W>(format: LogFormat, writer: W) -> Box<dyn Layer<Layered<Filter, Registry>> + Send + Sync>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let base = tracing_subscriber::fmt::layer()
+        .with_target(false)
+        .with_ansi(false)
+        .log_internal_errors(false)
+        .with_writer(writer);
+    match format {
+        LogFormat::Text => base.boxed(),
+        LogFormat::Json => base.json().flatten_event(true).boxed(),
+        LogFormat::Ruby => base.event_format(ruby::RubyLine::new()).boxed(),
+    }
 }
 
 /// A panic (a consumer thread's, which is then restarted) is a log event like any other,

@@ -114,11 +114,12 @@ pub fn become_master() {
     let titled = args
         .first()
         .is_some_and(|a| a.as_bytes().starts_with(MASTER_PREFIX.as_bytes()));
-    let argv = std::iter::once(OsString::from(master(now())))
-        .chain(args.into_iter().skip(1))
-        .map(|a| CString::new(a.as_bytes()))
-        .collect::<Result<Vec<_>, _>>();
-    if let (false, Ok(argv)) = (titled, argv) {
+    if !titled
+        && let Ok(argv) = std::iter::once(OsString::from(master(now())))
+            .chain(args.into_iter().skip(1))
+            .map(|a| CString::new(a.as_bytes()))
+            .collect::<Result<Vec<_>, _>>()
+    {
         // execv keeps the pid (so systemd's main pid and a supervisor's child stay this
         // process), the environment, the descriptors without close-on-exec, and the signal
         // dispositions and mask. Nothing has started yet: no thread, no file, no log.

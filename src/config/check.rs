@@ -135,7 +135,6 @@ fn listeners(l: &Loaded) -> (Vec<ConfigError>, Vec<String>) {
     if let Some(addr) = c.metrics_listen
         && let Err(e) = probe::listenable(addr)
     {
-        let message = format!("cannot listen on {addr}: {e}");
         let in_use = e.kind() == std::io::ErrorKind::AddrInUse;
         if in_use && probe::serves_chore_metrics(addr) {
             notes.push(format!(
@@ -149,7 +148,7 @@ fn listeners(l: &Loaded) -> (Vec<ConfigError>, Vec<String>) {
             errors.push(ConfigError::at(
                 &origin(l, "metrics-listen"),
                 "metrics-listen",
-                message,
+                format!("cannot listen on {addr}: {e}"),
             ));
         }
     }

@@ -50,7 +50,7 @@ pub use error::{ConfigErrors, Origin};
 #[cfg(test)]
 pub use http::http_of as http_target;
 pub use options::MAX_SECONDS;
-pub use probe::program as find_program;
+pub use probe::{Occupant, occupant, program as find_program};
 pub use queue::check_name as check_queue_name;
 
 use crate::backoff::Backoff;

@@ -178,11 +178,37 @@ pub enum Socket {
     Answered,
 }
 
+/// What is at a control socket's path now, told apart by connecting (and closing at once).
+#[derive(Debug, PartialEq)]
+pub enum Occupant {
+    Nothing,
+    /// A socket nobody answers on, left by a master that has gone: to be replaced.
+    Stale,
+    /// A master answers (or another user's socket is there, which may be one's).
+    Live,
+}
+
+/// Who holds `path`: the one rule the master's bind and `check-config` share. Anything but
+/// a socket there is an error.
+pub fn occupant(path: &Path) -> Result<Occupant, String> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(Occupant::Nothing);
+    };
+    if !meta.file_type().is_socket() {
+        return Err(format!("{} exists and is not a socket", path.display()));
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Ok(Occupant::Live),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Ok(Occupant::Live),
+        Err(_) => Ok(Occupant::Stale),
+    }
+}
+
 /// Can the master bind its control socket at `path`? `make_dir`: the master creates the
 /// directory when it is missing (it does for the default path only). A socket is only
 /// connected to, and closed at once.
 pub fn control_socket(path: &Path, make_dir: bool) -> Result<Socket, String> {
-    use std::os::unix::fs::FileTypeExt;
     let len = path.as_os_str().len();
     if len > SOCKET_PATH_MAX {
         return Err(format!(
@@ -190,19 +216,11 @@ pub fn control_socket(path: &Path, make_dir: bool) -> Result<Socket, String> {
             path.display()
         ));
     }
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if !meta.file_type().is_socket() {
-            return Err(format!("{} exists and is not a socket", path.display()));
-        }
-        match std::os::unix::net::UnixStream::connect(path) {
-            Ok(_) => return Ok(Socket::Answered),
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                return Ok(Socket::Answered);
-            }
-            // Stale: the master removes it and binds anew, in the same directory.
-            Err(_) => {}
-        }
+    if occupant(path)? == Occupant::Live {
+        return Ok(Socket::Answered);
     }
+    // Nothing there, or a stale socket the master removes before it binds anew, in the
+    // same directory.
     let parent = path.parent().unwrap_or(Path::new("/"));
     match make_dir {
         true => writable_dir(parent),

@@ -8,7 +8,7 @@ use super::Ask;
 use crate::observe::slots::Slots;
 use crossbeam_channel::Sender;
 use std::io::{Read, Write};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -33,18 +33,13 @@ pub struct Bound {
 /// may well be alive); one nobody answers on is stale and replaced; anything else in the
 /// way is an error.
 pub fn bind(path: &Path) -> std::io::Result<Option<Bound>> {
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if !meta.file_type().is_socket() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                format!("{} exists and is not a socket", path.display()),
-            ));
-        }
-        match UnixStream::connect(path) {
-            Ok(_) => return Ok(None),
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return Ok(None),
-            Err(_) => std::fs::remove_file(path)?,
-        }
+    use crate::config::Occupant;
+    let occupant = crate::config::occupant(path)
+        .map_err(|m| std::io::Error::new(std::io::ErrorKind::AlreadyExists, m))?;
+    match occupant {
+        Occupant::Live => return Ok(None),
+        Occupant::Stale => std::fs::remove_file(path)?,
+        Occupant::Nothing => {}
     }
     let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
     let bound = UnixListener::bind(path);
