@@ -5,6 +5,9 @@
 //!    concurrency 2 and batch size 50, through a batch-mode handler, and for a smaller
 //!    run through a per-message handler (`/bin/true`, one process per message); each the
 //!    best of `CHORE_BENCH_ROUNDS` runs (default 3), every round's figures listed beside;
+//!    the queues are made under the temporary directory, whose filesystem is named, and
+//!    the batch-mode figures are taken again on /dev/shm when that is tmpfs and the
+//!    temporary directory is not (`throughput/place.rs`);
 //! 2. enqueue→start latency of a lone job on an idle queue, p50/p99 over repeated runs
 //!    (`CHORE_BENCH_LATENCY_RUNS`, default 100);
 //! 3. peak RSS (VmHWM) of the master over the throughput run, and of one worker;
@@ -126,26 +129,19 @@ fn filesystem_figures(chore: &Path, me: &Path) {
     let noop = noop::Noop::new(me);
     println!("the no-op batch handler: {}", noop.what);
     let rounds = env_or("CHORE_BENCH_ROUNDS", 3).max(1);
-    let (batch, all) = best_of(rounds, || throughput(chore, &noop, jobs, true, &probe));
-    println!(
-        "throughput, batch handler:       {:>8.0} jobs/s  ({} jobs in {:.2} s, the best of {all}; master peak RSS {:.1} MB)",
-        batch.jobs_per_second(),
-        batch.jobs,
-        batch.elapsed.as_secs_f64(),
-        batch.master_rss_kb as f64 / 1024.0
-    );
-    println!("    {}", batch.cpu.line(batch.jobs));
-    let floor = {
-        let scratch = Scratch::new("floor");
-        cpu::file_protocol_us(&scratch.0, jobs)
-    };
-    println!(
-        "    the file protocol alone (rename into inprogress/, read, unlink; {jobs} files here): {floor:.1} µs CPU per job; the master adds {:.1} µs above it, workers and spawner {:.1}",
-        batch.cpu.master as f64 / batch.jobs as f64 - floor,
-        batch.cpu.workers as f64 / batch.jobs as f64
-    );
+    let disk = place::Place::temporary();
+    println!("queues in: {}", disk.label());
+    batch_figures(chore, &noop, &disk, jobs, rounds, &probe);
+    if let Some(tmpfs) = disk.tmpfs_beside() {
+        println!(
+            "  again on {}, where rename and unlink cost no journal (the rest of the figures are on {}):",
+            tmpfs.label(),
+            disk.fs
+        );
+        batch_figures(chore, &noop, &tmpfs, jobs, rounds, &probe);
+    }
     let (single, all) = best_of(rounds, || {
-        throughput(chore, &noop, per_message_jobs, false, &probe)
+        throughput(chore, &noop, &disk, per_message_jobs, false, &probe)
     });
     println!(
         "throughput, per-message handler: {:>8.0} jobs/s  ({} jobs in {:.2} s, the best of {all}; one /bin/true per job)",
@@ -167,6 +163,36 @@ fn filesystem_figures(chore: &Path, me: &Path) {
     println!(
         "worker peak RSS:                 {:.1} MB (a chore-worker running a 50-message batch)",
         worker_kb as f64 / 1024.0
+    );
+}
+
+/// Batch mode's figures with the queues under `place`: the best of `rounds`, its CPU by
+/// part, and the file protocol's floor there.
+fn batch_figures(
+    chore: &Path,
+    noop: &noop::Noop,
+    place: &place::Place,
+    jobs: usize,
+    rounds: usize,
+    probe: &cpu::Probe,
+) {
+    let (batch, all) = best_of(rounds, || throughput(chore, noop, place, jobs, true, probe));
+    println!(
+        "throughput, batch handler:       {:>8.0} jobs/s  ({} jobs in {:.2} s, the best of {all}; master peak RSS {:.1} MB)",
+        batch.jobs_per_second(),
+        batch.jobs,
+        batch.elapsed.as_secs_f64(),
+        batch.master_rss_kb as f64 / 1024.0
+    );
+    println!("    {}", batch.cpu.line(batch.jobs));
+    let floor = {
+        let scratch = Scratch::under(&place.dir, "floor");
+        cpu::file_protocol_us(&scratch.0, jobs)
+    };
+    println!(
+        "    the file protocol alone (rename into inprogress/, read, unlink; {jobs} files here): {floor:.1} µs CPU per job; the master adds {:.1} µs above it, workers and spawner {:.1}",
+        batch.cpu.master as f64 / batch.jobs as f64 - floor,
+        batch.cpu.workers as f64 / batch.jobs as f64
     );
 }
 
@@ -230,7 +256,11 @@ struct Scratch(PathBuf);
 
 impl Scratch {
     fn new(name: &str) -> Scratch {
-        let p = std::env::temp_dir().join(format!("chore-bench-{name}-{}", std::process::id()));
+        Scratch::under(&std::env::temp_dir(), name)
+    }
+
+    fn under(dir: &Path, name: &str) -> Scratch {
+        let p = dir.join(format!("chore-bench-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
         Scratch(p)
@@ -341,11 +371,12 @@ fn best_of(rounds: usize, mut run: impl FnMut() -> Run) -> (Run, String) {
 fn throughput(
     chore: &Path,
     noop: &noop::Noop,
+    place: &place::Place,
     jobs: usize,
     batch_mode: bool,
     probe: &cpu::Probe,
 ) -> Run {
-    let scratch = Scratch::new(if batch_mode { "batch" } else { "single" });
+    let scratch = Scratch::under(&place.dir, if batch_mode { "batch" } else { "single" });
     let handler_cpu = scratch.0.join("handler-cpu");
     let handler = if batch_mode {
         format!(
@@ -511,6 +542,9 @@ fn worker_rss(chore: &Path, noop: &noop::Noop) -> u64 {
 
 #[path = "throughput/cpu.rs"]
 mod cpu;
+
+#[path = "throughput/place.rs"]
+mod place;
 
 #[path = "throughput/noop.rs"]
 mod noop;

@@ -12,6 +12,9 @@
 //! figures are read against: at most 50 µs of chore's CPU per message, at least 10,000
 //! messages/s on the filesystem queue.
 //!
+//! When the temporary directory is not on tmpfs, the filesystem figures are taken again
+//! on /dev/shm (`place`), which tells the disk's share from chore's.
+//!
 //! The server is a thread per connection with blocking I/O: cheap enough beside chore,
 //! and its CPU is not counted in chore's.
 
@@ -32,17 +35,17 @@ pub fn figures(chore: &Path) {
         env!("CARGO_PKG_VERSION")
     );
     let server = Server::start();
-    let fs = filesystem(chore, &server, jobs, connections);
-    report("filesystem queue", &fs);
-    let files = {
-        let scratch = Scratch::new("http-floor");
-        cpu::file_protocol_us(&scratch.0, jobs)
-    };
     let request = request_floor_us(&server, jobs);
-    println!(
-        "    floors here: the file protocol {files:.1} µs/msg (rename, read, unlink), a POST and its answer on a keep-alive connection {request:.1} µs (the client's side); chore adds {:.1} µs above both",
-        fs.cpu.as_secs_f64() * 1e6 / fs.jobs as f64 - files - request
-    );
+    let disk = place::Place::temporary();
+    println!("queues in: {}", disk.label());
+    filesystem_figures(chore, &server, &disk, jobs, connections, request);
+    if let Some(tmpfs) = disk.tmpfs_beside() {
+        println!(
+            "  again on {}, where rename and unlink cost no journal:",
+            tmpfs.label()
+        );
+        filesystem_figures(chore, &server, &tmpfs, jobs, connections, request);
+    }
     let scratch = Scratch::new("http-sqs");
     match Moto::start_fast_recording(&scratch.0.join("recording.jsonl")) {
         Some(moto) => {
@@ -55,6 +58,28 @@ pub fn figures(chore: &Path) {
     }
     println!(
         "targets: ≤ 50 µs of chore CPU per message; ≥ 10,000 messages/s on the filesystem queue"
+    );
+}
+
+/// The filesystem queue's figures with the queues under `place`, and the floors there:
+/// the file protocol's, and `request`, one POST's.
+fn filesystem_figures(
+    chore: &Path,
+    server: &Server,
+    place: &place::Place,
+    jobs: usize,
+    connections: usize,
+    request: f64,
+) {
+    let fs = filesystem(chore, server, place, jobs, connections);
+    report("filesystem queue", &fs);
+    let files = {
+        let scratch = Scratch::under(&place.dir, "http-floor");
+        cpu::file_protocol_us(&scratch.0, jobs)
+    };
+    println!(
+        "    floors here: the file protocol {files:.1} µs/msg (rename, read, unlink), a POST and its answer on a keep-alive connection {request:.1} µs (the client's side); chore adds {:.1} µs above both",
+        fs.cpu.as_secs_f64() * 1e6 / fs.jobs as f64 - files - request
     );
 }
 
@@ -107,8 +132,14 @@ fn handler(server: &Server, connections: usize) -> String {
     )
 }
 
-fn filesystem(chore: &Path, server: &Server, jobs: usize, connections: usize) -> Posted {
-    let scratch = Scratch::new("http-fs");
+fn filesystem(
+    chore: &Path,
+    server: &Server,
+    place: &place::Place,
+    jobs: usize,
+    connections: usize,
+) -> Posted {
+    let scratch = Scratch::under(&place.dir, "http-fs");
     let file = chorefile(&scratch.0, &handler(server, connections), "");
     let queue = open_queue(&scratch.0);
     for i in 0..jobs {
