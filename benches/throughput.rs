@@ -132,7 +132,7 @@ fn filesystem_figures(chore: &Path, me: &Path) {
     let disk = place::Place::temporary();
     println!("queues in: {}", disk.label());
     batch_figures(chore, &noop, &disk, jobs, rounds, &probe);
-    if let Some(tmpfs) = disk.tmpfs_beside() {
+    if let Some(tmpfs) = disk.tmpfs_beside(jobs) {
         println!(
             "  again on {}, where rename and unlink cost no journal (the rest of the figures are on {}):",
             tmpfs.label(),

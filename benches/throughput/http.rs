@@ -39,7 +39,7 @@ pub fn figures(chore: &Path) {
     let disk = place::Place::temporary();
     println!("queues in: {}", disk.label());
     filesystem_figures(chore, &server, &disk, jobs, connections, request);
-    if let Some(tmpfs) = disk.tmpfs_beside() {
+    if let Some(tmpfs) = disk.tmpfs_beside(jobs) {
         println!(
             "  again on {}, where rename and unlink cost no journal:",
             tmpfs.label()

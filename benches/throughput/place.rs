@@ -22,12 +22,18 @@ impl Place {
         Place { dir, fs }
     }
 
-    /// /dev/shm, when the temporary directory is not on tmpfs and /dev/shm is: the place
-    /// for a second run of the filesystem figures.
-    pub fn tmpfs_beside(&self) -> Option<Place> {
+    /// /dev/shm, when the temporary directory is not on tmpfs and /dev/shm is, and has
+    /// room for `files` small files (a container's is often 64 MB, and each file takes a
+    /// page): the place for a second run of the filesystem figures.
+    pub fn tmpfs_beside(&self, files: usize) -> Option<Place> {
         let shm = Path::new("/dev/shm");
         let writable = nix::unistd::access(shm, nix::unistd::AccessFlags::W_OK).is_ok();
-        (self.fs != "tmpfs" && fs_name(shm) == "tmpfs" && writable).then(|| Place {
+        let roomy = nix::sys::statvfs::statvfs(shm).is_ok_and(|s| {
+            let bytes = s.blocks_available() as u128 * s.fragment_size() as u128;
+            // Twice over: the queue's files and the directories' own pages, with margin.
+            bytes >= files as u128 * 2 * 4096 && s.files_available() as u128 >= files as u128 * 2
+        });
+        (self.fs != "tmpfs" && fs_name(shm) == "tmpfs" && writable && roomy).then(|| Place {
             dir: shm.to_path_buf(),
             fs: "tmpfs".into(),
         })
