@@ -365,7 +365,12 @@ fn best_of(rounds: usize, mut run: impl FnMut() -> Run) -> (Run, String) {
         .into_iter()
         .max_by(|a, b| a.jobs_per_second().total_cmp(&b.jobs_per_second()))
         .expect("at least one round");
-    (best, format!("{rounds} rounds: {all}"))
+    let rounds = if rounds == 1 {
+        "1 round".to_string()
+    } else {
+        format!("{rounds} rounds")
+    };
+    (best, format!("{rounds}: {all}"))
 }
 
 fn throughput(
