@@ -19,7 +19,7 @@ use crate::hooks::Hooks;
 use crate::logging::FATE;
 use crate::protocol::Verdict;
 use crate::queue::{Delivery, Queue};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -77,12 +77,31 @@ pub fn decide(
     }
 }
 
+/// A queue's `on-permanent-failure` command, shared by every copy of its settler (the
+/// master's, and each consumer thread's, which dead-letters what can never run), so that
+/// the command a reload sets reaches them all at once.
+#[derive(Clone, Default)]
+pub struct FailureHook(Arc<RwLock<Option<Handler>>>);
+
+impl FailureHook {
+    pub fn new(command: Option<Handler>) -> FailureHook {
+        FailureHook(Arc::new(RwLock::new(command)))
+    }
+
+    pub fn set(&self, command: Option<Handler>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = command;
+    }
+
+    fn get(&self) -> Option<Handler> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 /// Carries out settlements for one queue.
 #[derive(Clone)]
 pub struct Settler {
     pub queue: Arc<dyn Queue>,
-    /// The queue's `on-permanent-failure` command.
-    pub on_permanent_failure: Option<Handler>,
+    pub on_permanent_failure: FailureHook,
     pub hooks: Hooks,
     /// To forget the dedupe key of a message that will be offered again, so that the next
     /// delivery is not taken for a duplicate.
@@ -133,8 +152,8 @@ impl Settler {
                     .and_then(|m| m.unread_bytes)
                     .unwrap_or(d.body.len() as u64);
                 tracing::error!(target: FATE, queue = %name, id = %d.id, attempt = d.attempt, outcome = "dead-letter", secs, body_bytes, reason = %reason, "dead-lettered");
-                if let Some(command) = self.on_permanent_failure.as_ref().filter(|_| hook) {
-                    self.hooks.permanent_failure(command, name, d, reason);
+                if let Some(command) = self.on_permanent_failure.get().filter(|_| hook) {
+                    self.hooks.permanent_failure(&command, name, d, reason);
                 }
                 queue.dead_letter(d, reason)
             }

@@ -119,6 +119,9 @@ fn globals(old: &Config, new: &Config, d: &mut Diff) {
     restart!("dedupe settings", dedupe);
     restart!("log-file", log_file);
     restart!("log-format", log_format);
+    restart!("stall-timeout", stall_timeout);
+    restart!("metrics-listen", metrics_listen);
+    restart!("control-socket", control_socket);
 }
 
 fn queue(old: &QueueConfig, new: &QueueConfig, d: &mut Diff) {
@@ -154,7 +157,8 @@ fn queue(old: &QueueConfig, new: &QueueConfig, d: &mut Diff) {
     let policy_differs = !same(&old.backoff, &new.backoff)
         || old.max_attempts != new.max_attempts
         || !same(&old.on_permanent_failure, &new.on_permanent_failure)
-        || old.pass_aws_credentials != new.pass_aws_credentials;
+        || old.pass_aws_credentials != new.pass_aws_credentials
+        || old.memory_limit != new.memory_limit;
     if rerouted || policy_differs {
         d.changed.push((old.name.clone(), rerouted));
     }
@@ -204,6 +208,23 @@ mod tests {
         assert_eq!(d.live, ["concurrency: 2 → 5", "log-level: INFO → DEBUG"]);
         assert_eq!(d.restart, ["threads-per-queue", "log-format"]);
         assert!(d.added.is_empty() && d.removed.is_empty() && d.changed.is_empty());
+    }
+
+    #[test]
+    fn every_global_that_differs_is_live_or_named() {
+        let new = "concurrency = 2\nstall-timeout = 60\nmetrics-listen = \"127.0.0.1:9\"\n\
+                   control-socket = \"/tmp/elsewhere.sock\"\n[queues.a]\nhandler = [\"/bin/true\"]\n";
+        let d = check(BASE, new);
+        assert_eq!(
+            d.restart,
+            ["stall-timeout", "metrics-listen", "control-socket"]
+        );
+        // A queue's memory-limit applies to its next batch.
+        let limited =
+            "concurrency = 2\n[queues.a]\nhandler = [\"/bin/true\"]\nmemory-limit = \"64MiB\"\n";
+        let d = check(BASE, limited);
+        assert_eq!(d.changed, [("a".to_string(), false)]);
+        assert!(d.restart.is_empty(), "{:?}", d.restart);
     }
 
     #[test]

@@ -474,7 +474,7 @@ mod tests {
         };
         let settler = Settler {
             queue: queue.clone(),
-            on_permanent_failure: None,
+            on_permanent_failure: Default::default(),
             hooks: Default::default(),
             dedupe: None,
         };

@@ -15,7 +15,7 @@ use crate::observe::metrics::{Global, QueueMetrics};
 use crate::observe::notify::Notifier;
 use crate::queue::{Depth, Queue, Stop};
 use crossbeam_channel::Sender;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// The loop looks at liveness and gauges this often.
@@ -51,7 +51,12 @@ pub struct Observing {
     next_status: Instant,
     /// The control socket, removed when the master goes.
     pub control: Option<crate::control::server::Bound>,
+    /// The queues the depth sampler looks at, by number; a reload adds and removes them.
+    pub sampled: Sampled,
 }
+
+/// The depth sampler's queues, by queue number: None for a queue a reload removed.
+pub type Sampled = Arc<Mutex<Vec<Option<Arc<dyn Queue>>>>>;
 
 impl Observing {
     pub fn new(names: &[&str], stall_timeout: Duration, now: Instant) -> Observing {
@@ -70,17 +75,30 @@ impl Observing {
             next_tick: now,
             next_status: now + STATUS_EVERY,
             control: None,
+            sampled: Sampled::default(),
         }
     }
 
     /// A queue added by a reload, numbered next.
-    pub fn add_queue(&mut self, name: &str) {
+    pub fn add_queue(&mut self, name: &str, queue: Arc<dyn Queue>) {
+        lock(&self.sampled).push(Some(queue));
         self.metrics.push(QueueMetrics::new(name));
         self.liveness.add_queue();
         self.received.push(0);
         self.settled.push(0);
         self.depth.push(None);
         self.oldest.push(None);
+    }
+
+    /// Queue `q` was removed by a reload: its depth is no longer looked at, and what was
+    /// last seen of it no longer counts (its backlog waits for another consumer).
+    pub fn remove_queue(&mut self, q: usize) {
+        if let Some(slot) = lock(&self.sampled).get_mut(q) {
+            *slot = None;
+        }
+        self.depth[q] = None;
+        self.oldest[q] = None;
+        self.liveness.broken(q, None);
     }
 
     /// `n` messages of queue `q` arrived.
@@ -127,8 +145,12 @@ impl Observing {
 /// Look at each queue's depth every `SAMPLE_EVERY`, from a thread of its own (a listing or
 /// an SQS call never blocks the loop), until `stop` fires. `served`: metrics are served, so
 /// the costly figures are looked up too (see `Queue::depth`).
+fn lock(sampled: &Sampled) -> MutexGuard<'_, Vec<Option<Arc<dyn Queue>>>> {
+    sampled.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub fn spawn_sampler(
-    queues: Vec<Arc<dyn Queue>>,
+    queues: Sampled,
     served: bool,
     stop: Arc<Stop>,
     to_master: Sender<Observed>,
@@ -137,7 +159,10 @@ pub fn spawn_sampler(
         .name("depth".into())
         .spawn(move || {
             loop {
-                for (q, queue) in queues.iter().enumerate() {
+                // A copy of the list: a look may take a while, and a reload must not wait.
+                let now_sampled = lock(&queues).clone();
+                for (q, queue) in now_sampled.iter().enumerate() {
+                    let Some(queue) = queue else { continue };
                     if let Some(d) = queue.depth(served)
                         && to_master.send(Observed::Depth(q, d)).is_err()
                     {
@@ -166,6 +191,8 @@ impl Master {
             Observed::Ask(ask) => {
                 let _ = ask.reply.send(self.snapshot(now));
             }
+            // Looked at just before a reload removed it.
+            Observed::Depth(q, _) if self.reload.is_removed(q) => {}
             Observed::Depth(q, Ok(d)) => {
                 let m = &self.obs.metrics[q];
                 m.depth.set(d.messages as f64);
@@ -199,13 +226,22 @@ impl Master {
         let period = self.obs.watchdog_period().map_or(TICK, |p| p.min(TICK));
         self.obs.next_tick = now + period;
         let counts = self.holding.per_queue(self.qconfigs.len());
-        for (q, (waiting, held)) in counts.iter().enumerate() {
-            let m = &self.obs.metrics[q];
-            m.buffered.set(*waiting as f64);
-            m.held.set(*held as f64);
+        for (q, (waiting, _)) in counts.iter().enumerate() {
+            // A queue removed by a reload and added back has two numbers and one series:
+            // the last number sets it, with both numbers' messages.
+            let name = &self.qconfigs[q].full_name;
+            if !self.qconfigs[q + 1..].iter().any(|l| &l.full_name == name) {
+                let same = (0..=q).filter(|&p| &self.qconfigs[p].full_name == name);
+                let (all_waiting, all_held) =
+                    same.fold((0, 0), |(w, h), p| (w + counts[p].0, h + counts[p].1));
+                let m = &self.obs.metrics[q];
+                m.buffered.set(all_waiting as f64);
+                m.held.set(all_held as f64);
+            }
             // The oldest message ages between two looks at the queue.
             if let Some((age, at)) = self.obs.oldest[q] {
-                m.oldest_age
+                self.obs.metrics[q]
+                    .oldest_age
                     .set((age + now.saturating_duration_since(at)).as_secs_f64());
             }
             let in_queue = self.obs.depth[q].is_some_and(|d| d > 0);
@@ -322,12 +358,18 @@ impl Master {
             })
             .collect();
         let counts = self.holding.per_queue(self.qconfigs.len());
+        // A queue a reload removed shows while its batches still run, marked so.
         let queues = self
             .qconfigs
             .iter()
             .enumerate()
+            .filter(|&(q, _)| !self.reload.is_removed(q) || counts[q].1 > 0)
             .map(|(q, qc)| QueueStatus {
-                name: qc.full_name.clone(),
+                name: if self.reload.is_removed(q) {
+                    format!("{} (removed)", qc.full_name)
+                } else {
+                    qc.full_name.clone()
+                },
                 buffered: counts[q].0,
                 held: counts[q].1,
                 received: self.obs.received[q],

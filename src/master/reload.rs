@@ -178,8 +178,12 @@ impl Master {
         qc.backoff = fresh.backoff;
         qc.max_attempts = fresh.max_attempts;
         qc.pass_aws_credentials = fresh.pass_aws_credentials;
+        qc.memory_limit = fresh.memory_limit;
         qc.on_permanent_failure = fresh.on_permanent_failure.clone();
-        self.settlers[q].on_permanent_failure = fresh.on_permanent_failure;
+        // Shared with the consumers' copies of the settler.
+        self.settlers[q]
+            .on_permanent_failure
+            .set(fresh.on_permanent_failure);
         if rerouted {
             self.retire_consumers(q);
             if let Err(e) = self.start_consumers(q) {
@@ -194,6 +198,7 @@ impl Master {
     fn remove_queue(&mut self, q: usize) {
         self.retire_consumers(q);
         self.reload.removed[q] = true;
+        self.obs.remove_queue(q);
         let buffered: Vec<Held> = self.holding.take_buffered_of(q);
         for h in buffered {
             self.give_back(q, h, "its queue was removed by a reload");
@@ -205,11 +210,16 @@ impl Master {
         if let Some(flag) = self.reload.retire.get(q) {
             flag.store(true, Ordering::Release);
         }
-        // Consumer threads are named `consume-<queue>-<n>` (`consumer::spawn`).
+        // Consumer threads are named `consume-<queue>-<n>` (`consumer::spawn`); queue `a`'s
+        // are not queue `a-b`'s.
         let prefix = format!("consume-{}-", self.qconfigs[q].name);
+        let ours = |name: &str| {
+            name.strip_prefix(&prefix)
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        };
         let (retired, kept) = std::mem::take(&mut self.inputs.consumers)
             .into_iter()
-            .partition(|c| c.thread().name().is_some_and(|n| n.starts_with(&prefix)));
+            .partition(|c| c.thread().name().is_some_and(ours));
         self.inputs.consumers = kept;
         self.reload.retiring.extend::<Vec<_>>(retired);
     }
@@ -223,13 +233,13 @@ impl Master {
         let hooks = self.settlers[0].hooks.clone();
         let settler = Settler {
             queue,
-            on_permanent_failure: qc.on_permanent_failure.clone(),
+            on_permanent_failure: crate::settle::FailureHook::new(qc.on_permanent_failure.clone()),
             hooks,
             dedupe: self.dedupe.clone().filter(|_| qc.dedupe),
         };
         let q = self.holding.add_queue();
         debug_assert_eq!(q, self.qconfigs.len());
-        self.obs.add_queue(&qc.full_name);
+        self.obs.add_queue(&qc.full_name, settler.queue.clone());
         self.qconfigs.push(qc);
         self.settlers.push(settler);
         self.reload.removed.push(false);

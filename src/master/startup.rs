@@ -112,7 +112,7 @@ pub fn start(config: Config, log: LogHandle, flags: Flags) -> Result<Master, Sta
         .zip(&qconfigs)
         .map(|(queue, qc)| Settler {
             queue,
-            on_permanent_failure: qc.on_permanent_failure.clone(),
+            on_permanent_failure: crate::settle::FailureHook::new(qc.on_permanent_failure.clone()),
             hooks: hooks.clone(),
             dedupe: dedupe.clone(),
         })
@@ -167,9 +167,11 @@ pub fn start(config: Config, log: LogHandle, flags: Flags) -> Result<Master, Sta
     log_start(&config, &qconfigs);
 
     let (observe_tx, observe_rx) = unbounded();
-    let all: Vec<Arc<dyn Queue>> = settlers.iter().map(|s| s.queue.clone()).collect();
+    let sampled: super::observing::Sampled = Arc::new(std::sync::Mutex::new(
+        settlers.iter().map(|s| Some(s.queue.clone())).collect(),
+    ));
     let served = config.metrics_listen.is_some();
-    super::observing::spawn_sampler(all, served, stop.clone(), observe_tx.clone())
+    super::observing::spawn_sampler(sampled.clone(), served, stop.clone(), observe_tx.clone())
         .map_err(|e| StartError::System(format!("cannot start the depth sampler: {e}")))?;
     let control = match control {
         Some(mut bound) => match bound.serve(observe_tx, super::observing::Observed::Ask) {
@@ -199,6 +201,7 @@ pub fn start(config: Config, log: LogHandle, flags: Flags) -> Result<Master, Sta
     master.preloaders = preloaders;
     master.health = health;
     master.obs.control = control;
+    master.obs.sampled = sampled;
     // From here the consumers hold the batch channel's senders, and `Reload` one more
     // until a drain begins: the channel disconnects once both have let go.
     master.reload = super::reload::Reload::new(flags, shared, retire, http_credits);

@@ -107,7 +107,7 @@ fn rig(concurrency: usize, batch_size: usize, ordered: bool, max_attempts: Optio
     let launched = Arc::new(Mutex::new(Launched::default()));
     let settler = Settler {
         queue: queue.clone(),
-        on_permanent_failure: None,
+        on_permanent_failure: Default::default(),
         hooks: Hooks::default(),
         dedupe: None,
     };

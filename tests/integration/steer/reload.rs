@@ -21,8 +21,10 @@ fn sighup_adds_a_queue_and_removes_one_with_nothing_lost() {
         "fast.sh",
         "cat > /dev/null\necho \"$CHORE_MESSAGE_ID\" >> done.txt",
     );
+    // A short stall-timeout: b's backlog, left waiting by the reload, must not be taken
+    // for a stall.
     sb.chorefile(&format!(
-        "concurrency = 1\nbatch-size = 1\n\
+        "concurrency = 1\nbatch-size = 1\nstall-timeout = 1.5\n\
          [queues.a]\nhandler = [{fast:?}]\n[queues.b]\nhandler = [{slow:?}]\n"
     ));
     let backlog: BTreeSet<String> = (0..8)
@@ -35,7 +37,7 @@ fn sighup_adds_a_queue_and_removes_one_with_nothing_lost() {
 
     // b goes, c comes; a stays as it was.
     sb.chorefile(&format!(
-        "concurrency = 1\nbatch-size = 1\n\
+        "concurrency = 1\nbatch-size = 1\nstall-timeout = 1.5\n\
          [queues.a]\nhandler = [{fast:?}]\n[queues.c]\nhandler = [{fast:?}]\n"
     ));
     master.signal(Signal::SIGHUP);
@@ -68,15 +70,22 @@ fn sighup_adds_a_queue_and_removes_one_with_nothing_lost() {
         "done {done:?}, waiting {waiting:?}"
     );
     assert!(!waiting.is_empty(), "b stopped being consumed");
-    // And b stays unconsumed.
+    // And b stays unconsumed, and its backlog is not taken for a stall.
     let before = done.len();
-    master.assert_for(std::time::Duration::from_secs(2), "b not consumed", || {
-        sb.lines("b-done.txt").len() == before
-    });
-    // b's consumer threads ended on purpose: the master is healthy, and shows c.
+    master.assert_for(
+        std::time::Duration::from_secs(3),
+        "b not consumed, and the master healthy",
+        || sb.lines("b-done.txt").len() == before && !master.log_text().contains("unhealthy"),
+    );
+    // b's consumer threads ended on purpose, and its backlog waits for another consumer:
+    // the master is healthy well past the stall-timeout, and shows c, not b.
     let (code, text) = crate::observe::status(&sb, &[]);
     assert_eq!(code, Some(0), "{text}");
-    assert!(text.contains("healthy") && text.contains("  c: "), "{text}");
+    assert!(
+        text.contains("healthy") && !text.contains("UNHEALTHY") && text.contains("  c: "),
+        "{text}"
+    );
+    assert!(!text.contains("  b:"), "{text}");
     assert_eq!(master.stop().code(), Some(0));
 }
 
@@ -223,5 +232,39 @@ fn sighup_changes_a_queues_handlers() {
     });
     assert_eq!(sb.lines("old.txt"), [first]);
     assert_eq!(sb.queue("jobs").dead_letters(), 0);
+    assert_eq!(master.stop().code(), Some(0));
+}
+
+#[test]
+fn sighup_gives_a_new_failure_hook_to_dead_letters_on_receipt_too() {
+    let sb = Sandbox::new("steer-reload-hook");
+    let hook = sb.script(
+        "hook.sh",
+        "cat > /dev/null\necho \"$CHORE_MESSAGE_ID $CHORE_REASON\" >> hook.txt",
+    );
+    sb.chorefile("[queues.jobs]\nhandler = [\"/bin/false\"]\nmax-attempts = 1\n");
+    let mut master = sb.start(&[]);
+    master.wait_log("chore master started");
+    sb.chorefile(&format!(
+        "[queues.jobs]\nhandler = [\"/bin/false\"]\nmax-attempts = 1\n\
+         on-permanent-failure = [{hook:?}]\n"
+    ));
+    master.signal(Signal::SIGHUP);
+    master.wait_log("queue jobs changed");
+    // A body that is not JSON is dead-lettered by the consumer that receives it, and one
+    // that fails by the master: the new hook hears of both.
+    sb.queue("jobs").put(
+        "new",
+        "jobs-Job-1-20260101-000000-000000.0.job",
+        b"not json",
+    );
+    let failed = sb.enqueue_id("jobs", "[1]");
+    master.wait("the hook to hear of both dead letters", || {
+        let heard = sb.lines("hook.txt");
+        heard
+            .iter()
+            .any(|l| l.starts_with("jobs-Job-1-20260101-000000-000000 "))
+            && heard.iter().any(|l| l.starts_with(&format!("{failed} ")))
+    });
     assert_eq!(master.stop().code(), Some(0));
 }
