@@ -99,6 +99,9 @@ impl Observing {
         self.depth[q] = None;
         self.oldest[q] = None;
         self.liveness.broken(q, None);
+        // No longer looked at: no figure rather than a stale one.
+        self.metrics[q].depth.set(0.0);
+        self.metrics[q].oldest_age.set(0.0);
     }
 
     /// `n` messages of queue `q` arrived.
