@@ -145,13 +145,14 @@ impl Observing {
     }
 }
 
-/// Look at each queue's depth every `SAMPLE_EVERY`, from a thread of its own (a listing or
-/// an SQS call never blocks the loop), until `stop` fires. `served`: metrics are served, so
-/// the costly figures are looked up too (see `Queue::depth`).
+/// The sampler's list, locked (a poisoned lock is taken all the same: the list stays whole).
 fn lock(sampled: &Sampled) -> MutexGuard<'_, Vec<Option<Arc<dyn Queue>>>> {
     sampled.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Look at each queue's depth every `SAMPLE_EVERY`, from a thread of its own (a listing or
+/// an SQS call never blocks the loop), until `stop` fires. `served`: metrics are served, so
+/// the costly figures are looked up too (see `Queue::depth`).
 pub fn spawn_sampler(
     queues: Sampled,
     served: bool,

@@ -83,7 +83,7 @@ pub fn queue_config() -> crate::config::QueueConfig {
         sqs: Default::default(),
         pass_aws_credentials: false,
         memory_limit: None,
-        on_permanent_failure: Default::default(),
+        on_permanent_failure: None,
         dedupe: false,
         dedupe_key: None,
     }
